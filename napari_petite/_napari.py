@@ -1,0 +1,48 @@
+"""npe2 hooks named in napari.yaml: reader, writer (and later sample data and docks).
+
+Kept tiny and import-light so napari starts fast; the work happens in ``napari_petite.io``.
+"""
+
+from __future__ import annotations
+
+from napari_petite.io.nifti import is_nifti
+
+
+def get_reader(path):
+    """Return a reader for one NIfTI path (napari passes a str or a list of them)."""
+    paths = [path] if isinstance(path, str) else list(path)
+    if not paths or not all(is_nifti(p) for p in paths):
+        return None
+    return _read_layers
+
+
+def _read_layers(path):
+    from napari_petite.io.layers import volume_to_layer_data
+    from napari_petite.io.nifti import read_volume
+
+    paths = [path] if isinstance(path, str) else list(path)
+    return [volume_to_layer_data(read_volume(p)) for p in paths]
+
+
+def write_image(path: str, data, meta: dict) -> list[str]:
+    """Write an image layer to NIfTI with its original affine/header, never over its source.
+
+    napari's save dialog has already confirmed replacing an existing file, so the only refusal
+    is writing over the file the layer was read from.
+    """
+    from napari_petite.io.layers import volume_from_layer
+    from napari_petite.io.nifti import write_volume
+
+    volume = volume_from_layer(data, meta)
+    if not is_nifti(path):
+        path = f"{path}.nii.gz"
+    out = write_volume(
+        path,
+        volume.data,
+        affine=volume.affine,
+        header=volume.header,
+        units=volume.units,
+        inputs=[volume.path] if volume.path else [],
+        overwrite=True,
+    )
+    return [str(out)]

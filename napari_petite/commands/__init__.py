@@ -1,0 +1,1 @@
+"""One module per ``petite`` sub-command; each exposes ``register(subparsers)``."""

@@ -1,0 +1,105 @@
+"""Atomic file output that never lands over an input.
+
+Every file the tool writes goes to a temporary name in the destination folder first and is
+renamed into place only when complete, so a crash, a Stop or a full disk never leaves a
+partial file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from napari_petite.errors import OutputError
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_destination(
+    path: str | os.PathLike,
+    *,
+    inputs: Iterable[str | os.PathLike] = (),
+    overwrite: bool = False,
+) -> Path:
+    """Return ``path`` as a Path after refusing inputs, existing files and unwritable folders."""
+    dest = Path(path).expanduser()
+    for src in inputs:
+        if src is None:
+            continue
+        src = Path(src).expanduser()
+        if dest.resolve() == src.resolve() or _same_file(dest, src):
+            raise OutputError(
+                f"Refusing to write {dest}: it is the input file it was read from. "
+                "Choose another file name so the original stays untouched."
+            )
+    if dest.exists() and dest.is_dir():
+        raise OutputError(f"Cannot write {dest}: a folder of that name exists. Choose a file name.")
+    if dest.exists() and not overwrite:
+        raise OutputError(
+            f"{dest} already exists; choose another name or allow overwriting "
+            "(--overwrite on the command line)."
+        )
+    parent = dest.parent if str(dest.parent) else Path(".")
+    if not parent.exists():
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OutputError(
+                f"Cannot create the folder {parent} ({err.strerror}); choose a writable location."
+            ) from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"The folder {parent} is not writable; choose another output location.")
+    return dest
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; rename it onto ``dest`` only on success.
+
+    ``suffix`` keeps the extension writers rely on (nibabel picks gzip from ``.nii.gz``).
+    """
+    dest = Path(dest)
+    if suffix is None:
+        suffix = "".join(dest.suffixes) or ".tmp"
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".partial{suffix}",
+                                    dir=dest.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    except OSError as err:
+        raise OutputError(
+            f"Could not write {dest}: {err.strerror or err}. Nothing was written under that "
+            "name; free some space or choose another location."
+        ) from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def atomic_write(
+    path: str | os.PathLike,
+    writer: Callable[[Path], None],
+    *,
+    inputs: Iterable[str | os.PathLike] = (),
+    overwrite: bool = False,
+) -> Path:
+    """Check ``path`` and run ``writer(tmp_path)``, then rename ``tmp_path`` onto ``path``."""
+    dest = check_destination(path, inputs=inputs, overwrite=overwrite)
+    with atomic_path(dest) as tmp:
+        writer(tmp)
+    return dest
+
+
+def write_text(path: str | os.PathLike, text: str, **kwargs) -> Path:
+    """Atomically write UTF-8 text (JSON sidecars, reports)."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), **kwargs)

@@ -1,0 +1,97 @@
+"""Conversion between :class:`Volume` and napari layer data, without importing napari.
+
+A layer carries ``scale`` = voxel spacing (mm, z/y/x) so that anisotropic volumes look right
+and measurements are in mm; the NIfTI affine, header, units and source path ride along in
+``metadata`` so that anything derived from the layer can be written back with the same
+geometry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from napari_petite.io.nifti import Volume, affine_from_spacing
+
+#: napari colormap used for PET activity layers (perceptually uniform, dark background)
+PET_COLORMAP = "inferno"
+#: diverging colormap for difference images
+DIFF_COLORMAP = "twilight_shifted"
+
+_LABEL_HINTS = ("label", "seg", "mask", "aseg", "parc")
+
+
+def robust_limits(data: np.ndarray, upper_percentile: float = 99.9) -> tuple[float, float]:
+    """Contrast limits (0 .. high percentile) that ignore a few hot voxels."""
+    finite = data[np.isfinite(data)]
+    if finite.size == 0:
+        return (0.0, 1.0)
+    sample = finite if finite.size <= 2_000_000 else finite[:: finite.size // 2_000_000 + 1]
+    lo = float(min(0.0, sample.min()))
+    hi = float(np.percentile(sample, upper_percentile))
+    if hi <= lo:
+        hi = float(sample.max()) if sample.max() > lo else lo + 1.0
+    return (lo, hi)
+
+
+def looks_like_labels(volume: Volume) -> bool:
+    """Integer-valued files named like a label map open as a napari Labels layer."""
+    name = volume.path.name.lower() if volume.path else ""
+    if not any(h in name for h in _LABEL_HINTS):
+        return False
+    header_kind = np.dtype(volume.header.get_data_dtype()).kind if volume.header else "f"
+    return header_kind in "iub" and bool(np.all(volume.data == np.round(volume.data)))
+
+
+def layer_metadata(volume: Volume) -> dict:
+    """The metadata dict that lets a layer be written back with its original geometry."""
+    return {
+        "affine": np.asarray(volume.affine, dtype=np.float64),
+        "nifti_header": volume.header,
+        "units": volume.units,
+        "source_path": str(volume.path) if volume.path else None,
+        "spacing": tuple(volume.spacing),
+    }
+
+
+def volume_to_layer_data(volume: Volume, name: str | None = None) -> tuple:
+    """A napari ``LayerDataTuple`` for ``volume`` (image, or labels for label maps)."""
+    if name is None:
+        name = volume.path.name if volume.path else "volume"
+        for suffix in (".nii.gz", ".nii"):
+            if name.lower().endswith(suffix):
+                name = name[: -len(suffix)]
+    kwargs = {
+        "name": name,
+        "scale": tuple(volume.spacing),
+        "metadata": layer_metadata(volume),
+    }
+    if looks_like_labels(volume):
+        return (volume.data.astype(np.int32), kwargs, "labels")
+    kwargs.update(colormap=PET_COLORMAP, contrast_limits=robust_limits(volume.data),
+                  blending="translucent")
+    return (volume.data, kwargs, "image")
+
+
+def volume_from_layer(data, meta: dict) -> Volume:
+    """Rebuild a :class:`Volume` from a layer's data and attributes (as napari's writer gets them).
+
+    Layers without NIfTI metadata (drawn or computed in napari) get a diagonal affine from
+    their ``scale``.
+    """
+    data = np.asarray(data)
+    metadata = meta.get("metadata") or {}
+    scale = tuple(float(s) for s in (meta.get("scale") or (1.0,) * data.ndim))[-3:]
+    affine = metadata.get("affine")
+    if affine is None:
+        affine = affine_from_spacing(scale)
+    source = metadata.get("source_path")
+    return Volume(
+        data=data,
+        spacing=scale,  # type: ignore[arg-type]
+        affine=np.asarray(affine, dtype=np.float64),
+        units=metadata.get("units"),
+        header=metadata.get("nifti_header"),
+        path=Path(source) if source else None,
+    )

@@ -1,0 +1,259 @@
+"""NIfTI volumes in napari's (z, y, x) order, keeping spacing, affine, header and units.
+
+NIfTI stores voxels as (i, j, k) = (x, y, z); napari and the models work in (z, y, x). Reading
+transposes once and remembers the affine and header, so writing can put back exactly what was
+read. Intensity units (Bq/mL, SUV) come from a JSON sidecar (BIDS ``Units``) or the header's
+``descrip`` field and travel with the volume.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_petite.errors import InputError
+from napari_petite.io.atomic import atomic_write
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+# spatial unit codes of the NIfTI header, as nibabel names them, in mm
+_UNIT_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3, "unknown": 1.0}
+
+
+@dataclass
+class Volume:
+    """A 3D image in (z, y, x) order with everything needed to write it back faithfully.
+
+    Attributes
+    ----------
+    data : float32 array (z, y, x)
+    spacing : voxel size in mm, (z, y, x)
+    affine : 4x4 NIfTI affine (voxel (i, j, k) -> world mm), as in the file
+    units : intensity units ("Bq/mL", "SUV", ...) or None when the file does not say
+    header : the original NIfTI header (or None for volumes made in memory)
+    path : the file it was read from, if any
+    """
+
+    data: np.ndarray
+    spacing: tuple[float, float, float]
+    affine: np.ndarray
+    units: str | None = None
+    header: Any = None
+    path: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.data.shape)  # type: ignore[return-value]
+
+
+def is_nifti(path: str | os.PathLike) -> bool:
+    """True for names ending in .nii or .nii.gz (case-insensitive)."""
+    name = str(path).lower()
+    return name.endswith(NIFTI_SUFFIXES)
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """``low.nii.gz`` -> ``low.json`` (BIDS convention)."""
+    path = Path(path)
+    name = path.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return path.with_name(name + ".json")
+
+
+def spacing_from_affine(affine: np.ndarray, unit_mm: float = 1.0) -> tuple[float, float, float]:
+    """Voxel size (z, y, x) in mm from the column norms of a NIfTI affine."""
+    norms = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0) * unit_mm
+    return tuple(float(v) for v in norms[::-1])  # type: ignore[return-value]
+
+
+def affine_from_spacing(spacing_zyx) -> np.ndarray:
+    """A plain diagonal affine for volumes that never had one (origin at voxel 0)."""
+    affine = np.eye(4)
+    affine[0, 0], affine[1, 1], affine[2, 2] = (float(s) for s in spacing_zyx[::-1])
+    return affine
+
+
+def _units_from(path: Path, header) -> str | None:
+    side = sidecar_path(path)
+    if side.is_file():
+        try:
+            meta = json.loads(side.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise InputError(
+                f"The sidecar {side} is not valid JSON ({err}); fix or remove it."
+            ) from None
+        if not isinstance(meta, dict):
+            raise InputError(f"The sidecar {side} must hold a JSON object, not {type(meta).__name__}.")
+        units = meta.get("Units", meta.get("units"))
+        if units is not None and not isinstance(units, str):
+            raise InputError(f'"Units" in {side} must be a string such as "Bq/mL" or "SUV".')
+        if units:
+            return units
+    try:
+        descrip = header["descrip"].item().decode("latin-1").strip("\x00 ")
+    except (KeyError, AttributeError, ValueError):
+        descrip = ""
+    for part in descrip.split(";"):
+        key, _, value = part.partition("=")
+        if key.strip().lower() == "units" and value.strip():
+            return value.strip()
+    return None
+
+
+def read_volume(path: str | os.PathLike, *, allow_nonfinite: bool = False) -> Volume:
+    """Read a 3D NIfTI file into a :class:`Volume` in (z, y, x) order.
+
+    Raises
+    ------
+    InputError
+        with one sentence saying what is wrong: missing file, not a NIfTI, truncated or
+        corrupted, not 3D, or NaN/Inf voxels (unless ``allow_nonfinite``).
+    """
+    import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise InputError(f"{path} does not exist; check the path.")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; choose a .nii or .nii.gz file.")
+    if not is_nifti(path):
+        raise InputError(f"{path.name} is not a NIfTI file; napari-petite reads .nii and .nii.gz.")
+    try:
+        img = nib.load(str(path))
+        if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+            img = nib.Nifti1Image.from_image(img)
+        shape = img.shape
+        raw = np.asanyarray(img.dataobj)
+    except (ImageFileError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, OSError) as err:
+        raise InputError(
+            f"{path.name} could not be read as NIfTI ({type(err).__name__}: {err}); the file is "
+            "truncated, corrupted or not a NIfTI image. Re-export it from the scanner software."
+        ) from None
+    if len(shape) == 4 and shape[3] == 1:
+        raw = raw[..., 0]
+        shape = shape[:3]
+    if len(shape) != 3:
+        what = f"{len(shape)}D with shape {tuple(shape)}"
+        hint = (
+            "extract one static frame (e.g. the summed frame) first"
+            if len(shape) == 4
+            else "napari-petite needs a 3D PET volume"
+        )
+        raise InputError(f"{path.name} is {what}; {hint}.")
+    if min(shape) < 2:
+        raise InputError(f"{path.name} has shape {tuple(shape)}; a 3D volume needs at least 2 "
+                         "voxels along every axis.")
+    if np.iscomplexobj(raw) or raw.dtype.kind not in "biuf":
+        raise InputError(f"{path.name} holds {raw.dtype} voxels; a PET volume must be real-valued.")
+    data = np.ascontiguousarray(np.asarray(raw, dtype=np.float32).transpose(2, 1, 0))
+    if not allow_nonfinite:
+        bad = ~np.isfinite(data)
+        if bad.any():
+            n_nan = int(np.isnan(data).sum())
+            n_inf = int(bad.sum()) - n_nan
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise InputError(
+                f"{path.name} has {n_nan} NaN and {n_inf} infinite voxels (first at z,y,x = "
+                f"{first}); replace them (e.g. with 0) in the reconstruction software first."
+            )
+    header = img.header.copy()
+    unit_name = header.get_xyzt_units()[0] if hasattr(header, "get_xyzt_units") else "mm"
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise InputError(f"{path.name} has a degenerate affine (voxel-to-world matrix); "
+                         "fix the header's sform/qform.")
+    return Volume(
+        data=data,
+        spacing=spacing_from_affine(affine, _UNIT_TO_MM.get(unit_name, 1.0)),
+        affine=affine,
+        units=_units_from(path, header),
+        header=header,
+        path=path,
+    )
+
+
+def _header_for(data_xyz: np.ndarray, affine: np.ndarray, header, units: str | None):
+    import nibabel as nib
+
+    hdr = header.copy() if header is not None else nib.Nifti1Header()
+    if not isinstance(hdr, nib.Nifti1Header):
+        hdr = nib.Nifti1Header.from_header(hdr)
+    hdr.set_data_shape(data_xyz.shape)
+    hdr.set_data_dtype(np.float32)
+    hdr.set_slope_inter(None, None)
+    if units:
+        hdr["descrip"] = f"units={units}"[:79].encode("latin-1", "replace")
+    if header is None:
+        hdr.set_xyzt_units("mm", "sec")
+    return hdr
+
+
+def write_volume(
+    path: str | os.PathLike,
+    data_zyx: np.ndarray,
+    *,
+    affine: np.ndarray | None = None,
+    spacing: tuple[float, float, float] | None = None,
+    header=None,
+    units: str | None = None,
+    inputs=(),
+    overwrite: bool = False,
+    sidecar: dict | None = None,
+) -> Path:
+    """Write a (z, y, x) array as float32 NIfTI, atomically, never over one of ``inputs``.
+
+    The affine (or a diagonal one built from ``spacing``) and the original header fields are
+    kept, so a volume read with :func:`read_volume` and written back round-trips exactly.
+    ``units`` go into the header's ``descrip`` and, when given, a JSON sidecar beside the file.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    if not is_nifti(path):
+        raise InputError(f"{path.name}: output names must end in .nii.gz or .nii.")
+    data_zyx = np.asarray(data_zyx)
+    if data_zyx.ndim != 3:
+        raise InputError(f"Only 3D volumes can be written as NIfTI; got shape {data_zyx.shape}.")
+    if affine is None:
+        if spacing is None:
+            raise InputError("write_volume needs an affine or a voxel spacing.")
+        affine = affine_from_spacing(spacing)
+    affine = np.asarray(affine, dtype=np.float64)
+    data_xyz = np.ascontiguousarray(data_zyx.astype(np.float32, copy=False).transpose(2, 1, 0))
+    hdr = _header_for(data_xyz, affine, header, units)
+    img = nib.Nifti1Image(data_xyz, affine, header=hdr)
+    if header is not None:
+        # keep the original sform/qform codes (scanner vs aligned) instead of nibabel's defaults
+        img.set_sform(affine, int(header["sform_code"]) or 2)
+        img.set_qform(affine, int(header["qform_code"]) or 1)
+    dest = atomic_write(path, lambda tmp: nib.save(img, str(tmp)), inputs=inputs,
+                        overwrite=overwrite)
+    meta = dict(sidecar or {})
+    if units:
+        meta.setdefault("Units", units)
+    if meta:
+        from napari_petite.io.atomic import write_text
+
+        write_text(sidecar_path(dest), json.dumps(meta, indent=2, sort_keys=True) + "\n",
+                   inputs=[sidecar_path(p) for p in inputs if p], overwrite=True)
+    return dest
+
+
+def write_like(path: str | os.PathLike, data_zyx: np.ndarray, like: Volume, **kwargs) -> Path:
+    """Write ``data_zyx`` with the geometry, header and units of ``like`` (never over it)."""
+    inputs = list(kwargs.pop("inputs", ())) + ([like.path] if like.path else [])
+    kwargs.setdefault("units", like.units)
+    return write_volume(path, data_zyx, affine=like.affine, header=like.header, inputs=inputs,
+                        **kwargs)

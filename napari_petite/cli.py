@@ -16,7 +16,7 @@ from napari_petite.errors import PetiteError
 
 #: sub-command modules, in the order ``petite --help`` lists them
 COMMANDS = [
-    # "info",
+    "info",
 ]
 
 

@@ -94,7 +94,9 @@ def _units_from(path: Path, header) -> str | None:
                 f"The sidecar {side} is not valid JSON ({err}); fix or remove it."
             ) from None
         if not isinstance(meta, dict):
-            raise InputError(f"The sidecar {side} must hold a JSON object, not {type(meta).__name__}.")
+            raise InputError(
+                f"The sidecar {side} must hold a JSON object, not {type(meta).__name__}."
+            )
         units = meta.get("Units", meta.get("units"))
         if units is not None and not isinstance(units, str):
             raise InputError(f'"Units" in {side} must be a string such as "Bq/mL" or "SUV".')

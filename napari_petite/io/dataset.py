@@ -1,0 +1,242 @@
+"""Multi-scanner dataset discovery and validation (layout in DESIGN.md).
+
+``<root>/<scanner-id>/<subject-id>/`` holds ``low.nii.gz`` and ``full.nii.gz`` (same shape and
+affine), optionally ``truth.nii.gz``, ``labels.nii.gz`` and ``meta.json``;
+``<root>/<scanner-id>/scanner.json`` describes the scanner. Validation reads headers only, so a
+large dataset is checked in seconds, and it collects *every* problem before reporting, so a
+user fixes a folder in one pass instead of one error at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from napari_petite.errors import DatasetError
+
+REQUIRED = ("low", "full")
+OPTIONAL = ("truth", "labels")
+#: affines closer than this (mm, element-wise) count as the same grid
+AFFINE_TOL = 1e-4
+#: problems listed in one message before the rest are counted
+MAX_LISTED = 40
+
+
+@dataclass
+class Subject:
+    """One subject of one scanner: paths to its volumes and its metadata."""
+
+    scanner: str
+    id: str
+    path: Path
+    files: dict[str, Path]
+    meta: dict = field(default_factory=dict)
+    shape: tuple[int, ...] | None = None
+    spacing: tuple[float, float, float] | None = None
+
+    @property
+    def low(self) -> Path:
+        return self.files["low"]
+
+    @property
+    def full(self) -> Path:
+        return self.files["full"]
+
+    @property
+    def truth(self) -> Path | None:
+        return self.files.get("truth")
+
+    @property
+    def labels(self) -> Path | None:
+        return self.files.get("labels")
+
+
+@dataclass
+class Scanner:
+    """One scanner (site) of the dataset and its subjects, sorted by id."""
+
+    id: str
+    path: Path
+    profile: dict
+    subjects: list[Subject]
+
+    def subject(self, subject_id: str) -> Subject:
+        for s in self.subjects:
+            if s.id == subject_id:
+                return s
+        raise DatasetError(
+            f"Scanner {self.id!r} has no subject {subject_id!r}; it has: "
+            f"{', '.join(s.id for s in self.subjects) or 'none'}."
+        )
+
+
+@dataclass
+class Dataset:
+    """A validated dataset: scanners by id, plus the problems found (empty when valid)."""
+
+    root: Path
+    scanners: dict[str, Scanner]
+    problems: list[str] = field(default_factory=list)
+
+    def scanner(self, scanner_id: str) -> Scanner:
+        try:
+            return self.scanners[scanner_id]
+        except KeyError:
+            raise DatasetError(
+                f"Unknown scanner {scanner_id!r} in {self.root}; available: "
+                f"{', '.join(sorted(self.scanners)) or 'none'}."
+            ) from None
+
+    def summary(self) -> dict:
+        """JSON-able overview (for ``petite info --json`` and the napari dock)."""
+        return {
+            "root": str(self.root),
+            "scanners": {
+                sid: {
+                    "subjects": [s.id for s in sc.subjects],
+                    "name": sc.profile.get("name", sid),
+                    "shape": list(sc.subjects[0].shape) if sc.subjects and sc.subjects[0].shape
+                    else None,
+                    "spacing_mm": list(sc.subjects[0].spacing)
+                    if sc.subjects and sc.subjects[0].spacing else None,
+                }
+                for sid, sc in self.scanners.items()
+            },
+            "problems": list(self.problems),
+        }
+
+
+def _find_volume(folder: Path, stem: str) -> Path | None:
+    for suffix in (".nii.gz", ".nii"):
+        candidate = folder / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_json(path: Path, problems: list[str], what: str) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        problems.append(f"{path}: {what} is not valid JSON ({err}).")
+        return {}
+    if not isinstance(value, dict):
+        problems.append(f"{path}: {what} must be a JSON object, not {type(value).__name__}.")
+        return {}
+    return value
+
+
+def _header_geometry(path: Path, problems: list[str]):
+    """(shape, affine) from the header alone, or None after recording the problem."""
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        shape = tuple(int(n) for n in img.shape)
+        affine = np.asarray(img.affine, dtype=np.float64)
+    except Exception as err:  # nibabel raises many types for broken files
+        problems.append(f"{path}: not a readable NIfTI ({type(err).__name__}: {err}).")
+        return None
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        problems.append(f"{path}: {len(shape)}D with shape {shape}; a 3D volume is needed.")
+        return None
+    return shape, affine
+
+
+def _is_hidden(path: Path) -> bool:
+    return path.name.startswith((".", "_"))
+
+
+def _check_subject(subject: Subject, problems: list[str]) -> None:
+    geometry = {}
+    for kind, path in subject.files.items():
+        geo = _header_geometry(path, problems)
+        if geo is not None:
+            geometry[kind] = geo
+    if "low" not in geometry or "full" not in geometry:
+        return
+    ref_shape, ref_affine = geometry["full"]
+    zooms = np.linalg.norm(ref_affine[:3, :3], axis=0)
+    subject.shape = tuple(reversed(ref_shape))
+    subject.spacing = tuple(float(z) for z in zooms[::-1])
+    for kind, (shape, affine) in geometry.items():
+        if kind == "full":
+            continue
+        if shape != ref_shape:
+            problems.append(
+                f"{subject.path}: {kind} has shape {shape} but full has {ref_shape}; "
+                f"{kind} must be on the same voxel grid as full."
+            )
+        elif not np.allclose(affine, ref_affine, atol=AFFINE_TOL, rtol=0):
+            worst = float(np.abs(affine - ref_affine).max())
+            problems.append(
+                f"{subject.path}: {kind} and full have different affines (largest difference "
+                f"{worst:.4g} mm); they must be on the same voxel grid."
+            )
+
+
+def discover(root: str | os.PathLike, *, strict: bool = True) -> Dataset:
+    """Find and validate every scanner and subject below ``root``.
+
+    Parameters
+    ----------
+    root : the dataset folder
+    strict : raise :class:`DatasetError` listing all problems when any is found; with
+        ``strict=False`` the problems are returned in ``Dataset.problems`` and only the
+        subjects without problems are listed (the napari dock shows both).
+    """
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DatasetError(f"The dataset folder {root} does not exist; check the path or "
+                           "create one with `petite make-sample-data --out DIR`.")
+    if not root.is_dir():
+        raise DatasetError(f"{root} is a file; a dataset is a folder of scanner folders.")
+    problems: list[str] = []
+    scanners: dict[str, Scanner] = {}
+    scanner_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not _is_hidden(p))
+    for sdir in scanner_dirs:
+        profile_path = sdir / "scanner.json"
+        profile = _read_json(profile_path, problems, "scanner.json") if profile_path.exists() \
+            else {}
+        subjects: list[Subject] = []
+        for subdir in sorted(p for p in sdir.iterdir() if p.is_dir() and not _is_hidden(p)):
+            n_before = len(problems)
+            files = {k: f for k in REQUIRED + OPTIONAL if (f := _find_volume(subdir, k))}
+            missing = [f"{k}.nii.gz" for k in REQUIRED if k not in files]
+            if missing:
+                problems.append(f"{subdir}: missing {' and '.join(missing)} (every subject "
+                                "needs low.nii.gz and full.nii.gz).")
+            meta_path = subdir / "meta.json"
+            meta = _read_json(meta_path, problems, "meta.json") if meta_path.exists() else {}
+            subject = Subject(scanner=sdir.name, id=subdir.name, path=subdir, files=files,
+                              meta=meta)
+            _check_subject(subject, problems)
+            if len(problems) == n_before:
+                subjects.append(subject)
+        if subjects:
+            scanners[sdir.name] = Scanner(id=sdir.name, path=sdir, profile=profile,
+                                          subjects=subjects)
+        elif not any(str(sdir) in p for p in problems):
+            problems.append(f"{sdir}: no subject folders with low.nii.gz and full.nii.gz.")
+    if not scanner_dirs:
+        problems.append(f"{root} holds no scanner folders; expected "
+                        "<root>/<scanner-id>/<subject-id>/{low,full}.nii.gz.")
+    dataset = Dataset(root=root, scanners=scanners, problems=problems)
+    if strict and problems:
+        raise DatasetError(format_problems(root, problems))
+    return dataset
+
+
+def format_problems(root: Path, problems: list[str]) -> str:
+    """One message listing every problem, so the user can fix all of them at once."""
+    head = f"The dataset {root} has {len(problems)} problem{'s' if len(problems) > 1 else ''}:"
+    shown = [f"  - {p}" for p in problems[:MAX_LISTED]]
+    if len(problems) > MAX_LISTED:
+        shown.append(f"  ... and {len(problems) - MAX_LISTED} more of the same kinds.")
+    return "\n".join([head, *shown])

@@ -55,6 +55,9 @@ def check_destination(
             raise OutputError(
                 f"Cannot create the folder {parent} ({err.strerror}); choose a writable location."
             ) from None
+    if not parent.is_dir():
+        raise OutputError(f"Cannot write into {parent}: it is a file, not a folder. "
+                          "Choose another output location.")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"The folder {parent} is not writable; choose another output location.")
     return dest

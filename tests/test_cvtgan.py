@@ -95,7 +95,12 @@ def test_sites_exist_and_have_declared_kinds(model: CvTGAN, part: str) -> None:
     n_blocks = sum(len(s.blocks) for s in getattr(model.generator, part).stages)
     assert len(sites.attention_qk) == 2 * n_blocks and len(sites.attention_v) == n_blocks
     all_sites = [
-        *sites.attention_qk, *sites.attention_v, *sites.convs, *sites.ffn, *sites.ssf, *sites.ia3
+        *sites.attention_qk,
+        *sites.attention_v,
+        *sites.convs,
+        *sites.ffn,
+        *sites.ssf,
+        *sites.ia3,
     ]
     for site in all_sites:
         assert isinstance(site, Site)
@@ -114,13 +119,19 @@ def test_sites_exist_and_have_declared_kinds(model: CvTGAN, part: str) -> None:
     }
     assert {s.name for s in sites.convs} == expected_convs
     assert all(s.layout == "channels" for s in sites.convs)
-    assert all(isinstance(modules[s.name], nn.ConvTranspose3d) for s in sites.convs
-               if ".patch_embed.proj" in s.name) == (part == "decoder")
+    assert all(
+        isinstance(modules[s.name], nn.ConvTranspose3d)
+        for s in sites.convs
+        if ".patch_embed.proj" in s.name
+    ) == (part == "decoder")
     assert len(sites.ffn) == n_blocks and all(s.name.endswith(".mlp") for s in sites.ffn)
     assert all(s.layout == "tokens" for s in (*sites.ffn, *sites.ssf, *sites.ia3))
     assert {type(modules[s.name]) for s in sites.ia3} == {nn.Linear, nn.GELU}
-    assert {type(modules[s.name]).__name__ for s in sites.ssf} == {"LayerNorm", "CvTAttention",
-                                                                   "Mlp"}
+    assert {type(modules[s.name]).__name__ for s in sites.ssf} == {
+        "LayerNorm",
+        "CvTAttention",
+        "Mlp",
+    }
     expected_tokens = (0, 8, 32) if part == "encoder" else (32, 8)
     assert tuple(p.default_tokens for p in sites.prompts) == expected_tokens
     for p in sites.prompts:
@@ -215,8 +226,13 @@ def test_discriminator_patch_logits(model: CvTGAN) -> None:
         logits = model.discriminate(low, img)
     assert logits.shape == (1, 1, 4, 4, 2)
     assert model.discriminator.convs[0].in_channels == 2
-    assert sum(isinstance(m, nn.Conv3d) and m.kernel_size == (4, 4, 4)
-               for m in model.discriminator.modules()) == 3
+    assert (
+        sum(
+            isinstance(m, nn.Conv3d) and m.kernel_size == (4, 4, 4)
+            for m in model.discriminator.modules()
+        )
+        == 3
+    )
     assert len(model.discriminator.blocks) == 2
 
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_petite.errors import ConfigError, InputError
+from napari_petite.errors import ConfigError
 from napari_petite.models.base import Backbone, PartSites, PromptSite, Site
 
 Shape = tuple[int, ...]
@@ -148,15 +148,16 @@ class CvTStage(nn.Module):
         if shallow is not None and (
             shallow.ndim != 3 or shallow.shape[0] != 1 or shallow.shape[2] != self.dim
         ):
-            raise ValueError(
-                f"prompts must have shape (1, n, {self.dim}), got {tuple(shallow.shape)}"
+            raise ConfigError(
+                f"VPT prompts of a {self.dim}-channel CvT stage must have shape "
+                f"(1, n, {self.dim}); got {tuple(shallow.shape)}."
             )
         if deep is not None and (
             deep.ndim != 3 or deep.shape[0] != len(self.blocks) or deep.shape[2] != self.dim
         ):
-            raise ValueError(
-                f"deep_prompts must have shape ({len(self.blocks)}, n, {self.dim}),"
-                f" got {tuple(deep.shape)}"
+            raise ConfigError(
+                f"Deep VPT prompts of this CvT stage must have shape "
+                f"({len(self.blocks)}, n, {self.dim}), one row per block; got {tuple(deep.shape)}."
             )
         return shallow, deep
 
@@ -367,19 +368,23 @@ class CvTGAN(Backbone):
         self.discriminator = Discriminator(cfg)
         self.apply(_init_weights)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Low-count (B, 1, D, H, W) -> full-count estimate of the same shape."""
+    def check_input(self, x: torch.Tensor) -> None:
+        """Refuse tensors the generator cannot take, saying what to do instead."""
         if x.ndim != 5 or x.shape[1] != 1:
-            raise InputError(
-                f"CVT-GAN expects a (batch, 1, D, H, W) tensor, got shape "
-                f"{tuple(x.shape)}; add the batch and channel axes."
+            raise ConfigError(
+                f"CVT-GAN expects a (batch, 1, D, H, W) tensor, got shape {tuple(x.shape)}; "
+                "add the batch and channel axes."
             )
         if any(s % self.size_multiple for s in x.shape[2:]):
             raise ConfigError(
-                f"CVT-GAN needs every spatial size to be a multiple of "
-                f"{self.size_multiple}, got {tuple(x.shape[2:])}; pad or crop the "
-                f"volume (sliding-window inference does this)."
+                f"CVT-GAN needs every spatial size to be a multiple of {self.size_multiple}, "
+                f"got {tuple(x.shape[2:])}; pad or crop the volume (sliding-window inference "
+                "does this)."
             )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Low-count (B, 1, D, H, W) -> full-count estimate of the same shape."""
+        self.check_input(x)
         return self.generator(x)
 
     def discriminate(self, low: torch.Tensor, image: torch.Tensor) -> torch.Tensor:

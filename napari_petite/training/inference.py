@@ -17,7 +17,7 @@ from napari_petite.training.scaling import robust_scale
 from napari_petite.training.windows import check_fits, n_windows, pad_to_window
 
 
-class Stopped(Exception):  # noqa: N818 - a control-flow signal, not an error
+class Stopped(Exception):
     """Raised inside inference when the caller asked it to stop."""
 
 

@@ -1,0 +1,28 @@
+"""``full``: fine-tune every parameter of a part (the Full-FT baseline of the paper).
+
+A fully fine-tuned part also keeps its normalisation statistics live during training (see
+:func:`napari_petite.peft.apply.train_mode`), exactly as in pre-training.
+"""
+
+from __future__ import annotations
+
+from napari_petite.models.base import Backbone, PartSites
+
+NAME = "full"
+ADDS_MODULES = False
+
+
+def part_parameters(model: Backbone, part: str):
+    """(name, parameter) pairs of one part."""
+    return [(n, p) for n, p in model.named_parameters() if model.group_of(n) == part]
+
+
+def fits(model: Backbone, part: str, sites: PartSites, params: dict) -> str | None:
+    if not part_parameters(model, part):
+        return f"the {model.name} {part} has no parameters"
+    return None
+
+
+def attach(model: Backbone, part: str, sites: PartSites, params: dict) -> None:
+    for _, p in part_parameters(model, part):
+        p.requires_grad_(True)

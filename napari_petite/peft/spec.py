@@ -1,0 +1,198 @@
+"""The Mix-PEFT spec: which method tunes the encoder, which the decoder, plus BitFit.
+
+``MixPEFTSpec(backbone, preset, encoder, decoder, bitfit, params)`` is what a run, an adapter
+bundle and the GUI agree on (DESIGN.md). ``params`` holds per-method hyper-parameters keyed by
+method name (``{"lora": {"rank": 8}}``); anything not given takes the paper's default for the
+backbone (:func:`default_params`):
+
+- LoRA: q/k projections (``targets="qk"``; ``"qkv"`` adds v; CNN parts use their convs), rank 4
+  on UNETR and rank 8 / alpha 16 on CVT-GAN (alpha = 2 x rank throughout);
+- adapter: bottleneck reduction 4 on UNETR, 8 on CVT-GAN;
+- VPT: each host's own default token count (UNETR 50 shallow; CVT-GAN 0/8/32 + 32/8), shallow
+  (``deep=True`` for deep prompts), zero-initialised gate where the host supports it;
+- SSF and IA³ have no hyper-parameters.
+
+Feasibility is decided from the backbone's declared sites, never from its name: a method fits
+a part when the part has the sites it needs, so the Mix-PEFT grid size (12 on CVT-GAN, 9 on
+UNETR) follows from structure.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+from dataclasses import asdict, dataclass, field
+from types import ModuleType
+from typing import Any
+
+from napari_petite.errors import ConfigError
+
+#: every method, in the order the CLI and GUI list them
+METHODS: tuple[str, ...] = (
+    "none", "full", "layernorm", "bitfit", "lora", "adapter", "ssf", "vpt", "ia3",
+)
+#: the additive methods the paper's Mix-PEFT grid pairs up (encoder != decoder, + BitFit)
+MIX_METHODS: tuple[str, ...] = ("lora", "adapter", "ssf", "vpt")
+LABELS = {"none": "no tuning", "full": "full fine-tuning", "layernorm": "norm tuning",
+          "bitfit": "BitFit", "lora": "LoRA", "adapter": "adapters", "ssf": "SSF",
+          "vpt": "VPT", "ia3": "IA3"}
+
+_GENERIC_DEFAULTS: dict[str, dict[str, Any]] = {
+    "lora": {"rank": 4, "alpha": 8.0, "targets": "qk"},
+    "adapter": {"reduction": 4},
+    "vpt": {"tokens": None, "deep": False, "gate": "auto"},
+    "ssf": {},
+    "ia3": {},
+}
+#: the paper's per-backbone choices (REFERENCE.md §1)
+_BACKBONE_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "unetr": {"lora": {"rank": 4, "alpha": 8.0}, "adapter": {"reduction": 4}},
+    "cvtgan": {"lora": {"rank": 8, "alpha": 16.0}, "adapter": {"reduction": 8}},
+}
+
+
+def method_module(method: str) -> ModuleType:
+    """The module implementing ``method`` (``fits`` / ``attach``)."""
+    if method not in METHODS:
+        raise ConfigError(f"Unknown PEFT method {method!r}; choose one of {', '.join(METHODS)}.")
+    return importlib.import_module(f"napari_petite.peft.{method}")
+
+
+def default_params(backbone: str, method: str) -> dict[str, Any]:
+    """The paper's hyper-parameters of ``method`` on ``backbone`` (generic for others)."""
+    params = copy.deepcopy(_GENERIC_DEFAULTS.get(method, {}))
+    params.update(copy.deepcopy(_BACKBONE_DEFAULTS.get(backbone, {}).get(method, {})))
+    return params
+
+
+@dataclass
+class MixPEFTSpec:
+    """Encoder method + decoder method + BitFit flag + per-method hyper-parameters."""
+
+    backbone: str
+    preset: str
+    encoder: str
+    decoder: str
+    bitfit: bool = True
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for part in ("encoder", "decoder"):
+            method = getattr(self, part)
+            if method not in METHODS:
+                raise ConfigError(f"Unknown {part} method {method!r}; choose one of "
+                                  f"{', '.join(METHODS)}.")
+        unknown = sorted(set(self.params) - set(METHODS) - {"head"})
+        if unknown:
+            raise ConfigError(f"Spec params have unknown method key(s) {unknown}; keys are "
+                              "method names (e.g. {'lora': {'rank': 8}}).")
+        for method, values in self.params.items():
+            if method == "head":
+                continue
+            allowed = set(_GENERIC_DEFAULTS.get(method, {}))
+            bad = sorted(set(values) - allowed)
+            if bad:
+                raise ConfigError(f"{LABELS[method]} has no option(s) {bad}; its options are "
+                                  f"{', '.join(sorted(allowed)) or 'none'}.")
+
+    # -- hyper-parameters ----------------------------------------------------------------
+    def method_params(self, method: str) -> dict[str, Any]:
+        """Defaults for this backbone updated with the spec's own values."""
+        params = default_params(self.backbone, method)
+        params.update(self.params.get(method, {}))
+        return params
+
+    def head_trainable(self) -> bool:
+        """Whether the discriminator trains: only under full fine-tuning of both parts.
+
+        The paper keeps the discriminator frozen under PEFT; ``params["head"] = "full"`` or
+        ``"frozen"`` overrides the default.
+        """
+        head = self.params.get("head")
+        if head is None:
+            return self.encoder == "full" and self.decoder == "full"
+        if head not in ("full", "frozen"):
+            raise ConfigError(f"params['head'] must be 'full' or 'frozen', got {head!r}.")
+        return head == "full"
+
+    @property
+    def label(self) -> str:
+        base = f"enc {LABELS[self.encoder]} + dec {LABELS[self.decoder]}"
+        return base + (" + BitFit" if self.bitfit else "")
+
+    # -- serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MixPEFTSpec:
+        fields = ("backbone", "preset", "encoder", "decoder", "bitfit", "params")
+        missing = [f for f in fields[:4] if f not in data]
+        if missing:
+            raise ConfigError(f"Mix-PEFT spec lacks {', '.join(missing)}; it needs backbone, "
+                              "preset, encoder and decoder.")
+        extra = sorted(set(data) - set(fields))
+        if extra:
+            raise ConfigError(f"Mix-PEFT spec has unknown field(s) {extra}.")
+        return cls(**{k: copy.deepcopy(data[k]) for k in fields if k in data})
+
+    @classmethod
+    def from_json(cls, text: str) -> MixPEFTSpec:
+        return cls.from_dict(json.loads(text))
+
+
+# -- feasibility -------------------------------------------------------------------------------
+def why_not(model, part: str, method: str, params: dict[str, Any] | None = None) -> str | None:
+    """None when ``method`` can tune ``part`` of ``model``, else the reason it cannot."""
+    module = method_module(method)
+    params = default_params(model.name, method) if params is None else params
+    return module.fits(model, part, model.sites(part), params)
+
+
+def fitting_methods(model, part: str, candidates: tuple[str, ...] = METHODS) -> list[str]:
+    return [m for m in candidates if why_not(model, part, m) is None]
+
+
+def _or_list(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
+
+
+def check_fits(model, spec: MixPEFTSpec) -> None:
+    """Raise ConfigError when a part's method does not fit, naming the methods that do."""
+    for part in ("encoder", "decoder"):
+        method = getattr(spec, part)
+        reason = why_not(model, part, method, spec.method_params(method))
+        if reason is not None:
+            mix = [m for m in fitting_methods(model, part, MIX_METHODS) if m != method]
+            others = mix or fitting_methods(model, part)
+            raise ConfigError(f"{reason[0].upper()}{reason[1:]}. Choose {_or_list(others)} "
+                              f"for the {part}.")
+
+
+def _model_for(backbone) -> Any:
+    """A backbone instance: given, or built (small preset) on the meta device."""
+    if not isinstance(backbone, str):
+        return backbone
+    import torch
+
+    from napari_petite.models.registry import build_model
+
+    with torch.device("meta"):
+        return build_model(backbone, "small")
+
+
+def feasible_combinations(backbone, *, bitfit: bool = True) -> list[MixPEFTSpec]:
+    """The paper's Mix-PEFT grid on ``backbone`` (a name or a Backbone instance).
+
+    Every (encoder, decoder) pair of MIX_METHODS with encoder != decoder where each method
+    fits its part, always with BitFit: 12 on CVT-GAN, 9 on UNETR (no VPT in a CNN decoder).
+    """
+    model = _model_for(backbone)
+    enc = fitting_methods(model, "encoder", MIX_METHODS)
+    dec = fitting_methods(model, "decoder", MIX_METHODS)
+    return [MixPEFTSpec(model.name, model.preset, e, d, bitfit)
+            for e in enc for d in dec if e != d]

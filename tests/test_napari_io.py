@@ -36,7 +36,7 @@ def test_open_gives_scale_equal_to_spacing(make_napari_viewer, aniso_nifti):
 
 def test_write_round_trips_data_and_affine(make_napari_viewer, aniso_nifti, tmp_path):
     viewer = make_napari_viewer()
-    (layer,) = viewer.open(str(aniso_nifti), plugin="napari-petite")
+    (_layer,) = viewer.open(str(aniso_nifti), plugin="napari-petite")
     out = tmp_path / "saved.nii.gz"
     written = viewer.layers.save(str(out), selected=False, plugin="napari-petite")
     assert written == [str(out)]
@@ -70,7 +70,7 @@ def test_writer_refuses_to_overwrite_the_source(make_napari_viewer, aniso_nifti)
 def test_bad_file_is_a_clear_error_and_viewer_stays_usable(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     bad = write_nifti(tmp_path / "dyn.nii.gz", np.ones((8, 8, 8, 3), np.float32))
-    with pytest.raises(Exception, match="4D .*extract one static frame"):
+    with pytest.raises(Exception, match=r"4D .*extract one static frame"):
         viewer.open(str(bad), plugin="napari-petite")
     assert len(viewer.layers) == 0
     good = write_nifti(tmp_path / "ok.nii.gz", pet_like())

@@ -119,7 +119,7 @@ BAD_CASES = {
     "truncated": (_truncated, "truncated"),
     "2D": (lambda p: write_nifti(p / "flat.nii.gz", np.ones((8, 8), np.float32)), "2D"),
     "4D": (lambda p: write_nifti(p / "dyn.nii.gz", np.ones((8, 8, 8, 3), np.float32)),
-           "4D .*static frame"),
+           r"4D .*static frame"),
     "NaN": (lambda p: write_nifti(p / "nan.nii.gz", np.where(pet_like() > 4000, np.nan,
                                                              pet_like())), "NaN"),
     "Inf": (lambda p: write_nifti(p / "inf.nii.gz", np.full((6, 6, 6), np.inf, np.float32)),

@@ -19,6 +19,15 @@ _BACKBONES: dict[str, tuple[str, str]] = {
     "cvtgan": ("napari_petite.models.cvtgan", "CvTGAN"),
 }
 
+#: the smallest configs that still run every code path (32³ windows, a few channels):
+#: for tests and smoke runs of the whole pipeline, far too small to learn anything
+_SMOKE_OVERRIDES: dict[str, dict[str, Any]] = {
+    "unetr": dict(hidden_size=48, num_heads=4, mlp_dim=96, feature_size=8,
+                  patch_size=(32, 32, 32)),
+    "cvtgan": dict(stem_channels=8, channels=(8, 16, 32), disc_channels=(8, 16, 16),
+                   patch_size=(32, 32, 32)),
+}
+
 
 def backbone_names() -> list[str]:
     """Names of the backbones whose module is installed, in registry order."""
@@ -42,6 +51,12 @@ def backbone_class(name: str) -> type[Backbone]:
 def preset_names(backbone: str) -> list[str]:
     """Preset names of a backbone (``paper``, ``small``, ...)."""
     return list(backbone_class(backbone).PRESETS)
+
+
+def smoke_overrides(backbone: str) -> dict[str, Any]:
+    """Overrides (on the ``small`` preset) giving a tiny, fast network of ``backbone``."""
+    backbone_class(backbone)
+    return dict(_SMOKE_OVERRIDES.get(backbone, {}))
 
 
 def build_model(backbone: str, preset: str = "small", **overrides: Any) -> Backbone:

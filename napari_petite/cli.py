@@ -17,6 +17,7 @@ from napari_petite.errors import PetiteError
 #: sub-command modules, in the order ``petite --help`` lists them
 COMMANDS = [
     "info",
+    "make_sample_data",
 ]
 
 

@@ -97,6 +97,17 @@ def load_templates() -> Templates:
     return Templates(maps["gm"], maps["wm"], brain, affine)
 
 
+@lru_cache(maxsize=1)
+def _shells() -> tuple[np.ndarray, np.ndarray]:
+    """Skull and scalp shells (0/1) by distance outside the intracranial mask."""
+    tpl = load_templates()
+    outside_mm = ndi.distance_transform_edt(tpl.brain < 0.5,
+                                            sampling=np.abs(np.diag(tpl.affine)[:3]))
+    skull = ((outside_mm > SKULL_MM[0]) & (outside_mm <= SKULL_MM[1])).astype(np.float32)
+    scalp = ((outside_mm > SCALP_MM[0]) & (outside_mm <= SCALP_MM[1])).astype(np.float32)
+    return skull, scalp
+
+
 def _mni_coords(tpl: Templates) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     shape = tpl.gm.shape
     idx = [np.arange(s, dtype=np.float32) for s in shape]
@@ -269,9 +280,7 @@ def make_phantom(rng: np.random.Generator, *, lesions: int | None = None,
     gm = np.clip(gm, 0, 1)
     wm = np.clip(np.minimum(wm, 1 - gm), 0, 1)
     csf = np.clip(brain - gm - wm, 0, 1)
-    outside_mm = ndi.distance_transform_edt(brain < 0.5, sampling=np.abs(np.diag(tpl.affine)[:3]))
-    skull = ((outside_mm > SKULL_MM[0]) & (outside_mm <= SKULL_MM[1])).astype(np.float32)
-    scalp = ((outside_mm > SCALP_MM[0]) & (outside_mm <= SCALP_MM[1])).astype(np.float32)
+    skull, scalp = _shells()
     gm_act = gm_suv * modulation * texture * lesion_factor
     suv = (gm * gm_act + wm * (gm_suv / gm_wm_ratio) * lesion_factor + csf * csf_suv
            + skull * skull_suv + scalp * scalp_suv)
@@ -309,7 +318,7 @@ def make_phantom(rng: np.random.Generator, *, lesions: int | None = None,
     mni_from_scanner[:3, 3] = centre_mni - inverse @ shift
     scanner_to_template = np.linalg.inv(tpl.affine) @ mni_from_scanner
     # --- units ---------------------------------------------------------------------------
-    dose_mbq = float(rng.uniform(185.0, 370.0))
+    dose_mbq = float(rng.uniform(170.0, 230.0))  # ~5 mCi brain FDG dose
     weight_kg = float(rng.uniform(55.0, 95.0))
     bq_per_ml_per_suv = dose_mbq * 1e6 / (weight_kg * 1000.0)
     params = {

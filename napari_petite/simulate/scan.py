@@ -31,8 +31,17 @@ from napari_petite.simulate.osem import osem
 from napari_petite.simulate.profiles import Grid, ScannerProfile
 from napari_petite.simulate.projector import Projector, cached_projector, make_geometry, views_for
 
-#: reference injected activity for the profile's count level (MBq)
-REFERENCE_DOSE_MBQ = 250.0
+#: reference injected activity for the profile's count level (MBq; ~5 mCi FDG brain dose)
+REFERENCE_DOSE_MBQ = 200.0
+#: effective-count calibration of the 2D-slice model: scales the profile's trues so that a
+#: full-dose mCT exam has a clinical deep-WM CoV (~9-10 %, REFERENCE.md section 3); a 3D
+#: scanner's oblique data and 3D reconstruction are not modelled, so raw trues do not map
+#: one-to-one onto image noise
+NOISE_CALIBRATION = 0.6
+#: exponent of the voxel-volume ratio applied to the counts of non-native grids: with a
+#: post-filter in mm the noise follows the resolution volume more than the voxel volume, and
+#: 1/3 was measured (mCT, small vs native) to keep the deep-WM CoV at the native level
+VOXEL_COUNT_EXPONENT = 1.0 / 3.0
 #: default dose-reduction factor: 5 of 30 minutes
 DEFAULT_DRF = 6.0
 
@@ -99,7 +108,8 @@ class ScannerSimulator:
         self.sim_grid = Grid((nz, ny * self.oversample, nx * self.oversample),
                              (self.grid.spacing[0], d / self.oversample, d / self.oversample))
         native = profile.native_grid
-        self.count_scale = float(np.prod(native.spacing) / np.prod(self.grid.spacing))
+        ratio = float(np.prod(native.spacing) / np.prod(self.grid.spacing))
+        self.count_scale = ratio ** VOXEL_COUNT_EXPONENT
 
     @property
     def rec_projector(self) -> Projector:
@@ -110,12 +120,13 @@ class ScannerSimulator:
         return cached_projector(self.sim_geo)
 
     def trues_for(self, dose_mbq: float) -> float:
-        """Expected full-count trues: the profile's level x dose, at equal counts per voxel.
+        """Expected full-count trues: the profile's level x dose x calibration.
 
-        Larger (``small``) voxels get proportionally fewer counts so that their noise level
-        matches the native protocol's.
+        Larger (``small``) voxels get fewer counts (:data:`VOXEL_COUNT_EXPONENT`) so that
+        their noise level matches the native protocol's.
         """
-        return self.profile.full_trues * dose_mbq / REFERENCE_DOSE_MBQ * self.count_scale
+        return (self.profile.full_trues * dose_mbq / REFERENCE_DOSE_MBQ * NOISE_CALIBRATION
+                * self.count_scale)
 
     def expected(self, activity_sim: np.ndarray, mu_sim: np.ndarray, trues: float) -> Expected:
         """Noise-free prompts of volumes on :attr:`sim_grid` and their model on :attr:`grid`."""

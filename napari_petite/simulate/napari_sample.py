@@ -1,0 +1,100 @@
+"""napari "File > Open Sample" entries: one simulated FDG brain exam per scanner profile.
+
+The first call simulates one small subject (a few seconds) and caches its volumes under
+:func:`napari_petite._resources.cache_dir`; later calls read the cache. No napari import
+here: the functions return layer data tuples, built like the NIfTI reader's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from napari_petite import __version__
+
+#: volumes shown, with their layer names
+_LAYERS = (("low", "low-count"), ("full", "full-count"), ("truth", "truth"))
+SAMPLE_SEED = 0
+
+
+def sample_folder(scanner_id: str) -> Path:
+    """Cache folder of one scanner's sample subject (keyed by the profile's content)."""
+    from napari_petite._resources import cache_dir
+    from napari_petite.simulate.profiles import profiles_dir
+
+    text = (profiles_dir() / f"{scanner_id}.json").read_bytes()
+    key = hashlib.sha1(text + __version__.encode()).hexdigest()[:10]
+    return cache_dir() / "samples" / f"{scanner_id}-{key}"
+
+
+def ensure_sample(scanner_id: str) -> Path:
+    """Return the folder with the cached sample subject, simulating it on first use."""
+    from napari_petite.simulate.dataset import write_subject
+    from napari_petite.simulate.profiles import load_profile
+    from napari_petite.simulate.scan import simulate_subject
+
+    folder = sample_folder(scanner_id)
+    if all((folder / f"{name}.nii.gz").is_file() for name, _ in _LAYERS):
+        return folder
+    profile = load_profile(scanner_id)
+    scan = simulate_subject(profile, seed=SAMPLE_SEED, index=0, size="small")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
+    try:
+        write_subject(tmp, scan, {"subject": f"sample-{scanner_id}"})
+        if folder.exists():  # an incomplete earlier attempt
+            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            if not folder.is_dir():  # another process finished first otherwise
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def sample_layers(scanner_id: str) -> list[tuple]:
+    """Layer data tuples (low-count, full-count, truth) for one scanner's sample subject."""
+    from napari_petite.io.layers import robust_limits, volume_to_layer_data
+    from napari_petite.io.nifti import read_volume
+
+    folder = ensure_sample(scanner_id)
+    volumes = {name: read_volume(folder / f"{name}.nii.gz") for name, _ in _LAYERS}
+    # one display range for all three, from the full-count image, so they compare directly
+    limits = robust_limits(volumes["full"].data, 99.5)
+    layers = []
+    for name, title in _LAYERS:
+        data, kwargs, kind = volume_to_layer_data(volumes[name], name=f"{scanner_id} {title}")
+        kwargs["contrast_limits"] = limits
+        kwargs["visible"] = name != "truth"
+        layers.append((data, kwargs, kind))
+    return layers
+
+
+def sample_mct() -> list[tuple]:
+    """Siemens Biograph mCT, simulated FDG brain (low-count, full-count, truth)."""
+    return sample_layers("mct")
+
+
+def sample_vision() -> list[tuple]:
+    """Siemens Biograph Vision 600, simulated FDG brain (low-count, full-count, truth)."""
+    return sample_layers("vision")
+
+
+def sample_dmi() -> list[tuple]:
+    """GE Discovery MI, simulated FDG brain (low-count, full-count, truth)."""
+    return sample_layers("dmi")
+
+
+def sample_vereos() -> list[tuple]:
+    """Philips Vereos, simulated FDG brain (low-count, full-count, truth)."""
+    return sample_layers("vereos")
+
+
+def sample_uexplorer() -> list[tuple]:
+    """United Imaging uEXPLORER, simulated FDG brain (low-count, full-count, truth)."""
+    return sample_layers("uexplorer")

@@ -73,3 +73,15 @@ def point_fwhm(image: np.ndarray, spacing_zyx) -> tuple[float, float]:
     fy = fwhm_1d(image[k, :, i], spacing_zyx[1])
     fz = fwhm_1d(image[:, j, i], spacing_zyx[0])
     return (0.5 * (fx + fy), fz)
+
+
+def noise_cov(image: np.ndarray, reference: np.ndarray, labels: np.ndarray,
+              spacing_zyx) -> float:
+    """Noise-only CoV in deep white matter: std(image - noise-free reconstruction) / mean.
+
+    Removes the residual structure (partial volume, texture) that the plain CoV also counts,
+    so noise scaling laws (sqrt(DRF), TOF gain) can be checked on one subject.
+    """
+    mask = deep_wm_mask(labels, spacing_zyx)
+    diff = image[mask].astype(np.float64) - reference[mask]
+    return float(diff.std() / reference[mask].astype(np.float64).mean())

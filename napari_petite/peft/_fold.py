@@ -66,18 +66,42 @@ def fold_input(module: nn.Module, scale: torch.Tensor) -> str | None:
     return f"{type(module).__name__} cannot absorb a scale on its input channels"
 
 
-def consumer_of(model: nn.Module, name: str, width: int) -> tuple[str, nn.Module] | None:
-    """The unique Linear/Conv sibling of ``name`` that takes ``width`` input channels.
+def consumer_of(model: nn.Module, name: str) -> tuple[str, nn.Module] | None:
+    """The one Linear/convolution whose input *is* the output of module ``name``.
 
     An activation (e.g. the GELU inside an MLP) has no weights; its IA³ scale folds into the
-    layer that consumes it. Found structurally: the one sibling whose input width matches;
-    ambiguous or missing means no fold.
+    layer that consumes it. Found by tracing one probe forward: the output tensor is held (so
+    its memory cannot be reused) and every Linear/conv whose input shares its storage and
+    shape is a consumer (an eval-mode Dropout passes the same storage on). None unless
+    exactly one consumer exists.
     """
-    parent_name, _, _ = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    hits = [
-        (f"{parent_name}.{n}" if parent_name else n, m) for n, m in parent.named_children()
-        if (isinstance(m, nn.Linear) and m.in_features == width)
-        or (isinstance(m, nn.modules.conv._ConvNd) and m.in_channels == width)
-    ]
-    return hits[0] if len(hits) == 1 else None
+    from napari_petite.peft._sites import run_probe
+
+    site = model.get_submodule(name)
+    held: list[torch.Tensor] = []
+    hits: list[tuple[str, nn.Module]] = []
+
+    def record(_mod, _args, out):
+        if isinstance(out, torch.Tensor):
+            held.append(out)
+
+    def check(mod_name, mod):
+        def pre(_mod, args):
+            x = args[0] if args else None
+            if isinstance(x, torch.Tensor) and any(
+                x.data_ptr() == h.data_ptr() and x.shape == h.shape and x.stride() == h.stride()
+                for h in held
+            ):
+                hits.append((mod_name, mod))
+        return pre
+
+    handles = [site.register_forward_hook(record)]
+    handles += [m.register_forward_pre_hook(check(n, m)) for n, m in model.named_modules()
+                if isinstance(m, nn.Linear | nn.modules.conv._ConvNd)]
+    try:
+        run_probe(model)  # type: ignore[arg-type]
+    finally:
+        for h in handles:
+            h.remove()
+    unique = {id(m): (n, m) for n, m in hits}
+    return next(iter(unique.values())) if len(unique) == 1 else None

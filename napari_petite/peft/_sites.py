@@ -95,6 +95,20 @@ def output_widths(model: Backbone, sites: Iterable[Site]) -> dict[str, int]:
     return widths
 
 
+def run_probe(model: Backbone) -> None:
+    """One no-grad forward at the backbone's patch size, in eval mode (no statistic moves)."""
+    was_training = {m: m.training for m in model.modules()}
+    try:
+        param = next(model.parameters())
+        x = torch.zeros((1, 1, *model.patch_size), device=param.device, dtype=param.dtype)
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    finally:
+        for m, flag in was_training.items():
+            m.training = flag
+
+
 def _probe_widths(model: Backbone, pending: dict[str, Site]) -> dict[str, int]:
     found: dict[str, int] = {}
     handles = []
@@ -106,18 +120,11 @@ def _probe_widths(model: Backbone, pending: dict[str, Site]) -> dict[str, int]:
                 found.setdefault(name, int(out.shape[axis]))
 
         handles.append(get_site_module(model, name).register_forward_hook(record))
-    was_training = {m: m.training for m in model.modules()}
     try:
-        param = next(model.parameters())
-        x = torch.zeros((1, 1, *model.patch_size), device=param.device, dtype=param.dtype)
-        model.eval()
-        with torch.no_grad():
-            model(x)
+        run_probe(model)
     finally:
         for h in handles:
             h.remove()
-        for m, flag in was_training.items():
-            m.training = flag
     missing = sorted(set(pending) - set(found))
     if missing:
         raise ValueError(f"sites {missing} produced no tensor in a forward pass")

@@ -75,8 +75,8 @@ def merge_site(model: nn.Module, name: str) -> str | None:
         reason = fold_output(module, scale, None)
     elif not any(module.parameters(recurse=False)) and not [
             n for n in module._modules if n != ATTR]:  # an activation: fold into its consumer
-        found = consumer_of(model, name, ia3.width)
-        reason = (f"no unique layer consuming the {ia3.width} channels of {name}" if found
+        found = consumer_of(model, name)
+        reason = (f"{name} feeds no single Linear/convolution" if found
                   is None else fold_input(found[1], scale))
     else:
         reason = fold_output(module, scale, None)

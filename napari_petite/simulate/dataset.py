@@ -69,8 +69,11 @@ def check_output(out: str | os.PathLike, overwrite: bool) -> Path:
     except OSError as err:
         raise OutputError(f"Cannot create {parent} ({err.strerror}); choose a writable "
                           "--out location.") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"The folder {parent} is not writable; choose another --out location.")
+    try:  # probe by doing it: permission bits say nothing for root or special file systems
+        Path(tempfile.mkdtemp(prefix=f".{out.name}.probe-", dir=parent)).rmdir()
+    except OSError as err:
+        raise OutputError(f"The folder {parent} is not writable ({err.strerror}); choose a "
+                          "writable --out location.") from None
     return out
 
 
@@ -162,7 +165,11 @@ def make_dataset(
     out = check_output(out, overwrite)
     jobs = max(1, int(jobs))
     t0 = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as err:
+        raise OutputError(f"Cannot write in {out.parent} ({err.strerror}); choose a writable "
+                          "--out location.") from None
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp's private 0700 would make the dataset unshareable

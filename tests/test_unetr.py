@@ -115,6 +115,28 @@ def test_stripping_keeps_exactly_the_patch_tokens(x):
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(hidden, ref_hidden, strict=True))
 
 
+@pytest.mark.parametrize("kind", ["prompts", "deep_prompts"])
+def test_zero_gate_keeps_output_and_gate_learns(model, x, kind):
+    with torch.no_grad():
+        base = model(x)
+    torch.manual_seed(4)
+    shape = (1, 6, H) if kind == "prompts" else (N_LAYERS, 6, H)
+    setattr(model.vit, kind, nn.Parameter(torch.randn(shape)))
+    model.vit.prompt_gate = nn.Parameter(torch.zeros(N_LAYERS))
+    try:
+        out = model(x)
+        assert torch.allclose(out, base, atol=1e-5)
+        out.square().mean().backward()
+        assert model.vit.prompt_gate.grad.abs().min() > 0  # every block's gate learns at once
+        with torch.no_grad():
+            model.vit.prompt_gate.fill_(0.5)
+            assert not torch.allclose(model(x), base, atol=1e-4)
+    finally:
+        setattr(model.vit, kind, None)
+        model.vit.prompt_gate = None
+        model.zero_grad(set_to_none=True)
+
+
 def test_prompt_shape_errors(model, x):
     for kind, shape in (("prompts", (2, 3, H)), ("prompts", (1, 3, H + 1)),
                         ("deep_prompts", (N_LAYERS - 1, 3, H))):
@@ -125,13 +147,18 @@ def test_prompt_shape_errors(model, x):
         finally:
             setattr(model.vit, kind, None)
     model.vit.prompts = nn.Parameter(torch.zeros(1, 3, H))
-    model.vit.deep_prompts = nn.Parameter(torch.zeros(N_LAYERS, 3, H))
     try:
+        model.vit.prompt_gate = nn.Parameter(torch.zeros(N_LAYERS + 1))
+        with pytest.raises(ConfigError, match="gate"):
+            model(x)
+        model.vit.prompt_gate = None
+        model.vit.deep_prompts = nn.Parameter(torch.zeros(N_LAYERS, 3, H))
         with pytest.raises(ConfigError, match="only one"):
             model(x)
     finally:
         model.vit.prompts = None
         model.vit.deep_prompts = None
+        model.vit.prompt_gate = None
 
 
 @pytest.mark.parametrize("shape", [(2, 1, 48, 32, 32), (2, 1, 16, 16, 16), (1, 2, 32, 32, 32),

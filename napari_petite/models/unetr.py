@@ -36,6 +36,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+from monai.networks.blocks.selfattention import SABlock
 from monai.networks.nets import UNETR
 from monai.networks.nets.vit import ViT
 from torch import nn
@@ -55,30 +56,68 @@ DECODER_BLOCKS: tuple[str, ...] = (
 VPT_TOKENS = 50
 
 
+class PromptAttention(SABlock):
+    """MONAI's self-attention that can gate prompt keys (zero-initialised VPT).
+
+    With ``gate`` set, the first ``n_prompts`` tokens are attended through their own softmax
+    scaled by the gate, ``softmax(q K_img) V_img + gate * softmax(q K_p) V_p`` (the zero-init
+    attention of LLaMA-Adapter, see :mod:`napari_petite.peft.vpt`), so prompts with a zero
+    gate leave the image tokens exactly as without prompts. Without a gate it is MONAI's.
+    """
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                n_prompts: int = 0, gate: torch.Tensor | None = None) -> torch.Tensor:
+        if gate is None or n_prompts == 0:
+            return super().forward(x, attn_mask=attn_mask)
+        if attn_mask is not None or self.causal or self.use_flash_attention \
+                or self.rel_positional_embedding is not None or not self.use_combined_linear:
+            raise ValueError("gated prompts support UNETR's plain self-attention only")
+        q, k, v = self.input_rearrange(self.qkv(x))  # each (batch, heads, tokens, head width)
+
+        def attend(keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+            att = (torch.einsum("blxd,blyd->blxy", q, keys) * self.scale).softmax(dim=-1)
+            return torch.einsum("bhxy,bhyd->bhxd", self.drop_weights(att), values)
+
+        out = attend(k[:, :, n_prompts:], v[:, :, n_prompts:]) \
+            + gate.to(q.dtype) * attend(k[:, :, :n_prompts], v[:, :, :n_prompts])
+        out = self.out_rearrange(out)
+        if self.include_fc:
+            out = self.out_proj(out)
+        return self.drop_output(out)
+
+
 class PromptViT(ViT):
     """MONAI's ViT whose forward honours VPT prompt tokens.
 
     ``prompts`` (``(1, n, hidden)``) are prepended after patch + position embedding;
-    ``deep_prompts`` (``(depth, n, hidden)``) replace the ``n`` extra tokens before each block.
-    Both are registered as ``None`` parameters so PEFT code can install them with either
-    ``setattr`` or ``register_parameter``. The extra tokens are removed from every returned
-    hidden state and from the output, so the decoder sees exactly the patch tokens.
+    ``deep_prompts`` (``(depth, n, hidden)``) replace the ``n`` extra tokens before each block;
+    ``prompt_gate`` (``(depth,)``), when set, scales the prompts' attention in block ``i`` by
+    ``prompt_gate[i]`` (see :class:`PromptAttention`). All three are registered as ``None``
+    parameters so PEFT code can install them with either ``setattr`` or ``register_parameter``.
+    The extra tokens are removed from every returned hidden state and from the output, so the
+    decoder sees exactly the patch tokens.
     """
 
-    def __init__(self, **kwargs: Any):
-        super().__init__(**kwargs)
+    def __init__(self, *, hidden_size: int, num_heads: int, dropout_rate: float,
+                 qkv_bias: bool, **kwargs: Any):
+        super().__init__(hidden_size=hidden_size, num_heads=num_heads,
+                         dropout_rate=dropout_rate, qkv_bias=qkv_bias, **kwargs)
         if self.classification:
             raise ValueError("PromptViT serves UNETR: classification must be False")
         self.register_parameter("prompts", None)
         self.register_parameter("deep_prompts", None)
+        self.register_parameter("prompt_gate", None)
         for blk in self.blocks:
+            # same arguments as MONAI's TransformerBlock gives its SABlock: same state dict
+            blk.attn = PromptAttention(hidden_size, num_heads, dropout_rate, qkv_bias=qkv_bias)
             # never used without cross-attention; would be a trainable tensor with no gradient
             blk.norm_cross_attn = nn.Identity()
 
-    def _prompt_tokens(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def _prompt_tensors(self) -> tuple[torch.Tensor | None, ...]:
         shallow = getattr(self, "prompts", None)
         deep = getattr(self, "deep_prompts", None)
-        hidden = self.norm.normalized_shape[0]
+        gate = getattr(self, "prompt_gate", None)
+        hidden, depth = self.norm.normalized_shape[0], len(self.blocks)
         if shallow is not None and deep is not None:
             raise ConfigError(
                 "The ViT has both shallow and deep VPT prompts; deep prompts replace the "
@@ -89,16 +128,20 @@ class PromptViT(ViT):
             raise ConfigError(
                 f"VPT prompts must have shape (1, n, {hidden}); got {tuple(shallow.shape)}."
             )
-        if deep is not None and (deep.ndim != 3 or deep.shape[0] != len(self.blocks)
+        if deep is not None and (deep.ndim != 3 or deep.shape[0] != depth
                                  or deep.shape[2] != hidden):
             raise ConfigError(
-                f"Deep VPT prompts must have shape ({len(self.blocks)}, n, {hidden}); "
+                f"Deep VPT prompts must have shape ({depth}, n, {hidden}); "
                 f"got {tuple(deep.shape)}."
             )
-        return shallow, deep
+        if gate is not None and tuple(gate.shape) != (depth,):
+            raise ConfigError(
+                f"The VPT prompt gate must have shape ({depth},); got {tuple(gate.shape)}."
+            )
+        return shallow, deep, gate
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        shallow, deep = self._prompt_tokens()
+        shallow, deep, gate = self._prompt_tensors()
         x = self.patch_embedding(x)
         batch = x.shape[0]
         n_extra = 0
@@ -112,7 +155,11 @@ class PromptViT(ViT):
         for i, blk in enumerate(self.blocks):
             if deep is not None and i > 0:
                 x = torch.cat((deep[i].expand(batch, -1, -1).to(x.dtype), x[:, n_extra:]), dim=1)
-            x = blk(x)
+            if n_extra and gate is not None:  # TransformerBlock.forward with a gated attention
+                x = x + blk.attn(blk.norm1(x), n_prompts=n_extra, gate=gate[i])
+                x = x + blk.mlp(blk.norm2(x))
+            else:
+                x = blk(x)
             hidden_states_out.append(x[:, n_extra:] if n_extra else x)
         if n_extra:
             x = x[:, n_extra:]

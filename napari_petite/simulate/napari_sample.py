@@ -24,9 +24,11 @@ def sample_folder(scanner_id: str) -> Path:
     """Cache folder of one scanner's sample subject (keyed by the profile's content)."""
     from napari_petite._resources import cache_dir
     from napari_petite.simulate.profiles import profiles_dir
+    from napari_petite.simulate.scan import SIMULATOR_VERSION
 
     text = (profiles_dir() / f"{scanner_id}.json").read_bytes()
-    key = hashlib.sha1(text + __version__.encode()).hexdigest()[:10]
+    stamp = f"{__version__}/{SIMULATOR_VERSION}".encode()
+    key = hashlib.sha1(text + stamp).hexdigest()[:10]
     return cache_dir() / "samples" / f"{scanner_id}-{key}"
 
 

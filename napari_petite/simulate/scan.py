@@ -31,6 +31,8 @@ from napari_petite.simulate.osem import osem
 from napari_petite.simulate.profiles import Grid, ScannerProfile
 from napari_petite.simulate.projector import Projector, cached_projector, make_geometry, views_for
 
+#: bumped whenever simulated images change for the same seed (keys cached samples)
+SIMULATOR_VERSION = "1"
 #: reference injected activity for the profile's count level (MBq; ~5 mCi FDG brain dose)
 REFERENCE_DOSE_MBQ = 200.0
 #: effective-count calibration of the 2D-slice model: scales the profile's trues so that a

@@ -11,6 +11,7 @@ deepcopy's memo maps both to the copy).
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Iterable
 from typing import Any
@@ -109,7 +110,20 @@ def run_probe(model: Backbone) -> None:
             m.training = flag
 
 
+#: widths found by probing, per (backbone class, config, site names): structure only
+_WIDTH_CACHE: dict[tuple, dict[str, int]] = {}
+
+
 def _probe_widths(model: Backbone, pending: dict[str, Site]) -> dict[str, int]:
+    key = (type(model), repr(sorted(model.config.items())),
+           tuple(sorted((n, s.layout) for n, s in pending.items())))
+    if key in _WIDTH_CACHE:
+        return dict(_WIDTH_CACHE[key])
+    probe_model = model
+    if any(p.is_meta for p in model.parameters()):
+        # meta tensors carry shapes but some kernels (instance norm) refuse them: probe an
+        # uninitialised CPU copy instead (no weight init, shapes are all that matter)
+        probe_model = copy.deepcopy(model).to_empty(device="cpu")
     found: dict[str, int] = {}
     handles = []
     for name, site in pending.items():
@@ -119,15 +133,16 @@ def _probe_widths(model: Backbone, pending: dict[str, Site]) -> dict[str, int]:
             if isinstance(out, torch.Tensor):
                 found.setdefault(name, int(out.shape[axis]))
 
-        handles.append(get_site_module(model, name).register_forward_hook(record))
+        handles.append(get_site_module(probe_model, name).register_forward_hook(record))
     try:
-        run_probe(model)
+        run_probe(probe_model)
     finally:
         for h in handles:
             h.remove()
     missing = sorted(set(pending) - set(found))
     if missing:
         raise ValueError(f"sites {missing} produced no tensor in a forward pass")
+    _WIDTH_CACHE[key] = dict(found)
     return found
 
 

@@ -38,6 +38,9 @@ LABELS = {"none": "no tuning", "full": "full fine-tuning", "layernorm": "norm tu
           "bitfit": "BitFit", "lora": "LoRA", "adapter": "adapters", "ssf": "SSF",
           "vpt": "VPT", "ia3": "IA3"}
 
+#: the paper's best Mix-PEFT per backbone ("PETITE"), always with BitFit
+PETITE: dict[str, tuple[str, str]] = {"unetr": ("lora", "ssf"), "cvtgan": ("vpt", "lora")}
+
 _GENERIC_DEFAULTS: dict[str, dict[str, Any]] = {
     "lora": {"rank": 4, "alpha": 8.0, "targets": "qk"},
     "adapter": {"reduction": 4},
@@ -143,6 +146,16 @@ class MixPEFTSpec:
     @classmethod
     def from_json(cls, text: str) -> MixPEFTSpec:
         return cls.from_dict(json.loads(text))
+
+
+def petite_spec(backbone: str, preset: str) -> MixPEFTSpec:
+    """The paper's best combination on ``backbone`` (UNETR: LoRA r4 encoder + SSF decoder;
+    CVT-GAN: VPT encoder + LoRA r8 decoder; BitFit on both)."""
+    if backbone not in PETITE:
+        raise ConfigError(f"The paper reports no PETITE combination for {backbone!r}; it "
+                          f"covers {', '.join(PETITE)}.")
+    encoder, decoder = PETITE[backbone]
+    return MixPEFTSpec(backbone, preset, encoder, decoder, True)
 
 
 # -- feasibility -------------------------------------------------------------------------------

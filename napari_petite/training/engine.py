@@ -1,0 +1,427 @@
+"""The training engine: one generator of events that the GUI, the CLI and the tests all drive.
+
+``train(...)`` yields a small :class:`Event` after every step (loss, learning rate, ETA) and
+after every validation; it checks a :class:`Control` (stop / pause) between steps, so a Stop
+takes effect within one step and nothing ever waits on a half-finished update. It holds no Qt
+and no printing: the napari dock runs it in a worker thread, the CLI prints its events.
+
+Determinism: every random choice (PEFT initialisation aside, which the caller seeds) comes from
+one ``numpy.random.Generator`` and torch's global generator, both seeded from ``seed`` and both
+saved in resume checkpoints, so an interrupted run resumed from its checkpoint continues the
+same loss trace on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_petite.errors import CheckpointError, ConfigError
+from napari_petite.training.sampling import PatchSampler, TrainingPair
+
+#: learning rates by method (PETITE: AdamW 1e-3, 1e-2 for adapters / SSF / VPT; full
+#: fine-tuning of all weights is kept lower so few target subjects do not wreck the base)
+METHOD_LR = {"full": 3e-4, "layernorm": 1e-3, "bitfit": 1e-3, "lora": 1e-3, "ia3": 1e-3,
+             "adapter": 1e-2, "ssf": 1e-2, "vpt": 1e-2, "none": 0.0}
+#: weight of the L1 term in the pix2pix-style CVT-GAN loss (adversarial + 100 L1)
+GAN_L1_WEIGHT = 100.0
+
+
+@dataclass
+class TrainConfig:
+    """Everything that shapes a run; stored in adapter bundles so a run can be repeated."""
+
+    steps: int = 200
+    batch_size: int = 2
+    lr: float | None = None  # None: per-method defaults (METHOD_LR)
+    weight_decay: float = 1e-4
+    schedule: str = "auto"  # auto | cosine | warmup-cosine | constant
+    warmup_fraction: float = 0.1
+    loss: str = "auto"  # auto | mse | l1 (GAN backbones always use adversarial + 100 L1)
+    patch_size: tuple[int, int, int] | None = None  # None: the model's window
+    head_fraction: float = 0.9
+    val_every: int = 50
+    keep_best: bool = True
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = False
+    checkpoint_every: int = 0
+    checkpoint_dir: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Event:
+    """One report from the engine (JSON-able via :meth:`to_dict`)."""
+
+    kind: str  # start | step | val | paused | resumed | checkpoint | done | stopped
+    step: int
+    total_steps: int
+    loss: float | None = None
+    lr: float | None = None
+    eta_s: float | None = None
+    elapsed_s: float = 0.0
+    val: dict[str, float] | None = None
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None and v != ""}
+
+
+class Control:
+    """Thread-safe stop / pause flags, checked by the engine between steps."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._run = threading.Event()
+        self._run.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._run.set()  # a paused run must wake up to notice the stop
+
+    def pause(self) -> None:
+        self._run.clear()
+
+    def resume(self) -> None:
+        self._run.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._run.is_set()
+
+    def wait_while_paused(self, timeout: float = 0.1) -> None:
+        while not self._run.wait(timeout):
+            pass
+
+
+@dataclass
+class TrainResult:
+    """What the run ended with: last step, losses, validation history, best state."""
+
+    steps_done: int
+    losses: list[float]
+    val_history: list[dict[str, float]] = field(default_factory=list)
+    best_val: dict[str, float] | None = None
+    stopped: bool = False
+    seconds: float = 0.0
+    device: str = "cpu"
+
+
+def _lr_groups(model, spec, base_lr: float | None) -> list[dict]:
+    """AdamW parameter groups: each part at its method's rate, BitFit biases at 1e-3."""
+    groups: dict[float, list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if base_lr is not None:
+            lr = base_lr
+        else:
+            part = model.group_of(name)
+            method = getattr(spec, part, "full") if part in ("encoder", "decoder") else "full"
+            is_bias = name.endswith(".bias") and method not in ("full",)
+            lr = METHOD_LR["bitfit"] if is_bias else METHOD_LR.get(method, 1e-3)
+        groups.setdefault(lr, []).append(p)
+    if not groups:
+        raise ConfigError("Nothing to train: the chosen methods leave no trainable parameters "
+                          "(encoder and decoder 'none' without BitFit). Choose a method.")
+    return [{"params": ps, "lr": lr, "initial_lr": lr} for lr, ps in sorted(groups.items())]
+
+
+def _schedule(config: TrainConfig, backbone: str):
+    kind = config.schedule
+    if kind == "auto":  # the paper: warm-up cosine on UNETR, cosine on CVT-GAN
+        kind = "warmup-cosine" if backbone == "unetr" else "cosine"
+    steps = max(config.steps, 1)
+    warm = int(config.warmup_fraction * steps) if kind == "warmup-cosine" else 0
+
+    def factor(step: int) -> float:
+        if kind == "constant":
+            return 1.0
+        if step < warm:
+            return (step + 1) / warm
+        progress = (step - warm) / max(steps - warm, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    if kind not in ("cosine", "warmup-cosine", "constant"):
+        raise ConfigError(f"Unknown schedule {kind!r}; choose cosine, warmup-cosine or constant.")
+    return factor
+
+
+class Trainer:
+    """Holds the model, optimizer, sampler and RNG state of one run; :meth:`run` is the loop."""
+
+    def __init__(self, model, train_pairs: Sequence[TrainingPair],
+                 val_pairs: Sequence[TrainingPair], config: TrainConfig, spec=None):
+        import torch
+
+        from napari_petite.peft.apply import peft_state
+        from napari_petite.training.device import resolve_device
+
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.model = model.to(self.device)
+        state = peft_state(model)
+        self.spec = spec if spec is not None else (state.spec if state else None)
+        self.window = tuple(config.patch_size or model.patch_size)
+        self.rng = np.random.default_rng(config.seed)
+        torch.manual_seed(config.seed)
+        self.sampler = PatchSampler(train_pairs, self.window, self.rng, config.head_fraction)
+        self.val_pairs = list(val_pairs)
+        self.optimizer = torch.optim.AdamW(_lr_groups(model, self.spec, config.lr),
+                                           weight_decay=config.weight_decay)
+        factor = _schedule(config, model.name)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+        self.step = 0
+        self.losses: list[float] = []
+        self.val_history: list[dict[str, float]] = []
+        self.best: tuple[float, dict] | None = None
+        self.ddp_model = self._maybe_ddp()
+
+    # -- distributed -----------------------------------------------------------------------
+    def _maybe_ddp(self):
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return self.model
+        from torch.nn.parallel import DistributedDataParallel
+
+        # each rank samples its own patches; gradients are averaged over ranks
+        self.rng = np.random.default_rng([self.config.seed, dist.get_rank()])
+        self.sampler.rng = self.rng
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(self.model, device_ids=ids)
+
+    # -- one step --------------------------------------------------------------------------
+    def _loss(self, pred, target, low):
+        import torch.nn.functional as F
+
+        if self.model.is_gan:
+            logits = self.model.discriminate(low, pred)
+            adv = F.binary_cross_entropy_with_logits(logits, logits.new_ones(logits.shape))
+            return adv + GAN_L1_WEIGHT * F.l1_loss(pred, target)
+        kind = self.config.loss
+        if kind in ("auto", "mse"):
+            return F.mse_loss(pred, target)
+        if kind == "l1":
+            return F.l1_loss(pred, target)
+        raise ConfigError(f"Unknown loss {kind!r}; choose mse or l1.")
+
+    def _discriminator_step(self, pred, target, low) -> None:
+        """Pix2pix discriminator update, only when the spec trains the discriminator."""
+        import torch.nn.functional as F
+
+        if not hasattr(self, "_d_opt"):
+            import torch
+
+            d_params = [p for p in self.model.discriminator.parameters() if p.requires_grad]
+            self._d_opt = torch.optim.AdamW(d_params, lr=2e-4, betas=(0.5, 0.999)) \
+                if d_params else None
+        if self._d_opt is None:
+            return
+        real = self.model.discriminate(low, target)
+        fake = self.model.discriminate(low, pred.detach())
+        loss = 0.5 * (F.binary_cross_entropy_with_logits(real, real.new_ones(real.shape))
+                      + F.binary_cross_entropy_with_logits(fake, fake.new_zeros(fake.shape)))
+        self._d_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self._d_opt.step()
+
+    def train_step(self) -> float:
+        import torch
+
+        from napari_petite.peft.apply import train_mode
+
+        train_mode(self.model)
+        low_np, full_np = self.sampler.batch(self.config.batch_size)
+        low = torch.from_numpy(low_np).to(self.device)
+        full = torch.from_numpy(full_np).to(self.device)
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
+                            enabled=self.config.bf16):
+            d_trains = self.model.is_gan and any(
+                p.requires_grad for p in self.model.discriminator.parameters())
+            if d_trains:
+                for p in self.model.discriminator.parameters():
+                    p.requires_grad_(False)
+            pred = self.ddp_model(low)
+            loss = self._loss(pred.float(), full, low)
+            if d_trains:
+                for p in self.model.discriminator.parameters():
+                    p.requires_grad_(True)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        if d_trains:
+            self._discriminator_step(pred.float(), full, low)
+        self.step += 1
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise ConfigError(f"The training loss became {value} at step {self.step}; lower the "
+                              "learning rate (--lr) or check the input volumes.")
+        self.losses.append(value)
+        return value
+
+    # -- validation ------------------------------------------------------------------------
+    def validate(self) -> dict[str, float]:
+        """Mean PSNR / SSIM / NRMSE in the head mask over the validation subjects."""
+        from napari_petite.training.inference import predict_volume
+        from napari_petite.training.masks import head_mask
+        from napari_petite.training.metrics import compare
+
+        rows = []
+        for pair in self.val_pairs:
+            pred = predict_volume(self.model, pair.low, window=self.window, device=self.device,
+                                  autocast_bf16=self.config.bf16)
+            m = compare(pred, pair.full, mask=head_mask(pair.full))
+            rows.append({"psnr": m["psnr_mask"], "ssim": m["ssim_mask"],
+                         "nrmse": m["nrmse_mask"]})
+        out = {k: float(np.mean([r[k] for r in rows])) for k in ("psnr", "ssim", "nrmse")}
+        out["step"] = self.step
+        self.val_history.append(out)
+        if self.best is None or out["psnr"] > self.best[0]:
+            from napari_petite.peft.apply import trainable_state
+
+            self.best = (out["psnr"], {k: v.detach().clone()
+                                       for k, v in trainable_state(self.model).items()})
+        return out
+
+    def restore_best(self) -> None:
+        if self.best is None:
+            return
+        import torch
+
+        from napari_petite.peft.apply import trainable_state
+
+        current = trainable_state(self.model)
+        with torch.no_grad():
+            for name, value in self.best[1].items():
+                current[name].copy_(value)
+
+    # -- resume checkpoints ----------------------------------------------------------------
+    def save_checkpoint(self, folder: str | Path) -> Path:
+        """Trainable tensors + optimizer + scheduler + RNG states, atomically, as safetensors."""
+        import torch
+        from safetensors.torch import save_file
+
+        from napari_petite.io.atomic import atomic_path, write_text
+        from napari_petite.peft.apply import trainable_state
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {f"model/{k}": v.detach().cpu().contiguous()
+                   for k, v in trainable_state(self.model).items()}
+        opt = self.optimizer.state_dict()
+        for idx, st in opt["state"].items():
+            for key, value in st.items():
+                if torch.is_tensor(value):
+                    tensors[f"optim/{idx}/{key}"] = value.detach().cpu().contiguous()
+        tensors["rng/torch"] = torch.get_rng_state()
+        meta = {
+            "step": self.step, "losses": self.losses, "val_history": self.val_history,
+            "scheduler": self.scheduler.state_dict(),
+            "numpy_rng": self.rng.bit_generator.state,
+            "optim_groups": [{k: v for k, v in g.items() if k != "params"}
+                             for g in opt["param_groups"]],
+            "config": self.config.to_dict(),
+        }
+        with atomic_path(folder / "resume.safetensors") as tmp:
+            save_file(tensors, str(tmp))
+        write_text(folder / "resume.json", json.dumps(meta, default=str) + "\n", overwrite=True)
+        return folder
+
+    def load_checkpoint(self, folder: str | Path) -> None:
+        """Continue a run saved by :meth:`save_checkpoint` (same spec and data)."""
+        import torch
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        from napari_petite.peft.apply import trainable_state
+
+        folder = Path(folder)
+        try:
+            meta = json.loads((folder / "resume.json").read_text())
+            tensors = load_file(str(folder / "resume.safetensors"))
+        except (OSError, json.JSONDecodeError, SafetensorError) as err:
+            raise CheckpointError(f"Cannot resume from {folder}: {err}. Point --resume at a "
+                                  "folder written by a previous run.") from None
+        current = trainable_state(self.model)
+        names = {k[len("model/"):] for k in tensors if k.startswith("model/")}
+        if names != set(current):
+            raise CheckpointError(f"The resume checkpoint in {folder} was written for other "
+                                  "trainable tensors (another spec or backbone); start afresh.")
+        with torch.no_grad():
+            for name in names:
+                current[name].copy_(tensors[f"model/{name}"])
+        opt = self.optimizer.state_dict()
+        state: dict[int, dict] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim/"):
+                _, idx, field_name = key.split("/", 2)
+                state.setdefault(int(idx), {})[field_name] = value
+        opt["state"] = state
+        for group, saved in zip(opt["param_groups"], meta["optim_groups"], strict=True):
+            group.update(saved)
+        self.optimizer.load_state_dict(opt)
+        self.scheduler.load_state_dict(meta["scheduler"])
+        torch.set_rng_state(tensors["rng/torch"])
+        self.rng.bit_generator.state = meta["numpy_rng"]
+        self.step = int(meta["step"])
+        self.losses = list(meta["losses"])
+        self.val_history = list(meta["val_history"])
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self, control: Control | None = None) -> Iterator[Event]:
+        """Generator of events; returns a :class:`TrainResult` (``StopIteration.value``)."""
+        control = control or Control()
+        total = self.config.steps
+        started = time.perf_counter()
+        first_step = self.step
+        yield Event("start", self.step, total, message=f"training on {self.device}")
+        stopped = False
+        while self.step < total:
+            if control.paused:
+                yield Event("paused", self.step, total, elapsed_s=time.perf_counter() - started)
+                control.wait_while_paused()
+                if not control.stopped:
+                    yield Event("resumed", self.step, total)
+            if control.stopped:
+                stopped = True
+                break
+            loss = self.train_step()
+            elapsed = time.perf_counter() - started
+            rate = elapsed / max(self.step - first_step, 1)
+            yield Event("step", self.step, total, loss=loss,
+                        lr=float(self.optimizer.param_groups[-1]["lr"]),
+                        eta_s=rate * (total - self.step), elapsed_s=elapsed)
+            if self.val_pairs and self.config.val_every and (
+                    self.step % self.config.val_every == 0 or self.step == total):
+                val = self.validate()
+                yield Event("val", self.step, total, val=val, elapsed_s=elapsed)
+            if (self.config.checkpoint_every and self.config.checkpoint_dir
+                    and self.step % self.config.checkpoint_every == 0):
+                self.save_checkpoint(self.config.checkpoint_dir)
+                yield Event("checkpoint", self.step, total,
+                            message=str(self.config.checkpoint_dir))
+        if self.config.keep_best and self.best is not None:
+            self.restore_best()
+        seconds = time.perf_counter() - started
+        best = max(self.val_history, key=lambda v: v["psnr"]) if self.val_history else None
+        yield Event("stopped" if stopped else "done", self.step, total, elapsed_s=seconds,
+                    val=best)
+        return TrainResult(self.step, self.losses, self.val_history, best, stopped, seconds,
+                           str(self.device))

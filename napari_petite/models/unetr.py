@@ -5,14 +5,15 @@ hidden states 3/6/9/12 feed a CNN decoder through skip connections. This module 
 layers and module names (so a MONAI UNETR state dict loads here and vice versa) and adds what
 Mix-PEFT needs:
 
-* the ViT honours VPT prompt tokens (shallow ``prompts`` and ``deep_prompts``), stripped
-  from every hidden state before the decoder sees it;
+* the ViT honours VPT prompt tokens (shallow ``prompts`` and ``deep_prompts``, optionally
+  behind a zero-initialised ``prompt_gate``), stripped from every hidden state before the
+  decoder sees it;
 * an explicit encoder (the ViT) / decoder (every CNN block) split and the attachment sites of
   each PEFT method;
 * InstanceNorm *with* affine parameters in the CNN decoder. MONAI's default ``"instance"``
-  norm has none, so LayerNorm/BitFit tuning would find nothing to train in the decoder and
-  the paper's decoder SSF (after the InstanceNorms of the last up-block) would scale
-  un-normalised-but-unscaled features only.
+  norm has none (and its convolutions have no bias), so norm tuning and BitFit would find
+  almost nothing to train in the decoder. With affine norms the decoder SSF of the paper
+  (after the InstanceNorms of the last up-block) starts from a learnt scale and shift.
 * ``qkv_bias=True`` (MONAI's default is False): the query/key/value biases are the ones the
   BitFit paper found most useful, and 3·hidden extra parameters per block cost nothing.
 * MONAI's ``TransformerBlock`` always builds a ``norm_cross_attn`` LayerNorm, unused without
@@ -21,14 +22,15 @@ Mix-PEFT needs:
   ``cross_attn``). :meth:`UNETRBackbone.load_monai_state_dict` drops those keys from a MONAI
   state dict.
 
-Measured on 2 CPU threads (torch 2.13, MONAI 1.6.1), one training step (MSE, AdamW) on a
-batch of two 64³ patches, minimum of 5 (``benchmarks/bench_backbone_step.py``)::
+Training step (MSE, AdamW, all parameters) on a batch of two 64³ patches, 2 CPU threads,
+torch 2.13, MONAI 1.6.1 (``benchmarks/bench_backbone_step.py``)::
 
-    preset  hidden mlp   heads feature  params     step
-    paper   768    3072  12    16       93.0 M     4.3 s
-    small   192    768   12    12        7.8 M     1.2 s
+    preset  hidden mlp  heads feature  params    quiet machine   shared (load 4-5), min
+    paper   768    3072 12    16       92.70 M   3.3-4.0 s       8.5 s (11.7 CPU-s)
+    small   192    768  12    12        7.83 M   1.26 s          1.95 s (3.9 CPU-s)
 
-(timings on a shared 2-core machine; see the benchmark for the current numbers.)
+Under the same load feature size 10 measured 1.46 s and 8 measured 0.87 s: the full-resolution
+decoder convolutions, not the ViT, dominate the small preset's time.
 """
 
 from __future__ import annotations
@@ -186,7 +188,7 @@ class UNETRBackbone(Backbone):
         # ViT-B as in the paper and MONAI's defaults (92.7 M parameters with qkv_bias False)
         "paper": dict(hidden_size=768, mlp_dim=3072, num_heads=12, feature_size=16,
                       patch_size=(64, 64, 64), qkv_bias=True, dropout_rate=0.0),
-        # train step 64³ x 2 on 2 CPU threads ≈ 1.2 s (budget 1.5 s), 7.8 M parameters;
+        # train step 64³ x 2 on 2 CPU threads ≈ 1.26 s (budget 1.5 s), 7.83 M parameters;
         # hidden 256 (13.5 M) and 384 (26.2 M) measured 1.4-1.5 s: too close to the budget
         "small": dict(hidden_size=192, mlp_dim=768, num_heads=12, feature_size=12,
                       patch_size=(64, 64, 64), qkv_bias=True, dropout_rate=0.0),
@@ -207,8 +209,9 @@ class UNETRBackbone(Backbone):
                         norm_name=("instance", {"affine": True}), **common)
         self.vit = PromptViT(in_channels=1, img_size=img_size, patch_size=PATCH,
                              num_layers=N_LAYERS, classification=False, **common)
+        device = self.vit.norm.weight.device  # wherever tensors are created by default
         for name in DECODER_BLOCKS:
-            block = getattr(net, name).to_empty(device="cpu")
+            block = getattr(net, name).to_empty(device=device)
             for module in block.modules():
                 if hasattr(module, "reset_parameters"):  # torch's default init, as MONAI's
                     module.reset_parameters()

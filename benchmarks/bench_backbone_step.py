@@ -12,7 +12,7 @@ Each configuration is measured twice: with glibc's default allocator settings an
 ``mallopt`` keeping freed memory in the heap (:func:`keep_freed_memory`). By default glibc
 serves every large activation tensor with a fresh ``mmap`` and returns it on free, so each
 step pays page faults and zeroing for hundreds of MB; keeping the memory makes a UNETR-small
-step roughly 1.7x faster on CPU at the price of a resident heap that does not shrink.
+step 1.25-1.8x faster on CPU (measured) at the price of a resident heap that does not shrink.
 
 A step is what fine-tuning a preset costs with every parameter trained: forward, loss,
 backward, AdamW update. UNETR: MSE. CVT-GAN: the pix2pix generator loss (100·L1 +

@@ -32,7 +32,9 @@ def _tiny(name: str):
 def saved(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
     model = _tiny("unetr").eval()
     path = tmp_path_factory.mktemp("ckpt") / "base.safetensors"
-    save_checkpoint(model, path, extra={"data": "scanner-a", "metrics": {"psnr": 31.2}})
+    save_checkpoint(model, path, extra={"data": "scanner-a",
+                                        "metrics": {"psnr": torch.tensor(31.5).numpy()[()]},
+                                        "loss": torch.tensor(0.25), "root": Path("/data")})
     return path, model
 
 
@@ -78,7 +80,8 @@ def test_card_contents(saved):
     card = read_card(path)
     assert card_path(path) == path.with_suffix(".json")
     assert card["config"]["patch_size"] == [32, 32, 32]
-    assert card["metrics"] == {"psnr": 31.2} and card["data"] == "scanner-a"
+    assert card["metrics"] == {"psnr": 31.5} and card["data"] == "scanner-a"
+    assert card["loss"] == 0.25 and card["root"] == "/data"
     assert card["created"].endswith("+00:00")
 
 

@@ -49,13 +49,17 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    """Config values as JSON types (tuples become lists; the models accept both)."""
+    """Config and card values as JSON types (tuples become lists, scalars plain numbers)."""
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     if isinstance(value, bool | int | float | str) or value is None:
         return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:  # numpy / torch scalars
+        return value.item()
     raise TypeError(f"config value {value!r} is not JSON-serialisable")
 
 

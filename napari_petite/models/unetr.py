@@ -27,13 +27,13 @@ torch 2.13, MONAI 1.6.1, minimum over repeats (``benchmarks/bench_backbone_step.
 interleaved runs on the project's shared 2-core machine, other jobs running)::
 
     hidden mlp  heads feature  params    step, min per run (range over runs)
-    768    3072 12    16       92.70 M   8.5 s busy; 3.3-4.0 s idle (REFERENCE.md §2)  paper
+    768    3072 12    16       92.70 M   3.40-8.5 s; 3.3-4.0 s idle (REFERENCE.md §2)  paper
     192    768  12    12        7.83 M   1.62-1.95 s; 1.26 s idle (REFERENCE.md §2)
     192    768  12    10        7.37 M   1.25-1.77 s
     192    768  12    8         6.98 M   0.73-1.03 s quiet, up to 1.4 s busy            small
 
 (glibc's default allocator; keeping freed memory with ``mallopt``, see the benchmark, took
-the small preset from 1.03 s to 0.82 s in the same run.)
+the small preset from 1.03 s to 0.82 s and the paper preset from 3.40 s to 2.52 s.)
 
 The full-resolution decoder convolutions, not the ViT (64 tokens at 64³), dominate the step,
 so the small preset keeps the reduced ViT and narrows the decoder to feature size 8: the only

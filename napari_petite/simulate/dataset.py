@@ -25,7 +25,12 @@ from napari_petite import __version__
 from napari_petite.errors import ConfigError, OutputError
 from napari_petite.simulate.anatomy import LABELS
 from napari_petite.simulate.profiles import ScannerProfile, available_ids, load_profile
-from napari_petite.simulate.scan import DEFAULT_DRF, ScannerSimulator, SimulatedScan
+from napari_petite.simulate.scan import (
+    DEFAULT_DRF,
+    SIMULATOR_VERSION,
+    ScannerSimulator,
+    SimulatedScan,
+)
 
 SIZES = ("small", "native")
 
@@ -125,6 +130,7 @@ def scanner_document(profile: ScannerProfile, size: str) -> dict:
         "count_scale_vs_native": round(sim.count_scale, 6),
         "units": "Bq/mL",
         "generator": f"napari-petite {__version__}",
+        "simulator_version": SIMULATOR_VERSION,
     }
     return doc
 

@@ -1,0 +1,112 @@
+"""Mix-PEFT spec: defaults, JSON, feasibility from structure (12 + 9 = 21), clear errors,
+and the CLI's counted percentages (PETITE under 1 % at the paper's scale)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_peft_toys import build
+
+from napari_petite.errors import ConfigError
+from napari_petite.peft.apply import apply_spec
+from napari_petite.peft.spec import (
+    MixPEFTSpec,
+    default_params,
+    feasible_combinations,
+    petite_spec,
+)
+
+
+def test_feasible_grid_is_12_plus_9():
+    cvt = feasible_combinations("cvtgan")
+    unetr = feasible_combinations("unetr")
+    assert len(cvt) == 12 and len(unetr) == 9 and len(cvt) + len(unetr) == 21
+    assert all(s.bitfit and s.encoder != s.decoder for s in cvt + unetr)
+    assert not any(s.decoder == "vpt" for s in unetr)  # a CNN decoder has no tokens
+    assert {(s.encoder, s.decoder) for s in cvt} >= {("vpt", "lora")}
+    assert {(s.encoder, s.decoder) for s in unetr} >= {("lora", "ssf")}
+
+
+def test_feasibility_follows_structure_not_names():
+    """The toy has a ViT encoder and a CNN decoder like UNETR: same 9, under another name."""
+    toy = feasible_combinations(build("toy"))
+    assert len(toy) == 9 and not any(s.decoder == "vpt" for s in toy)
+
+
+def test_vpt_on_cnn_decoder_names_what_fits():
+    model = build("unetr")
+    with pytest.raises(ConfigError) as err:
+        apply_spec(model, MixPEFTSpec("unetr", "small", "lora", "vpt"))
+    msg = str(err.value)
+    assert "VPT needs transformer tokens" in msg and "CNN" in msg
+    assert msg.endswith("Choose adapter or ssf for the decoder.") or \
+        "Choose lora, adapter or ssf for the decoder." in msg
+
+
+def test_spec_errors_are_config_errors():
+    with pytest.raises(ConfigError, match="choose one of none, full"):
+        MixPEFTSpec("unetr", "small", "prefix", "ssf")
+    with pytest.raises(ConfigError, match="rank"):
+        MixPEFTSpec("unetr", "small", "lora", "ssf", params={"lora": {"rnk": 4}})
+    with pytest.raises(ConfigError, match="unknown method"):
+        MixPEFTSpec("unetr", "small", "lora", "ssf", params={"lorra": {}})
+    with pytest.raises(ConfigError, match="backbone 'cvtgan'"):
+        apply_spec(build("unetr"), MixPEFTSpec("cvtgan", "small", "lora", "ssf"))
+    with pytest.raises(ConfigError, match="preset"):
+        apply_spec(build("unetr"), MixPEFTSpec("unetr", "paper", "lora", "ssf"))
+    model = build("toy")
+    apply_spec(model, MixPEFTSpec("toy", "small", "lora", "ssf"))
+    with pytest.raises(ConfigError, match="fresh base"):
+        apply_spec(model, MixPEFTSpec("toy", "small", "lora", "ssf"))
+    with pytest.raises(ConfigError, match="lacks"):
+        MixPEFTSpec.from_dict({"backbone": "unetr"})
+
+
+def test_paper_defaults_per_backbone():
+    assert default_params("unetr", "lora") == {"rank": 4, "alpha": 8.0, "targets": "qk"}
+    assert default_params("cvtgan", "lora") == {"rank": 8, "alpha": 16.0, "targets": "qk"}
+    assert default_params("unetr", "adapter")["reduction"] == 4
+    assert default_params("cvtgan", "adapter")["reduction"] == 8
+    assert default_params("cvtgan", "vpt") == {"tokens": None, "deep": False, "gate": "auto"}
+    spec = MixPEFTSpec("cvtgan", "small", "vpt", "lora", params={"lora": {"rank": 2}})
+    assert spec.method_params("lora") == {"rank": 2, "alpha": 16.0, "targets": "qk"}
+
+
+def test_spec_json_round_trip():
+    spec = MixPEFTSpec("cvtgan", "paper", "vpt", "lora", True,
+                       {"vpt": {"deep": True, "tokens": 4}, "lora": {"targets": "qkv"}})
+    again = MixPEFTSpec.from_json(spec.to_json())
+    assert again == spec and json.loads(spec.to_json())["params"]["vpt"]["deep"] is True
+
+
+def test_lora_qkv_option_adds_v():
+    qk = apply_spec(build("toy"), MixPEFTSpec("toy", "small", "lora", "none", False))
+    qkv = apply_spec(build("toy"), MixPEFTSpec("toy", "small", "lora", "none", False,
+                                                {"lora": {"targets": "qkv"}}))
+    d, r, blocks = 16, 4, 2  # toy: one q|k site (0, 2d) and one v site (2d, 3d) per block
+    assert qk.n_trainable == blocks * (r * d + 2 * d * r)
+    assert qkv.n_trainable == qk.n_trainable + blocks * (r * d + d * r)
+
+
+def test_head_stays_frozen_under_peft_and_trains_under_full():
+    peft = apply_spec(build("cvtgan"), petite_spec("cvtgan", "small"))
+    full = apply_spec(build("cvtgan"), MixPEFTSpec("cvtgan", "small", "full", "full", False))
+    assert peft.head_trainable == 0 and full.head_trainable > 0
+    assert full.percent == 100.0  # the discriminator is outside the denominator
+
+
+def test_methods_command_paper_petite_under_one_percent(capsys):
+    from napari_petite.cli import main
+
+    assert main(["methods", "--backbone", "unetr", "--preset", "paper", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    unetr = out["backbones"][0]
+    assert unetr["petite"]["encoder"] == "lora" and unetr["petite"]["decoder"] == "ssf"
+    assert 0 < unetr["petite"]["percent"] < 1
+    assert len(unetr["mix_peft"]) == 9
+    assert main(["methods", "--backbone", "cvtgan", "--preset", "paper", "--json"]) == 0
+    cvt = json.loads(capsys.readouterr().out)["backbones"][0]
+    assert (cvt["petite"]["encoder"], cvt["petite"]["decoder"]) == ("vpt", "lora")
+    assert 0 < cvt["petite"]["percent"] < 1 and len(cvt["mix_peft"]) == 12
+    assert main(["methods", "--backbone", "nope"]) == 2

@@ -1,0 +1,355 @@
+"""The "Scanner data" dock: open (or generate) a dataset, look at subjects, choose the split.
+
+Volumes open as image layers with ``scale`` = voxel spacing (mm) and the NIfTI geometry in
+``metadata`` (so nothing derived from them loses spacing or affine), a PET colormap, and
+linked contrast limits so low / full / truth are always compared on the same scale. Reading
+and generating happen in workers; the dock only builds widgets and layers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_petite._widgets.jobs import Failure, Job, notify_failure
+from napari_petite._widgets.state import session_for
+from napari_petite.errors import PetiteError
+
+#: what the "Sample dataset" button generates (small grids: seconds per subject)
+SAMPLE_SCANNERS = ("mct", "vision")
+SAMPLE_SUBJECTS = 4
+#: layer metadata key naming the dataset subject and volume kind a layer came from
+ROLE_KEY = "petite"
+
+
+def profile_summary(profile: dict, scanner) -> str:
+    """One or two lines about a scanner profile (values may be ``{"value": ...}`` records)."""
+
+    def value(key):
+        v = profile.get(key)
+        return v.get("value") if isinstance(v, dict) else v
+
+    parts = [str(profile.get("name") or scanner.id)]
+    fwhm = value("resolution_fwhm_mm")
+    if fwhm is not None:
+        fwhm = fwhm[0] if isinstance(fwhm, list | tuple) else fwhm
+        parts.append(f"FWHM {float(fwhm):.1f} mm")
+    tof = value("tof_fwhm_ps")
+    if tof:
+        parts.append(f"TOF {float(tof):.0f} ps")
+    sens = value("sensitivity_cps_per_kbq")
+    if sens:
+        parts.append(f"{float(sens):.1f} cps/kBq")
+    first = scanner.subjects[0] if scanner.subjects else None
+    if first is not None and first.shape:
+        sp = " x ".join(f"{s:.2f}" for s in first.spacing)
+        parts.append(f"grid {' x '.join(map(str, first.shape))} (z,y,x) @ {sp} mm")
+    parts.append(f"{len(scanner.subjects)} subjects")
+    return " | ".join(parts)
+
+
+def sample_dataset_dir() -> Path:
+    from napari_petite._resources import cache_dir
+
+    return cache_dir() / "sample-dataset"
+
+
+class ScannerDataDock(QWidget):
+    """Dataset folder, scanners and subjects, layer loading, source/target and split."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
+        self.job: Job | None = None
+
+        self.folder = QLineEdit()
+        self.folder.setPlaceholderText("dataset folder (<root>/<scanner>/<subject>/)")
+        self.folder.returnPressed.connect(self._open_typed)
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        self.sample_button = QPushButton("Sample dataset")
+        self.sample_button.setToolTip(
+            f"Simulate (first time, about a minute) or reopen a small dataset: scanners "
+            f"{', '.join(SAMPLE_SCANNERS)}, {SAMPLE_SUBJECTS} subjects each.")
+        self.sample_button.clicked.connect(self.open_sample)
+        row = QHBoxLayout()
+        row.addWidget(self.folder, 1)
+        row.addWidget(browse)
+        row.addWidget(self.sample_button)
+
+        self.tree = QTreeWidget()
+        self.tree.setHeaderLabels(["scanner / subject", "shape (z,y,x)", "spacing (mm)"])
+        self.tree.setMinimumHeight(150)
+        self.tree.currentItemChanged.connect(self._show_profile)
+        self.tree.itemDoubleClicked.connect(lambda *_: self.load_selected())
+        self.profile = QLabel("Open a dataset folder or press 'Sample dataset'.")
+        self.profile.setWordWrap(True)
+        self.problems = QLabel()
+        self.problems.setWordWrap(True)
+        self.problems.setStyleSheet("color: #e0a040;")
+        self.problems.hide()
+        self.load_button = QPushButton("Load subject as layers")
+        self.load_button.clicked.connect(self.load_selected)
+
+        self.source = QComboBox()
+        self.target = QComboBox()
+        self.n_val = QSpinBox()
+        self.n_val.setRange(0, 99)
+        self.n_val.setValue(1)
+        self.n_test = QSpinBox()
+        self.n_test.setRange(0, 99)
+        self.n_test.setValue(1)
+        self.split_label = QLabel()
+        self.split_label.setWordWrap(True)
+        for combo in (self.source, self.target):
+            combo.currentIndexChanged.connect(self._update_split)
+        for spin in (self.n_val, self.n_test):
+            spin.valueChanged.connect(self._update_split)
+        choose = QGroupBox("Adaptation")
+        form = QFormLayout(choose)
+        form.addRow("source scanner (base model)", self.source)
+        form.addRow("target scanner", self.target)
+        form.addRow("validation subjects", self.n_val)
+        form.addRow("test subjects", self.n_test)
+        form.addRow(self.split_label)
+
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.addLayout(row)
+        layout.addWidget(self.tree, 1)
+        layout.addWidget(self.profile)
+        layout.addWidget(self.problems)
+        layout.addWidget(self.load_button)
+        layout.addWidget(choose)
+        layout.addWidget(self.status)
+        self._set_busy(False)
+        self.destroyed.connect(_shutdown_later(self))
+
+    # -- dataset -----------------------------------------------------------------------------
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Dataset folder", self.folder.text())
+        if folder:
+            self.open_dataset(folder)
+
+    def _open_typed(self) -> None:
+        if self.folder.text().strip():
+            self.open_dataset(self.folder.text().strip())
+
+    def open_dataset(self, root) -> bool:
+        """Discover ``root`` and list it; problems are listed, not fatal. True when opened."""
+        from napari_petite.io.dataset import discover
+
+        try:
+            dataset = discover(root, strict=False)
+        except PetiteError as err:
+            notify_failure(err)
+            return False
+        self.folder.setText(str(dataset.root))
+        self._fill(dataset)
+        self.session.set_dataset(dataset)
+        self._update_split()
+        return True
+
+    def _fill(self, dataset) -> None:
+        self.tree.clear()
+        for sid, scanner in dataset.scanners.items():
+            top = QTreeWidgetItem([sid, "", ""])
+            top.setData(0, Qt.ItemDataRole.UserRole, (sid, None))
+            for subject in scanner.subjects:
+                spacing = ", ".join(f"{s:.2f}" for s in subject.spacing or ())
+                item = QTreeWidgetItem([subject.id, " x ".join(map(str, subject.shape or ())),
+                                        spacing])
+                item.setData(0, Qt.ItemDataRole.UserRole, (sid, subject.id))
+                top.addChild(item)
+            self.tree.addTopLevelItem(top)
+            top.setExpanded(True)
+        self.tree.resizeColumnToContents(0)
+        if dataset.problems:
+            shown = "\n".join(f"• {p}" for p in dataset.problems[:5])
+            more = f"\n… and {len(dataset.problems) - 5} more" if len(dataset.problems) > 5 else ""
+            self.problems.setText(f"Skipped (fix and reopen):\n{shown}{more}")
+            self.problems.show()
+        else:
+            self.problems.hide()
+        ids = list(dataset.scanners)
+        for combo, default in ((self.source, 0), (self.target, 1)):
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(ids)
+            combo.setCurrentIndex(min(default, len(ids) - 1))
+            combo.blockSignals(False)
+
+    def _show_profile(self, item, _previous=None) -> None:
+        dataset = self.session.dataset
+        if item is None or dataset is None:
+            return
+        sid, _ = item.data(0, Qt.ItemDataRole.UserRole)
+        scanner = dataset.scanners[sid]
+        self.profile.setText(profile_summary(scanner.profile, scanner))
+
+    def open_sample(self) -> None:
+        """Open the cached sample dataset, simulating it in a worker the first time."""
+        folder = sample_dataset_dir()
+        if folder.is_dir():
+            self.open_dataset(folder)
+            return
+
+        def body():
+            from napari_petite.simulate.dataset import make_dataset
+
+            done = []
+            make_dataset(folder, scanners=SAMPLE_SCANNERS, subjects=SAMPLE_SUBJECTS,
+                         size="small", progress=done.append)
+            yield len(SAMPLE_SCANNERS) * SAMPLE_SUBJECTS
+            return folder
+
+        self.status.setText("Simulating the sample dataset (first time only)…")
+        self._run(Job(body, desc="simulating sample dataset",
+                      on_done=lambda r: self.open_dataset(r) if isinstance(r, Path) else None))
+
+    # -- split -------------------------------------------------------------------------------
+    def _update_split(self, *_) -> None:
+        from napari_petite.training.job import split_subjects
+
+        dataset = self.session.dataset
+        source = self.source.currentText() or None
+        target = self.target.currentText() or None
+        split = None
+        if dataset is not None and target in dataset.scanners:
+            ids = [s.id for s in dataset.scanners[target].subjects]
+            try:
+                split = split_subjects(ids, n_val=self.n_val.value(), n_test=self.n_test.value())
+                self.split_label.setText(
+                    f"train: {', '.join(split.train)}\nvalidate: {', '.join(split.val) or '-'}"
+                    f"\ntest: {', '.join(split.test) or '-'}")
+                self.split_label.setStyleSheet("")
+            except PetiteError as err:
+                self.split_label.setText(str(err))
+                self.split_label.setStyleSheet("color: #e0a040;")
+        self.session.set_selection(source, target, split)
+
+    # -- layers ------------------------------------------------------------------------------
+    def selected_subject(self):
+        item = self.tree.currentItem()
+        dataset = self.session.dataset
+        if item is None or dataset is None:
+            return None
+        sid, subject_id = item.data(0, Qt.ItemDataRole.UserRole)
+        scanner = dataset.scanners[sid]
+        return scanner.subject(subject_id) if subject_id else scanner.subjects[0]
+
+    def load_selected(self) -> None:
+        subject = self.selected_subject()
+        if subject is None:
+            notify_failure(PetiteError("Choose a subject in the list first (open a dataset "
+                                       "folder or the sample dataset)."))
+            return
+        self.load_subject(subject)
+
+    def load_subject(self, subject) -> None:
+        """Read the subject's volumes in a worker, then add them as linked layers."""
+
+        def body():
+            from napari_petite.io.layers import volume_to_layer_data
+            from napari_petite.io.nifti import read_volume
+
+            out = []
+            for kind in ("low", "full", "truth", "labels"):
+                path = subject.files.get(kind)
+                if path is None:
+                    continue
+                data, kwargs, ltype = volume_to_layer_data(
+                    read_volume(path), name=f"{subject.scanner}/{subject.id} {kind}")
+                kwargs["metadata"][ROLE_KEY] = {"scanner": subject.scanner,
+                                                "subject": subject.id, "kind": kind}
+                out.append((data, kwargs, ltype))
+                yield kind
+            return out
+
+        self.status.setText(f"Reading {subject.scanner}/{subject.id}…")
+        self._run(Job(body, desc=f"reading {subject.scanner}/{subject.id}",
+                      on_done=self._add_layers))
+
+    def _add_layers(self, result) -> None:
+        if not isinstance(result, list):
+            return
+        from napari.experimental import link_layers
+
+        images = []
+        limits = None
+        for data, kwargs, ltype in result:
+            name = kwargs["name"]
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+            if ltype == "image":
+                if kwargs["metadata"][ROLE_KEY]["kind"] == "full" or limits is None:
+                    limits = kwargs["contrast_limits"]
+                images.append(self.viewer.add_image(data, **kwargs))
+            else:
+                layer = self.viewer.add_labels(data, **kwargs)
+                layer.visible = False
+        for layer in images:
+            layer.contrast_limits = limits
+            if layer.metadata[ROLE_KEY]["kind"] == "truth":
+                layer.visible = False
+        if len(images) > 1:
+            link_layers(images, ("contrast_limits", "gamma", "colormap"))
+        if images:
+            self.viewer.reset_view()
+            self.viewer.layers.selection.active = images[0]
+        self.status.setText(f"Loaded {len(result)} volume(s); scale = voxel spacing "
+                            f"{tuple(round(s, 3) for s in images[0].scale)} mm." if images else "")
+
+    # -- jobs --------------------------------------------------------------------------------
+    def _run(self, job: Job) -> None:
+        if self.job is not None and self.job.running:
+            notify_failure(PetiteError("The dock is still busy; wait for the current step."))
+            return
+        done = job.on_done
+
+        def finished(result):
+            self._set_busy(False)
+            if isinstance(result, Failure):
+                self.status.setText("Failed; see the notification.")
+            elif done is not None:
+                done(result)
+
+        job.on_done = finished
+        self.job = job
+        self._set_busy(True)
+        job.start()
+
+    def _set_busy(self, busy: bool) -> None:
+        self.load_button.setEnabled(not busy)
+        self.sample_button.setEnabled(not busy)
+
+
+def _shutdown_later(dock):
+    """A callback for ``destroyed`` that stops the dock's job without touching the dock."""
+    holder = {"dock": dock}
+
+    def stop(*_):
+        job = holder["dock"].job if holder.get("dock") is not None else None
+        holder.clear()
+        if job is not None:
+            job.shutdown(timeout=10.0)
+
+    return stop

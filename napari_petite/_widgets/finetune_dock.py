@@ -1,0 +1,637 @@
+"""The "Fine-tune" dock: base model, Mix-PEFT choice, training settings, Start/Pause/Stop.
+
+Training is the engine's generator run by a napari worker (:mod:`.jobs`); the dock only turns
+its events into the activity-dock progress bar, a status line and the live curves. Only
+methods that fit a part are selectable (the others stay listed, greyed, with the reason),
+and the "trainable" line is counted by applying the very spec a run would use to the base
+network built on PyTorch's meta device (no memory, milliseconds), cached per choice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_petite._widgets.curves import TrainingCurves
+from napari_petite._widgets.jobs import Failure, Job, notify_failure
+from napari_petite._widgets.state import TrainedModel, session_for, unwrap
+from napari_petite.errors import ConfigError, PetiteError
+
+
+def _format_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = round(seconds)
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds < 3600 else \
+        f"{seconds // 3600}h{(seconds % 3600) // 60:02d}"
+
+
+def trainable_line(n_trainable: int, n_total: int, percent: float) -> str:
+    return f"trainable: {n_trainable:,} of {n_total:,} parameters ({percent:.2f} %)"
+
+
+class _Counter:
+    """Trainable-parameter counts per (network, spec), from meta-device models, cached."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[int, int, float]] = {}
+        self._models: dict[str, object] = {}
+
+    @staticmethod
+    def _build(backbone: str, preset: str, config: dict | None):
+        import torch
+
+        from napari_petite.models.registry import build_model
+
+        with torch.device("meta"):
+            return build_model(backbone, preset, **(config or {}))
+
+    def model(self, backbone: str, preset: str, config: dict | None):
+        """A meta-device model for feasibility questions (not modified, cached)."""
+        key = json.dumps([backbone, preset, config], sort_keys=True, default=str)
+        if key not in self._models:
+            self._models[key] = self._build(backbone, preset, config)
+        return self._models[key]
+
+    def count(self, spec, config: dict | None) -> tuple[int, int, float]:
+        from napari_petite.peft.apply import apply_spec
+
+        key = json.dumps([spec.to_dict(), config], sort_keys=True, default=str)
+        if key not in self._cache:
+            report = apply_spec(self._build(spec.backbone, spec.preset, config), spec)
+            self._cache[key] = (report.n_trainable, report.n_total, report.percent)
+        return self._cache[key]
+
+
+class FineTuneDock(QWidget):
+    """Mix-PEFT fine-tuning of a base model on the target scanner, with live curves."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        from napari_petite.models.registry import backbone_names
+        from napari_petite.peft.spec import LABELS, METHODS
+        from napari_petite.training.device import CHOICES
+
+        self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
+        self.job: Job | None = None
+        self.control = None
+        self._counter = _Counter()
+        self._card: dict | None = None
+        self._last_event = None
+
+        # -- model ------------------------------------------------------------------------
+        self.backbone = QComboBox()
+        self.backbone.addItems(backbone_names())
+        self.preset = QComboBox()
+        self.base = QLineEdit()
+        self.base.setPlaceholderText("base checkpoint (.safetensors) pre-trained on the source")
+        self.base.editingFinished.connect(lambda: self.set_base(self.base.text() or None))
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse_base)
+        base_row = QHBoxLayout()
+        base_row.addWidget(self.base, 1)
+        base_row.addWidget(browse)
+        self.base_info = QLabel()
+        self.base_info.setWordWrap(True)
+        model_box = QGroupBox("Base model")
+        form = QFormLayout(model_box)
+        form.addRow("backbone", self.backbone)
+        form.addRow("preset", self.preset)
+        form.addRow("base", base_row)
+        form.addRow(self.base_info)
+
+        # -- Mix-PEFT -----------------------------------------------------------------------
+        self.encoder = QComboBox()
+        self.decoder = QComboBox()
+        for combo in (self.encoder, self.decoder):
+            for method in METHODS:
+                combo.addItem(f"{LABELS[method]} ({method})", method)
+        self.bitfit = QCheckBox("BitFit (also train the biases)")
+        self.bitfit.setChecked(True)
+        self.lora_rank = QSpinBox()
+        self.lora_rank.setRange(1, 256)
+        self.lora_targets = QComboBox()
+        self.lora_targets.addItems(["qk", "qkv"])
+        self.adapter_reduction = QSpinBox()
+        self.adapter_reduction.setRange(1, 64)
+        self.vpt_tokens = QSpinBox()
+        self.vpt_tokens.setRange(0, 512)
+        self.vpt_tokens.setSpecialValueText("default")
+        self.vpt_deep = QCheckBox("deep prompts")
+        self.reasons = QLabel()
+        self.reasons.setWordWrap(True)
+        self.reasons.setStyleSheet("color: #a0a0a0;")
+        self.trainable = QLabel("trainable: -")
+        self.trainable.setStyleSheet("font-weight: bold;")
+        peft_box = QGroupBox("Mix-PEFT")
+        form = QFormLayout(peft_box)
+        form.addRow("encoder", self.encoder)
+        form.addRow("decoder", self.decoder)
+        form.addRow(self.bitfit)
+        form.addRow("LoRA rank", self.lora_rank)
+        form.addRow("LoRA targets", self.lora_targets)
+        form.addRow("adapter reduction", self.adapter_reduction)
+        vpt_row = QHBoxLayout()
+        vpt_row.addWidget(self.vpt_tokens)
+        vpt_row.addWidget(self.vpt_deep)
+        form.addRow("VPT tokens", vpt_row)
+        form.addRow(self.reasons)
+        form.addRow(self.trainable)
+
+        # -- training -----------------------------------------------------------------------
+        self.lr = QDoubleSpinBox()
+        self.lr.setDecimals(5)
+        self.lr.setRange(0.0, 1.0)
+        self.lr.setSingleStep(1e-4)
+        self.lr.setSpecialValueText("per method (paper)")
+        self.steps = QSpinBox()
+        self.steps.setRange(1, 1_000_000)
+        self.steps.setValue(200)
+        self.val_every = QSpinBox()
+        self.val_every.setRange(0, 100_000)
+        self.val_every.setValue(25)
+        self.val_every.setSpecialValueText("never")
+        self.patch = QSpinBox()
+        self.patch.setRange(0, 512)
+        self.patch.setSpecialValueText("model window")
+        self.batch = QSpinBox()
+        self.batch.setRange(1, 64)
+        self.batch.setValue(2)
+        self.device = QComboBox()
+        self.device.addItems(CHOICES)
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        train_box = QGroupBox("Training")
+        form = QFormLayout(train_box)
+        form.addRow("learning rate", self.lr)
+        form.addRow("steps", self.steps)
+        form.addRow("validate every", self.val_every)
+        form.addRow("patch size", self.patch)
+        form.addRow("batch", self.batch)
+        form.addRow("device", self.device)
+        form.addRow("seed", self.seed)
+
+        # -- run ----------------------------------------------------------------------------
+        self.start_button = QPushButton("Start")
+        self.pause_button = QPushButton("Pause")
+        self.stop_button = QPushButton("Stop")
+        self.start_button.clicked.connect(self.start)
+        self.pause_button.clicked.connect(self.toggle_pause)
+        self.stop_button.clicked.connect(self.stop)
+        run_row = QHBoxLayout()
+        for b in (self.start_button, self.pause_button, self.stop_button):
+            run_row.addWidget(b)
+        self.status = QLabel("Idle.")
+        self.status.setWordWrap(True)
+        self.curves = TrainingCurves()
+        self.save_button = QPushButton("Save adapter…")
+        self.save_button.clicked.connect(self._save_dialog)
+        self.load_button = QPushButton("Load adapter…")
+        self.load_button.clicked.connect(self._load_dialog)
+        bundle_row = QHBoxLayout()
+        bundle_row.addWidget(self.save_button)
+        bundle_row.addWidget(self.load_button)
+
+        layout = QVBoxLayout(self)
+        for w in (model_box, peft_box, train_box):
+            layout.addWidget(w)
+        layout.addLayout(run_row)
+        layout.addWidget(self.status)
+        layout.addWidget(self.curves, 1)
+        layout.addLayout(bundle_row)
+
+        self.backbone.currentIndexChanged.connect(self._backbone_changed)
+        self.preset.currentIndexChanged.connect(self._choices_changed)
+        for combo in (self.encoder, self.decoder, self.lora_targets):
+            combo.currentIndexChanged.connect(self._choices_changed)
+        for spin in (self.lora_rank, self.adapter_reduction, self.vpt_tokens):
+            spin.valueChanged.connect(self._choices_changed)
+        for box in (self.bitfit, self.vpt_deep):
+            box.toggled.connect(self._choices_changed)
+        self.session.trained_changed.connect(self._set_idle)
+        self._default_base()
+        self._backbone_changed()
+        self._set_idle()
+        self.destroyed.connect(_stop_on_destroy(self))
+        self._watch_main_window()
+
+    # -- base model ----------------------------------------------------------------------
+    def _default_base(self) -> None:
+        from napari_petite.training.job import shipped_base
+
+        try:
+            path = shipped_base(self.backbone.currentText())
+        except (PetiteError, OSError):
+            return
+        self.set_base(path)
+
+    def _browse_base(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Base checkpoint", self.base.text(),
+                                              "safetensors checkpoint (*.safetensors)")
+        if path:
+            self.set_base(path)
+
+    def set_base(self, path) -> None:
+        """Choose the base checkpoint; its card fixes the preset and network configuration."""
+        from napari_petite.models.checkpoint import read_card
+
+        self._card = None
+        self.base.setText(str(path) if path else "")
+        if path:
+            try:
+                self._card = read_card(path)
+            except PetiteError as err:
+                self.base_info.setText(f"⚠ {err}")
+                self.base_info.setStyleSheet("color: #e0a040;")
+            else:
+                card = self._card
+                extra = f", trained on {card['source']}" if card.get("source") else ""
+                self.base_info.setText(f"{card['backbone']} / {card['preset']}, "
+                                       f"{card.get('n_params', 0):,} parameters{extra}")
+                self.base_info.setStyleSheet("")
+        else:
+            self.base_info.setText("No base chosen: counts use the untrained preset.")
+        self.session.set_base(Path(path) if path else None)
+        self._choices_changed()
+
+    def _network(self) -> tuple[str, str, dict | None]:
+        """(backbone, preset, config) of the network a run would adapt."""
+        backbone = self.backbone.currentText()
+        card = self._card
+        if card is not None and card.get("backbone") == backbone:
+            return backbone, card["preset"], card["config"]
+        return backbone, self.preset.currentText() or "small", None
+
+    # -- spec ----------------------------------------------------------------------------
+    def _backbone_changed(self, *_) -> None:
+        from napari_petite.models.registry import preset_names
+        from napari_petite.peft.spec import PETITE, default_params
+
+        backbone = self.backbone.currentText()
+        for w in (self.preset, self.encoder, self.decoder, self.lora_rank,
+                  self.adapter_reduction):
+            w.blockSignals(True)
+        self.preset.clear()
+        self.preset.addItems(preset_names(backbone))
+        self.preset.setCurrentText("small")
+        enc, dec = PETITE.get(backbone, ("lora", "ssf"))
+        self.encoder.setCurrentIndex(self.encoder.findData(enc))
+        self.decoder.setCurrentIndex(self.decoder.findData(dec))
+        self.lora_rank.setValue(int(default_params(backbone, "lora")["rank"]))
+        self.adapter_reduction.setValue(int(default_params(backbone, "adapter")["reduction"]))
+        for w in (self.preset, self.encoder, self.decoder, self.lora_rank,
+                  self.adapter_reduction):
+            w.blockSignals(False)
+        self._choices_changed()
+
+    def _params(self) -> dict:
+        """Hyper-parameters of the chosen methods only (the spec stores what is used)."""
+        rank = self.lora_rank.value()
+        every = {
+            "lora": {"rank": rank, "alpha": 2.0 * rank, "targets": self.lora_targets.currentText()},
+            "adapter": {"reduction": self.adapter_reduction.value()},
+            "vpt": {"tokens": self.vpt_tokens.value() or None, "deep": self.vpt_deep.isChecked()},
+        }
+        used = {self.encoder.currentData(), self.decoder.currentData()}
+        return {m: p for m, p in every.items() if m in used}
+
+    def spec(self):
+        """The Mix-PEFT spec the form describes (raises ConfigError when it cannot be)."""
+        from napari_petite.peft.spec import MixPEFTSpec
+
+        backbone, preset, _ = self._network()
+        return MixPEFTSpec(backbone, preset, self.encoder.currentData(),
+                           self.decoder.currentData(), self.bitfit.isChecked(), self._params())
+
+    def _choices_changed(self, *_) -> None:
+        """Grey out methods that do not fit, say why, and recount the trainable parameters."""
+        from napari_petite.peft.spec import LABELS, METHODS, why_not
+
+        backbone, preset, config = self._network()
+        used = {self.encoder.currentData(), self.decoder.currentData()}
+        self.lora_rank.setEnabled("lora" in used)
+        self.lora_targets.setEnabled("lora" in used)
+        self.adapter_reduction.setEnabled("adapter" in used)
+        self.vpt_tokens.setEnabled("vpt" in used)
+        self.vpt_deep.setEnabled("vpt" in used)
+        try:
+            net = self._counter.model(backbone, preset, config)
+        except Exception as err:
+            self.trainable.setText(f"trainable: - ({err})")
+            return
+        reasons = []
+        params = self._params()
+        for part, combo in (("encoder", self.encoder), ("decoder", self.decoder)):
+            model = combo.model()
+            for row, method in enumerate(METHODS):
+                reason = why_not(net, part, method, self._method_params(method, params))
+                item = model.item(row)
+                item.setEnabled(reason is None)
+                item.setToolTip(reason or "")
+                if reason is not None:
+                    reasons.append(f"{part}: no {LABELS[method]} — {reason}")
+            if not model.item(combo.currentIndex()).isEnabled():
+                first = next(r for r in range(len(METHODS)) if model.item(r).isEnabled())
+                combo.blockSignals(True)
+                combo.setCurrentIndex(first)
+                combo.blockSignals(False)
+        self.reasons.setText("\n".join(reasons))
+        try:
+            n, m, pct = self._counter.count(self.spec(), config)
+        except PetiteError as err:
+            self.trainable.setText(f"trainable: - ({err})")
+            return
+        self.trainable.setText(trainable_line(n, m, pct))
+
+    def _method_params(self, method: str, params: dict) -> dict:
+        from napari_petite.peft.spec import default_params
+
+        backbone = self.backbone.currentText()
+        merged = default_params(backbone, method)
+        merged.update(params.get(method, {}))
+        return merged
+
+    def train_config(self):
+        from napari_petite.training.engine import TrainConfig
+
+        patch = self.patch.value()
+        return TrainConfig(steps=self.steps.value(), batch_size=self.batch.value(),
+                           lr=self.lr.value() or None, val_every=self.val_every.value(),
+                           patch_size=(patch,) * 3 if patch else None, seed=self.seed.value(),
+                           device=self.device.currentText())
+
+    # -- run -----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start training in a worker (errors become notifications; the dock stays usable)."""
+        if self.job is not None and self.job.running:
+            return
+        try:
+            body = self._training_body()
+        except PetiteError as err:
+            notify_failure(err)
+            return
+        from napari_petite.training.engine import Control
+
+        self.control = Control()
+        control = self.control
+        self.curves.clear()
+        self._last_event = None
+        self.job = Job(lambda: body(control), desc="fine-tuning", total=self.steps.value(),
+                       on_yield=self._on_event, on_done=self._finished, on_stop=control.stop)
+        self.status.setText("Loading the base model and the target subjects…")
+        self._set_running()
+        self.job.start()
+
+    def _training_body(self):
+        """Validate the form on the GUI thread; return the worker body (no Qt inside)."""
+        session = self.session
+        scanner = session.target_scanner()
+        if scanner is None:
+            raise ConfigError("Open a dataset and choose a target scanner in the 'Scanner data' "
+                              "dock first.")
+        if session.split is None:
+            raise ConfigError(f"The subjects of {scanner.id} cannot be split into training, "
+                              "validation and test sets; adjust the counts in 'Scanner data'.")
+        if not self.base.text():
+            raise ConfigError("Choose a base checkpoint (.safetensors) pre-trained on the "
+                              "source scanner.")
+        base = Path(self.base.text()).expanduser()
+        spec = self.spec()
+        config = self.train_config()
+        split = session.split
+        backbone = self.backbone.currentText()
+        source, target = session.source, session.target
+        root = str(session.dataset.root)
+
+        def body(control):
+            import torch
+
+            from napari_petite.peft.apply import apply_spec
+            from napari_petite.training.engine import Trainer
+            from napari_petite.training.job import load_base, load_pairs
+
+            # leave the GUI a core (REFERENCE.md §2: p99 stall 33 ms with 2 threads, 17 with 1)
+            torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+            model, card, sha = load_base(base, backbone)
+            torch.manual_seed(config.seed)
+            apply_spec(model, spec)
+            window = tuple(config.patch_size or model.patch_size)
+            trainer = Trainer(model, load_pairs(scanner, split.train, window),
+                              load_pairs(scanner, split.val, window), config, spec)
+            result = yield from trainer.run(control)
+            training = {"config": config.to_dict(), "data": root, "source": source or
+                        card.get("source"), "target": target, "split": split.to_dict(),
+                        "steps_done": result.steps_done, "stopped": result.stopped,
+                        "seconds": result.seconds, "device": result.device,
+                        "losses": result.losses}
+            metrics = {"val_best": result.best_val, "val_history": result.val_history}
+            return TrainedModel(model.cpu(), spec, base, sha, training, metrics, config.seed)
+
+        return body
+
+    def _on_event(self, event) -> None:
+        self._last_event = event
+        if event.kind == "step":
+            self.curves.add_loss(event.step, event.loss)
+            text = (f"step {event.step}/{event.total_steps} · loss {event.loss:.4g} · "
+                    f"ETA {_format_eta(event.eta_s)}")
+            self.status.setText(text)
+            if self.job is not None:
+                self.job.set_progress(event.step, f"fine-tuning · ETA {_format_eta(event.eta_s)}")
+        elif event.kind == "val" and event.val:
+            self.curves.add_validation(event.step, event.val["psnr"])
+        elif event.kind == "start":
+            self.status.setText(f"Started: {event.message}.")
+        elif event.kind == "paused":
+            self.status.setText(f"Paused at step {event.step}/{event.total_steps}.")
+        elif event.kind == "resumed":
+            self.status.setText(f"Resumed at step {event.step}.")
+
+    def _finished(self, result) -> None:
+        self.curves.redraw()
+        self.control = None
+        if isinstance(result, TrainedModel):
+            best = result.metrics.get("val_best")
+            val = f"; best validation PSNR {best['psnr']:.2f} dB at step {best['step']}" \
+                if best else ""
+            how = "Stopped" if result.training.get("stopped") else "Done"
+            self.status.setText(f"{how} after {result.training['steps_done']} steps in "
+                                f"{result.training['seconds']:.0f} s{val}. Save the adapter or "
+                                "reconstruct in 'Reconstruct & compare'.")
+            from napari.utils.notifications import show_info
+
+            show_info(f"napari-petite: fine-tuning {how.lower()} ({result.spec.label}).")
+            self.session.set_trained(result)  # -> _set_idle
+            return
+        if isinstance(result, Failure):
+            self.status.setText(f"Failed: {result.message}")
+        else:
+            self.status.setText("Stopped.")
+        self._set_idle()
+
+    def toggle_pause(self) -> None:
+        if self.control is None:
+            return
+        if self.control.paused:
+            self.control.resume()
+            self.pause_button.setText("Pause")
+        else:
+            self.control.pause()
+            self.pause_button.setText("Resume")
+            self.status.setText("Pausing after the current step…")
+
+    def stop(self) -> None:
+        """Stop after the current step; the best validated state so far is kept."""
+        if self.control is not None:
+            self.control.stop()
+            self.status.setText("Stopping after the current step…")
+
+    @property
+    def is_idle(self) -> bool:
+        return self.job is None or not self.job.running
+
+    def _set_running(self) -> None:
+        self.start_button.setEnabled(False)
+        self.pause_button.setEnabled(True)
+        self.pause_button.setText("Pause")
+        self.stop_button.setEnabled(True)
+        self.save_button.setEnabled(False)
+        self.load_button.setEnabled(False)
+
+    def _set_idle(self) -> None:
+        if not self.is_idle:
+            return
+        self.start_button.setEnabled(True)
+        self.pause_button.setEnabled(False)
+        self.pause_button.setText("Pause")
+        self.stop_button.setEnabled(False)
+        self.save_button.setEnabled(self.session.trained is not None)
+        self.load_button.setEnabled(True)
+
+    # -- adapter bundles -------------------------------------------------------------------
+    def _save_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Adapter bundle folder to create", "adapter")
+        if path:
+            self.save_adapter(path)
+
+    def save_adapter(self, folder, overwrite: bool = False) -> Path | None:
+        """Write the session's trained model as an adapter bundle (a small folder)."""
+        from napari.utils.notifications import show_info
+
+        from napari_petite.peft.bundle import save_adapter
+
+        trained = self.session.trained
+        if trained is None:
+            notify_failure(ConfigError("Nothing to save yet: train (or load) an adapter first."))
+            return None
+        try:
+            out = save_adapter(trained.model, trained.spec, folder,
+                               base_sha256=trained.base_sha256, training=trained.training,
+                               metrics=trained.metrics, seed=trained.seed, overwrite=overwrite)
+        except PetiteError as err:
+            notify_failure(err)
+            return None
+        trained.bundle = out
+        show_info(f"Adapter saved to {out}.")
+        return out
+
+    def _load_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Adapter bundle folder")
+        if folder:
+            self.load_adapter(folder)
+
+    def load_adapter(self, folder) -> None:
+        """Load a bundle onto the chosen base (in a worker); it becomes the session's model."""
+        if not self.is_idle:
+            return
+        base_text = self.base.text()
+        if not base_text:
+            notify_failure(ConfigError("Choose the base checkpoint the adapter was trained "
+                                       "from before loading the adapter."))
+            return
+        base = Path(base_text).expanduser()
+
+        def body():
+            from napari_petite.peft.bundle import load_adapter, read_card
+            from napari_petite.training.job import load_base
+
+            card = read_card(folder)
+            model, _, sha = load_base(base, card["spec"]["backbone"])
+            yield "loaded base"
+            spec = load_adapter(model, folder, base_sha256=sha)
+            return TrainedModel(model, spec, base, sha, card.get("training") or {},
+                                card.get("metrics") or {}, int(card.get("seed") or 0),
+                                bundle=Path(folder))
+
+        def done(result):
+            if isinstance(result, TrainedModel):
+                self.status.setText(f"Loaded adapter {folder} ({result.spec.label}).")
+                self.session.set_trained(result)
+            self._set_idle()
+
+        self.job = Job(body, desc="loading adapter", on_done=done)
+        self._set_running()
+        self.pause_button.setEnabled(False)
+        self.stop_button.setEnabled(False)
+        self.job.start()
+
+    # -- closing ---------------------------------------------------------------------------
+    def _watch_main_window(self) -> None:
+        """Stop training before napari's main window goes away (no dangling worker)."""
+        from qtpy.QtCore import QObject
+
+        try:
+            qt_window = unwrap(self.viewer).window._qt_window
+        except AttributeError:
+            return
+        dock = self
+
+        class _CloseFilter(QObject):
+            def eventFilter(self, obj, event):
+                from qtpy.QtCore import QEvent
+
+                if event.type() == QEvent.Type.Close:
+                    dock.shutdown()
+                return False
+
+        self._close_filter = _CloseFilter(self)
+        qt_window.installEventFilter(self._close_filter)
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop a running job and wait for its thread (closing the dock or napari)."""
+        job, self.job = self.job, None
+        if job is not None and job.running:
+            job.shutdown(timeout)
+
+    def closeEvent(self, event) -> None:
+        self.shutdown()
+        super().closeEvent(event)
+
+
+def _stop_on_destroy(dock: FineTuneDock):
+    """A ``destroyed`` callback that stops the job without touching the deleted widget."""
+    holder = [dock]
+
+    def stop(*_):
+        if holder:
+            holder.pop().shutdown()
+
+    return stop

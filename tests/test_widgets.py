@@ -117,16 +117,21 @@ def test_full_flow(make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path,
         _pick(tune.encoder, enc)
         _pick(tune.decoder, dec)
         tune.bitfit.setChecked(bitfit)
+        qtbot.waitUntil(lambda: not tune.counting, timeout=30_000)
         model, _ = load_checkpoint(unetr_base)
         report = apply_spec(model, tune.spec())
         assert tune.trainable.text() == trainable_line(report.n_trainable, report.n_total,
                                                        report.percent)
+    _pick(tune.decoder, "vpt")  # does not fit a CNN decoder: the dock switches away
+    qtbot.waitUntil(lambda: not tune.counting, timeout=30_000)
+    assert tune.decoder.currentData() != "vpt"
     vpt_row = tune.decoder.findData("vpt")
     assert not tune.decoder.model().item(vpt_row).isEnabled()  # CNN decoder: no VPT
     assert "no prompt host" in tune.decoder.model().item(vpt_row).toolTip()
     _pick(tune.encoder, "lora")
     _pick(tune.decoder, "ssf")
     tune.bitfit.setChecked(True)
+    qtbot.waitUntil(lambda: not tune.counting, timeout=30_000)
 
     # start -> loss points -> stop within one step -> idle
     reads = {}
@@ -248,6 +253,13 @@ def test_closing_viewer_during_training_is_clean(make_napari_viewer, qtbot, gui_
     tune.start()
     job = tune.job
     qtbot.waitUntil(lambda: len(tune.curves.loss_values) >= 2, timeout=60_000)
+    tune.toggle_pause()
+    qtbot.waitUntil(lambda: tune.status.text().startswith("Paused"), timeout=30_000)
+    n_paused = len(tune.curves.loss_values)
+    qtbot.wait(300)
+    assert len(tune.curves.loss_values) == n_paused  # no steps while paused
+    tune.toggle_pause()
+    qtbot.waitUntil(lambda: len(tune.curves.loss_values) > n_paused, timeout=30_000)
     viewer.close()
     assert job.shutdown(timeout=30)  # the thread has left the training loop
     assert job.stop_requested.is_set()

@@ -96,6 +96,8 @@ class FineTuneDock(QWidget):
         self._counter = _Counter()
         self._card: dict | None = None
         self._last_event = None
+        self._count_job: Job | None = None
+        self._pending: tuple | None = None
 
         # -- model ------------------------------------------------------------------------
         self.backbone = QComboBox()
@@ -322,44 +324,86 @@ class FineTuneDock(QWidget):
                            self.decoder.currentData(), self.bitfit.isChecked(), self._params())
 
     def _choices_changed(self, *_) -> None:
-        """Grey out methods that do not fit, say why, and recount the trainable parameters."""
-        from napari_petite.peft.spec import LABELS, METHODS, why_not
-
-        backbone, preset, config = self._network()
+        """Recount (in a worker) which methods fit and how many parameters would train."""
         used = {self.encoder.currentData(), self.decoder.currentData()}
         self.lora_rank.setEnabled("lora" in used)
         self.lora_targets.setEnabled("lora" in used)
         self.adapter_reduction.setEnabled("adapter" in used)
         self.vpt_tokens.setEnabled("vpt" in used)
         self.vpt_deep.setEnabled("vpt" in used)
-        try:
-            net = self._counter.model(backbone, preset, config)
-        except Exception as err:
-            self.trainable.setText(f"trainable: - ({err})")
+        backbone, preset, config = self._network()
+        self._pending = (backbone, preset, config, self.encoder.currentData(),
+                         self.decoder.currentData(), self.bitfit.isChecked(), self._params())
+        self.trainable.setText("trainable: counting…")
+        if self._count_job is None or not self._count_job.running:
+            self._start_count()
+
+    @property
+    def counting(self) -> bool:
+        """A count is under way or waiting (the trainable line is not final yet)."""
+        return self._pending is not None or (self._count_job is not None
+                                             and self._count_job.running)
+
+    def _start_count(self) -> None:
+        from napari_petite.peft.spec import METHODS, MixPEFTSpec, default_params, why_not
+
+        request, self._pending = self._pending, None
+        if request is None:
             return
-        reasons = []
-        params = self._params()
+        backbone, preset, config, enc, dec, bitfit, params = request
+        counter = self._counter
+
+        def body():
+            # meta-device network: no memory, but building a big preset takes seconds
+            net = counter.model(backbone, preset, config)
+            reasons = {}
+            for part in ("encoder", "decoder"):
+                for method in METHODS:
+                    merged = default_params(backbone, method)
+                    merged.update(params.get(method, {}))
+                    reasons[(part, method)] = why_not(net, part, method, merged)
+            yield reasons
+            if reasons[("encoder", enc)] or reasons[("decoder", dec)]:
+                return None  # the GUI switches to a fitting method, which recounts
+            try:
+                spec = MixPEFTSpec(backbone, preset, enc, dec, bitfit, params)
+                return counter.count(spec, config)
+            except PetiteError as err:
+                return err
+
+        def done(result):
+            self._count_job = None
+            if self._pending is not None:
+                self._start_count()
+            elif isinstance(result, PetiteError):
+                self.trainable.setText(f"trainable: - ({result})")
+            elif isinstance(result, tuple):
+                self.trainable.setText(trainable_line(*result))
+            elif isinstance(result, Failure):
+                self.trainable.setText("trainable: - (see the notification)")
+
+        self._count_job = Job(body, desc="counting parameters", on_yield=self._show_fits,
+                              on_done=done, progress=False)
+        self._count_job.start()
+
+    def _show_fits(self, reasons: dict) -> None:
+        """Grey out methods that do not fit a part (reason in the tooltip and below)."""
+        from napari_petite.peft.spec import LABELS, METHODS
+
+        lines = []
         for part, combo in (("encoder", self.encoder), ("decoder", self.decoder)):
             model = combo.model()
             for row, method in enumerate(METHODS):
-                reason = why_not(net, part, method, self._method_params(method, params))
+                reason = reasons[(part, method)]
                 item = model.item(row)
                 item.setEnabled(reason is None)
                 item.setToolTip(reason or "")
                 if reason is not None:
-                    reasons.append(f"{part}: no {LABELS[method]} — {reason}")
+                    lines.append(f"{part}: no {LABELS[method]} — {reason}")
             if not model.item(combo.currentIndex()).isEnabled():
                 first = next(r for r in range(len(METHODS)) if model.item(r).isEnabled())
-                combo.blockSignals(True)
-                combo.setCurrentIndex(first)
-                combo.blockSignals(False)
-        self.reasons.setText("\n".join(reasons))
-        try:
-            n, m, pct = self._counter.count(self.spec(), config)
-        except PetiteError as err:
-            self.trainable.setText(f"trainable: - ({err})")
-            return
-        self.trainable.setText(trainable_line(n, m, pct))
+                combo.setCurrentIndex(first)  # -> _choices_changed -> recount
+        self.reasons.setText("\n".join(lines))
 
     def _method_params(self, method: str, params: dict) -> dict:
         from napari_petite.peft.spec import default_params
@@ -617,9 +661,11 @@ class FineTuneDock(QWidget):
 
     def shutdown(self, timeout: float = 30.0) -> None:
         """Stop a running job and wait for its thread (closing the dock or napari)."""
-        job, self.job = self.job, None
-        if job is not None and job.running:
-            job.shutdown(timeout)
+        self._pending = None
+        for job in (self.job, self._count_job):
+            if job is not None and job.running:
+                job.shutdown(timeout)
+        self.job = self._count_job = None
 
     def closeEvent(self, event) -> None:
         self.shutdown()

@@ -54,7 +54,7 @@ class Job:
     def __init__(self, body: Callable[[], Generator[Any, Any, Any]], *, desc: str,
                  total: int = 0, on_yield: Callable[[Any], None] | None = None,
                  on_done: Callable[[Any], None] | None = None,
-                 on_stop: Callable[[], None] | None = None) -> None:
+                 on_stop: Callable[[], None] | None = None, progress: bool = True) -> None:
         from napari.qt.threading import create_worker
 
         self._left = threading.Event()
@@ -80,8 +80,9 @@ class Job:
             finally:
                 self._left.set()
 
-        self.worker = create_worker(guarded, _progress={"total": total, "desc": desc}
-                                    if total else {"desc": desc}, _start_thread=False)
+        bar = ({"total": total, "desc": desc} if total else {"desc": desc}) if progress \
+            else None
+        self.worker = create_worker(guarded, _progress=bar, _start_thread=False)
         pbar = getattr(self.worker, "pbar", None)
         if pbar is not None and total:
             # steps are set from the events themselves, not counted per yield

@@ -27,6 +27,7 @@ from napari_petite.simulate.anatomy import LABELS
 from napari_petite.simulate.profiles import ScannerProfile, available_ids, load_profile
 from napari_petite.simulate.scan import (
     DEFAULT_DRF,
+    NOISE_CALIBRATION,
     SIMULATOR_VERSION,
     ScannerSimulator,
     SimulatedScan,
@@ -127,7 +128,7 @@ def scanner_document(profile: ScannerProfile, size: str) -> dict:
         "radial_bins": sim.rec_geo.n_bins,
         "tof_bins": sim.rec_geo.n_tof,
         "simulation_oversampling": sim.oversample,
-        "count_scale_vs_native": round(sim.count_scale, 6),
+        "noise_calibration": NOISE_CALIBRATION,
         "units": "Bq/mL",
         "generator": f"napari-petite {__version__}",
         "simulator_version": SIMULATOR_VERSION,

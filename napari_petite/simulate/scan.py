@@ -40,14 +40,11 @@ MAX_SIM_MATRIX = 256
 #: reference injected activity for the profile's count level (MBq; ~5 mCi FDG brain dose)
 REFERENCE_DOSE_MBQ = 200.0
 #: effective-count calibration of the 2D-slice model: scales the profile's trues so that a
-#: full-dose mCT exam has a clinical deep-WM CoV (~9-10 %, REFERENCE.md section 3); a 3D
-#: scanner's oblique data and 3D reconstruction are not modelled, so raw trues do not map
-#: one-to-one onto image noise
-NOISE_CALIBRATION = 0.6
-#: exponent of the voxel-volume ratio applied to the counts of non-native grids: with a
-#: post-filter in mm the noise follows the resolution volume more than the voxel volume, and
-#: 1/3 was measured (mCT, small vs native) to keep the deep-WM CoV at the native level
-VOXEL_COUNT_EXPONENT = 1.0 / 3.0
+#: full-dose exam has a clinical deep-WM CoV (~10-13 % at the small size, REFERENCE.md
+#: section 3); a 3D scanner's oblique data and 3D reconstruction are not modelled, so raw
+#: trues do not map one-to-one onto image noise. The same scan has the same counts at every
+#: output size (measured: at equal counts small and native grids give similar WM CoV).
+NOISE_CALIBRATION = 0.3
 #: default dose-reduction factor: 5 of 30 minutes
 DEFAULT_DRF = 6.0
 
@@ -115,9 +112,6 @@ class ScannerSimulator:
                                      bin_mm=d, n_views=n_views, tof_fwhm_mm=tof_mm)
         self.sim_grid = Grid((nz, ny * self.oversample, nx * self.oversample),
                              (self.grid.spacing[0], d / self.oversample, d / self.oversample))
-        native = profile.native_grid
-        ratio = float(np.prod(native.spacing) / np.prod(self.grid.spacing))
-        self.count_scale = ratio ** VOXEL_COUNT_EXPONENT
 
     @property
     def rec_projector(self) -> Projector:
@@ -128,13 +122,8 @@ class ScannerSimulator:
         return cached_projector(self.sim_geo)
 
     def trues_for(self, dose_mbq: float) -> float:
-        """Expected full-count trues: the profile's level x dose x calibration.
-
-        Larger (``small``) voxels get fewer counts (:data:`VOXEL_COUNT_EXPONENT`) so that
-        their noise level matches the native protocol's.
-        """
-        return (self.profile.full_trues * dose_mbq / REFERENCE_DOSE_MBQ * NOISE_CALIBRATION
-                * self.count_scale)
+        """Expected full-count trues: the profile's level x dose x calibration."""
+        return self.profile.full_trues * dose_mbq / REFERENCE_DOSE_MBQ * NOISE_CALIBRATION
 
     def expected(self, activity_sim: np.ndarray, mu_sim: np.ndarray, trues: float) -> Expected:
         """Noise-free prompts of volumes on :attr:`sim_grid` and their model on :attr:`grid`."""

@@ -19,6 +19,9 @@ COMMANDS = [
     "info",
     "make_sample_data",
     "methods",
+    "finetune",
+    "predict",
+    "evaluate",
 ]
 
 

@@ -92,7 +92,7 @@ def test_write_without_affine_uses_spacing(tmp_path):
 def test_unusable_output_folder_is_a_clear_error(tmp_path):
     blocker = tmp_path / "results"
     blocker.write_text("a file where the output folder should be")
-    with pytest.raises(OutputError, match="it is a file, not a folder"):
+    with pytest.raises(OutputError, match="is a file, not a folder"):
         write_volume(blocker / "v.nii.gz", np.zeros((2, 2, 2)), spacing=(1, 1, 1))
     assert blocker.read_text().startswith("a file")
 

@@ -47,19 +47,17 @@ def check_destination(
             f"{dest} already exists; choose another name or allow overwriting "
             "(--overwrite on the command line)."
         )
+    # check without creating anything: a refused run must leave no trace, not even a folder
     parent = dest.parent if str(dest.parent) else Path(".")
-    if not parent.exists():
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise OutputError(
-                f"Cannot create the folder {parent} ({err.strerror}); choose a writable location."
-            ) from None
-    if not parent.is_dir():
-        raise OutputError(f"Cannot write into {parent}: it is a file, not a folder. "
+    existing = parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"Cannot write into {parent}: {existing} is a file, not a folder. "
                           "Choose another output location.")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"The folder {parent} is not writable; choose another output location.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"The folder {existing} is not writable; choose another output "
+                          "location.")
     return dest
 
 
@@ -70,6 +68,11 @@ def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[
     ``suffix`` keeps the extension writers rely on (nibabel picks gzip from ``.nii.gz``).
     """
     dest = Path(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"Cannot create the folder {dest.parent} ({err.strerror}); choose a "
+                          "writable location.") from None
     if suffix is None:
         suffix = "".join(dest.suffixes) or ".tmp"
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".partial{suffix}",

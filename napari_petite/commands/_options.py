@@ -1,0 +1,143 @@
+"""Options shared by the ``petite`` sub-commands, defined once so they are named alike.
+
+``--data --source --target --backbone --base --encoder --decoder --bitfit/--no-bitfit --steps
+--seed --device --out --json`` mean the same thing in every sub-command that takes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from napari_petite.errors import ConfigError
+
+
+def add_data(parser, *, target_required: bool = True) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--data", required=True, metavar="DIR",
+                       help="dataset folder (<root>/<scanner>/<subject>/{low,full}.nii.gz)")
+    group.add_argument("--source", metavar="ID",
+                       help="scanner the base model was trained on (for the record)")
+    group.add_argument("--target", required=target_required, metavar="ID",
+                       help="scanner to adapt to / evaluate on")
+    group.add_argument("--n-train", type=int, default=None, metavar="N",
+                       help="training subjects (default: all but validation and test)")
+    group.add_argument("--n-val", type=int, default=1, metavar="N",
+                       help="validation subjects, used to pick the best step (default 1)")
+    group.add_argument("--n-test", type=int, default=None, metavar="N",
+                       help="held-out test subjects (default: a third, at least one)")
+
+
+def add_model(parser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--backbone", choices=["unetr", "cvtgan"], default=None,
+                       help="backbone (default: the base checkpoint's)")
+    group.add_argument("--base", metavar="FILE", default=None,
+                       help="base checkpoint (.safetensors); default: the shipped base model")
+
+
+def add_spec(parser) -> None:
+    from napari_petite.peft.spec import METHODS
+
+    group = parser.add_argument_group("Mix-PEFT")
+    group.add_argument("--encoder", choices=METHODS, default=None,
+                       help="encoder method (default: the paper's PETITE choice)")
+    group.add_argument("--decoder", choices=METHODS, default=None,
+                       help="decoder method (default: the paper's PETITE choice)")
+    group.add_argument("--bitfit", action=argparse.BooleanOptionalAction, default=True,
+                       help="also train every bias of encoder and decoder (default on)")
+    group.add_argument("--param", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                       help="method hyper-parameter, e.g. lora.rank=8 (repeatable)")
+
+
+def add_training(parser, *, steps: int = 200) -> None:
+    group = parser.add_argument_group("training")
+    group.add_argument("--steps", type=int, default=steps, metavar="N")
+    group.add_argument("--batch", type=int, default=2, metavar="B")
+    group.add_argument("--lr", type=float, default=None,
+                       help="learning rate for every tensor (default: per-method paper values)")
+    group.add_argument("--val-every", type=int, default=50, metavar="N")
+    group.add_argument("--seed", type=int, default=0, metavar="S")
+    group.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, mps")
+    group.add_argument("--bf16", action="store_true", help="bfloat16 autocast (opt-in)")
+    group.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                       help="write a resumable checkpoint every N steps (into OUT.resume/)")
+    group.add_argument("--resume", metavar="DIR", default=None,
+                       help="continue a run from its resume checkpoint folder")
+
+
+def add_output(parser, *, required: bool = True, what: str = "output folder") -> None:
+    parser.add_argument("--out", required=required, metavar="DIR", help=what)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing outputs (never the inputs)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one machine-readable JSON object on stdout")
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def spec_from_args(args, backbone: str, preset: str):
+    """The Mix-PEFT spec the options describe (PETITE's choice where a part is not given)."""
+    from napari_petite.peft.spec import PETITE, MixPEFTSpec
+
+    default_enc, default_dec = PETITE.get(backbone, ("lora", "ssf"))
+    params: dict[str, dict[str, Any]] = {}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        method, dot, name = key.partition(".")
+        if not sep or not dot or not name:
+            raise ConfigError(f"--param {item!r} must look like METHOD.KEY=VALUE, e.g. "
+                              "lora.rank=8.")
+        params.setdefault(method, {})[name] = _parse_value(value)
+    return MixPEFTSpec(backbone, preset, args.encoder or default_enc,
+                       args.decoder or default_dec, args.bitfit, params)
+
+
+def train_config(args, out_resume: str | None = None):
+    from napari_petite.training.engine import TrainConfig
+
+    if args.steps < 1:
+        raise ConfigError("--steps must be at least 1.")
+    return TrainConfig(steps=args.steps, batch_size=args.batch, lr=args.lr,
+                       val_every=args.val_every, seed=args.seed, device=args.device,
+                       bf16=args.bf16, checkpoint_every=args.checkpoint_every,
+                       checkpoint_dir=out_resume)
+
+
+def run_with_progress(trainer, *, quiet: bool, desc: str):
+    """Drive the engine with a tqdm bar on stderr; return the TrainResult."""
+    from tqdm import tqdm
+
+    from napari_petite.training.engine import Control
+
+    bar = tqdm(total=trainer.config.steps, initial=trainer.step, desc=desc, unit="step",
+               disable=quiet, file=sys.stderr, dynamic_ncols=True)
+    gen = trainer.run(Control())
+    try:
+        while True:
+            event = next(gen)
+            if event.kind == "step":
+                bar.update(1)
+                bar.set_postfix(loss=f"{event.loss:.4g}")
+            elif event.kind == "val" and event.val and not quiet:
+                bar.write(f"step {event.step}: validation PSNR {event.val['psnr']:.2f} dB, "
+                          f"SSIM {event.val['ssim']:.3f}", file=sys.stderr)
+    except StopIteration as done:
+        return done.value
+    finally:
+        bar.close()
+
+
+def emit(args, payload: dict, text: str) -> None:
+    """Print ``payload`` as JSON with --json, else the human sentence(s) ``text``."""
+    if getattr(args, "json", False):
+        print(json.dumps(payload, indent=2, default=str))
+    else:
+        print(text)

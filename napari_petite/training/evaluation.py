@@ -32,8 +32,11 @@ def _label_names(subject: Subject) -> dict[int, str]:
 
 
 def evaluate_subject(model, subject: Subject, *, device=None, progress=None,
-                     should_stop=None) -> dict:
-    """Metrics of one subject; returns {"low": {...}, "recon": {...}, "recon_vs_truth": {...}}."""
+                     should_stop=None, recon=None) -> dict:
+    """Metrics of one subject; returns {"low": {...}, "recon": {...}, "recon_vs_truth": {...}}.
+
+    ``recon``: an already computed reconstruction of the subject (``model`` is then unused).
+    """
     from napari_petite.io.nifti import read_volume
     from napari_petite.training.inference import predict_volume
 
@@ -41,8 +44,9 @@ def evaluate_subject(model, subject: Subject, *, device=None, progress=None,
     labels = read_volume(subject.labels).data if subject.labels else None
     names = _label_names(subject)
     mask = head_mask(full.data)
-    recon = predict_volume(model, low.data, device=device, progress=progress,
-                           should_stop=should_stop)
+    if recon is None:
+        recon = predict_volume(model, low.data, device=device, progress=progress,
+                               should_stop=should_stop)
     row = {
         "subject": subject.id,
         "low": compare(low.data, full.data, mask=mask, labels=labels, label_names=names),

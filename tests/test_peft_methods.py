@@ -109,6 +109,15 @@ def test_method(backbone, method, base_outputs, tmp_path):
         pytest.skip(f"{method} fits no part of {backbone}")
     report = apply_spec(model, spec)
 
+    # the output is the base model's at init
+    with torch.no_grad():
+        out = model.eval()(inputs(model))
+    ungated = any("ungated" in n for n in report.notes)
+    if ungated:  # plain VPT on a host without prompt_gate: checked to move, xfailed below
+        assert not torch.allclose(out, base_outputs[backbone], atol=1e-5)
+    else:
+        torch.testing.assert_close(out, base_outputs[backbone], atol=1e-5, rtol=0)
+
     # exactly the intended tensors require grad; the report counts the denoiser only
     want = expected_trainable(model, spec)
     assert {n for n, p in model.named_parameters() if p.requires_grad} == want
@@ -154,22 +163,9 @@ def test_method(backbone, method, base_outputs, tmp_path):
                for k in extra)
     if method != "full":
         assert not extra
-
-
-@pytest.mark.parametrize(("backbone", "method"), cases())
-def test_output_identical_at_init(backbone, method, base_outputs):
-    model = build(backbone)
-    spec = spec_for(model, method)
-    if spec.encoder == spec.decoder == "none" and method != "none":
-        pytest.skip(f"{method} fits no part of {backbone}")
-    report = apply_spec(model, spec)
-    with torch.no_grad():
-        out = model.eval()(inputs(model))
-    if any("ungated" in n for n in report.notes):
-        assert not torch.allclose(out, base_outputs[backbone], atol=1e-5)
+    if ungated:
         pytest.xfail(f"the {backbone} prompt hosts have no prompt_gate, so plain VPT moves the "
-                     "output at init (see napari_petite.peft.vpt)")
-    torch.testing.assert_close(out, base_outputs[backbone], atol=1e-5, rtol=0)
+                     "output at init (see napari_petite.peft.vpt); all other checks passed")
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)

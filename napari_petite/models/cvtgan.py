@@ -311,11 +311,15 @@ class CvTGAN(Backbone):
     name: ClassVar[str] = "cvtgan"
     is_gan: ClassVar[bool] = True
     size_multiple: ClassVar[int] = 16
-    #: Measured with benchmarks/bench_cvtgan_step.py (64^3 patch, batch 2, 2 CPU threads,
-    #: generator forward + backward with L1 + adversarial loss through the frozen
-    #: discriminator, AdamW step; min over repeats):
-    #:   paper: generator 31.3 M + discriminator 2.6 M parameters, 8.9 s per step;
-    #:   small: generator 1.19 M + discriminator 0.16 M parameters, 0.95 s per step.
+    #: Measured with benchmarks/bench_cvtgan_step.py (64^3 patch, batch 2, 2 CPU threads of a
+    #: shared 2-core machine, torch 2.13; generator forward + backward with 100 * L1 +
+    #: adversarial loss through the frozen discriminator, AdamW step; min over 4-6 steps, quiet
+    #: runs; under load from other processes the same step took 7-14 s):
+    #:   paper: generator 37.72 M (encoder 12.88 M, decoder 24.84 M; the 512-channel bottleneck
+    #:          convs hold 21 M) + discriminator 4.26 M parameters, 4.96 s per step;
+    #:   small: generator 9.43 M (encoder 3.23 M, decoder 6.20 M) + discriminator 1.08 M
+    #:          parameters, 0.70-0.85 s per step (budget 1.5 s). The stem width costs most
+    #:          (full-resolution convs): stem 24 instead of 16 took 1.14 s.
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {
             "stem_channels": 64,

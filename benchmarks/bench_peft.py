@@ -100,8 +100,10 @@ def main() -> int:
             if done.returncode:
                 print(f"{backbone} {method}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
                 continue
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            print(f"  measured {backbone} {method}", file=sys.stderr)
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            rows.append(row)
+            print(f"  measured {backbone} {method}: {row['step_s']:.3f} s, "
+                  f"{row['peak_mb']:.0f} MB peak", file=sys.stderr, flush=True)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -22,6 +22,7 @@ COMMANDS = [
     "finetune",
     "predict",
     "evaluate",
+    "sweep",
     "gui",
 ]
 

@@ -101,12 +101,13 @@ def spec_from_args(args, backbone: str, preset: str):
 
 
 def train_config(args, out_resume: str | None = None):
+    from napari_petite.training.distributed import rank_device
     from napari_petite.training.engine import TrainConfig
 
     if args.steps < 1:
         raise ConfigError("--steps must be at least 1.")
     return TrainConfig(steps=args.steps, batch_size=args.batch, lr=args.lr,
-                       val_every=args.val_every, seed=args.seed, device=args.device,
+                       val_every=args.val_every, seed=args.seed, device=rank_device(args.device),
                        bf16=args.bf16, checkpoint_every=args.checkpoint_every,
                        checkpoint_dir=out_resume)
 

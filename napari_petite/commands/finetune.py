@@ -33,12 +33,20 @@ def resume_dir(out: str | Path) -> Path:
 
 
 def run(args) -> int:
+    from napari_petite.training.distributed import launched_session
+
+    with launched_session(args.device):  # a no-op unless started by torchrun
+        return _run(args)
+
+
+def _run(args) -> int:
     import torch
 
     from napari_petite.errors import OutputError
     from napari_petite.io.dataset import discover
-    from napari_petite.peft.apply import apply_spec
+    from napari_petite.peft.apply import apply_spec, trainable_state
     from napari_petite.peft.bundle import save_adapter
+    from napari_petite.training import distributed as dist
     from napari_petite.training.engine import Trainer
     from napari_petite.training.job import load_base, load_pairs, split_subjects
 
@@ -59,7 +67,7 @@ def run(args) -> int:
                       load_pairs(scanner, split.val, window), config, spec)
     if args.resume:
         trainer.load_checkpoint(args.resume)
-    result = opt.run_with_progress(trainer, quiet=args.json,
+    result = opt.run_with_progress(trainer, quiet=args.json or not dist.is_main(),
                                    desc=f"{spec.label} on {args.target}")
     training = {
         "config": config.to_dict(), "data": str(dataset.root), "source": args.source or
@@ -68,6 +76,11 @@ def run(args) -> int:
         "device": result.device, "losses": result.losses,
     }
     metrics = {"val_best": result.best_val, "val_history": result.val_history}
+    if dist.is_initialized():  # every rank's final tensors, so the card proves they agree
+        training["distributed"] = dist.rank_digests(trainable_state(model))
+    dist.barrier()
+    if not dist.is_main():
+        return 0
     bundle = save_adapter(model, spec, out, base_sha256=base_sha, training=training,
                           metrics=metrics, seed=args.seed, overwrite=args.overwrite)
     best = result.best_val

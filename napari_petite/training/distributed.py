@@ -11,6 +11,7 @@ DistributedDataParallel when a group is live; only rank 0 prints and writes file
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import os
 from collections.abc import Iterator
@@ -87,11 +88,13 @@ def rank_device(device: str) -> str:
 
 
 @contextlib.contextmanager
-def launched_session(device: str = "auto") -> Iterator[bool]:
+def launched_session(device: str = "auto", timeout_s: float | None = None) -> Iterator[bool]:
     """Start the process group when launched by torchrun; yield whether one is live.
 
     Backend: NCCL when this rank trains on CUDA, gloo otherwise (CPU runs, tests). The group
     is destroyed on the way out, also after an error, so torchrun sees each rank finish.
+    ``timeout_s`` bounds how long a collective waits for a slower rank (torch's default, 10 to
+    30 minutes, is too short when ranks finish hours apart, as in a sweep).
     """
     if not launched_by_torchrun() or is_initialized():
         yield is_initialized()
@@ -110,7 +113,8 @@ def launched_session(device: str = "auto") -> Iterator[bool]:
                               "visible); start at most one process per GPU "
                               "(--nproc-per-node) or use --device cpu.")
         torch.cuda.set_device(local)
-    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    kwargs = {} if timeout_s is None else {"timeout": datetime.timedelta(seconds=timeout_s)}
+    dist.init_process_group(backend="nccl" if cuda else "gloo", **kwargs)
     try:
         yield True
     finally:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from napari_petite.errors import CheckpointError, ConfigError
+from napari_petite.training.distributed import is_main
 from napari_petite.training.sampling import PatchSampler, TrainingPair
 
 #: learning rates by method (PETITE: AdamW 1e-3, 1e-2 for adapters / SSF / VPT; full
@@ -55,6 +56,7 @@ class TrainConfig:
     bf16: bool = False
     checkpoint_every: int = 0
     checkpoint_dir: str | None = None
+    ddp: bool = True  # wrap in DistributedDataParallel when a process group is live
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -196,7 +198,7 @@ class Trainer:
     def _maybe_ddp(self):
         import torch.distributed as dist
 
-        if not (dist.is_available() and dist.is_initialized()):
+        if not (self.config.ddp and dist.is_available() and dist.is_initialized()):
             return self.model
         from torch.nn.parallel import DistributedDataParallel
 
@@ -204,7 +206,28 @@ class Trainer:
         self.rng = np.random.default_rng([self.config.seed, dist.get_rank()])
         self.sampler.rng = self.rng
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(self.model, device_ids=ids)
+        # a trainable discriminator steps outside DDP (its own optimizer, gradients averaged
+        # by hand in _discriminator_step); DDP must not wait for gradients it never gets
+        head = [p for p in self.model.discriminator.parameters() if p.requires_grad] \
+            if self.model.is_gan else []
+        for p in head:
+            p.requires_grad_(False)
+        try:
+            return DistributedDataParallel(self.model, device_ids=ids)
+        finally:
+            for p in head:
+                p.requires_grad_(True)
+
+    def _sync_buffers(self) -> None:
+        """Give every rank rank 0's buffers (norm running statistics), as DDP does before each
+        forward: each rank's last forward updated them from its own patches, and validation and
+        the saved tensors must not depend on the rank."""
+        if self.ddp_model is self.model:
+            return
+        import torch.distributed as dist
+
+        for buf in self.model.buffers():
+            dist.broadcast(buf, 0)
 
     # -- one step --------------------------------------------------------------------------
     def _loss(self, pred, target, low):
@@ -239,6 +262,14 @@ class Trainer:
                       + F.binary_cross_entropy_with_logits(fake, fake.new_zeros(fake.shape)))
         self._d_opt.zero_grad(set_to_none=True)
         loss.backward()
+        if self.ddp_model is not self.model:  # keep the ranks' discriminators identical
+            import torch.distributed as dist
+
+            for group in self._d_opt.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        dist.all_reduce(p.grad)
+                        p.grad /= dist.get_world_size()
         self._d_opt.step()
 
     def train_step(self) -> float:
@@ -283,6 +314,7 @@ class Trainer:
         from napari_petite.training.masks import head_mask
         from napari_petite.training.metrics import compare
 
+        self._sync_buffers()
         rows = []
         for pair in self.val_pairs:
             pred = predict_volume(self.model, pair.low, window=self.window, device=self.device,
@@ -414,9 +446,11 @@ class Trainer:
                 yield Event("val", self.step, total, val=val, elapsed_s=elapsed)
             if (self.config.checkpoint_every and self.config.checkpoint_dir
                     and self.step % self.config.checkpoint_every == 0):
-                self.save_checkpoint(self.config.checkpoint_dir)
+                if self.ddp_model is self.model or is_main():  # one writer per run
+                    self.save_checkpoint(self.config.checkpoint_dir)
                 yield Event("checkpoint", self.step, total,
                             message=str(self.config.checkpoint_dir))
+        self._sync_buffers()
         if self.config.keep_best and self.best is not None:
             self.restore_best()
         seconds = time.perf_counter() - started

@@ -33,7 +33,7 @@ Shape = tuple[int, ...]
 
 
 def _act() -> nn.Module:
-    return nn.LeakyReLU(0.2, inplace=True)
+    return nn.LeakyReLU(0.2)
 
 
 # -- transformer parts ------------------------------------------------------------------------

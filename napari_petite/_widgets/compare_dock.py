@@ -106,9 +106,9 @@ class CompareDock(QWidget):
             view_row.addWidget(b)
 
         self.table = QTableWidget(0, 2)
-        self.table.setHorizontalHeaderLabels(["low vs full", "reconstructed vs full"])
+        self.table.setHorizontalHeaderLabels(["low vs full", "recon. vs full"])
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.table.setMinimumHeight(180)
+        self.table.setMinimumHeight(150)
 
         self.export_button = QPushButton("Export NIfTI…")
         self.export_button.clicked.connect(self._export_dialog)

@@ -96,7 +96,7 @@ class ScannerDataDock(QWidget):
 
         self.tree = QTreeWidget()
         self.tree.setHeaderLabels(["scanner / subject", "shape (z,y,x)", "spacing (mm)"])
-        self.tree.setMinimumHeight(150)
+        self.tree.setMinimumHeight(110)
         self.tree.currentItemChanged.connect(self._show_profile)
         self.tree.itemDoubleClicked.connect(lambda *_: self.load_selected())
         self.profile = QLabel("Open a dataset folder or press 'Sample dataset'.")
@@ -182,6 +182,9 @@ class ScannerDataDock(QWidget):
             self.tree.addTopLevelItem(top)
             top.setExpanded(True)
         self.tree.resizeColumnToContents(0)
+        if dataset.scanners:
+            first = next(iter(dataset.scanners.values()))
+            self.profile.setText(profile_summary(first.profile, first))
         if dataset.problems:
             shown = "\n".join(f"• {p}" for p in dataset.problems[:5])
             more = f"\n… and {len(dataset.problems) - 5} more" if len(dataset.problems) > 5 else ""
@@ -238,8 +241,8 @@ class ScannerDataDock(QWidget):
             try:
                 split = split_subjects(ids, n_val=self.n_val.value(), n_test=self.n_test.value())
                 self.split_label.setText(
-                    f"train: {', '.join(split.train)}\nvalidate: {', '.join(split.val) or '-'}"
-                    f"\ntest: {', '.join(split.test) or '-'}")
+                    f"train: {', '.join(split.train)} · validate: {', '.join(split.val) or '-'}"
+                    f" · test: {', '.join(split.test) or '-'}")
                 self.split_label.setStyleSheet("")
             except PetiteError as err:
                 self.split_label.setText(str(err))
@@ -315,8 +318,9 @@ class ScannerDataDock(QWidget):
         if images:
             self.viewer.reset_view()
             self.viewer.layers.selection.active = images[0]
-        self.status.setText(f"Loaded {len(result)} volume(s); scale = voxel spacing "
-                            f"{tuple(round(s, 3) for s in images[0].scale)} mm." if images else "")
+        spacing = " x ".join(f"{float(s):.3g}" for s in images[0].scale) if images else ""
+        self.status.setText(f"Loaded {len(result)} volume(s); scale = voxel spacing {spacing} "
+                            "mm (z, y, x)." if images else "")
 
     # -- jobs --------------------------------------------------------------------------------
     def _run(self, job: Job) -> None:

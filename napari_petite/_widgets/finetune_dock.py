@@ -19,6 +19,7 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -148,13 +149,17 @@ class FineTuneDock(QWidget):
         form.addRow("encoder", self.encoder)
         form.addRow("decoder", self.decoder)
         form.addRow(self.bitfit)
-        form.addRow("LoRA rank", self.lora_rank)
-        form.addRow("LoRA targets", self.lora_targets)
-        form.addRow("adapter reduction", self.adapter_reduction)
-        vpt_row = QHBoxLayout()
-        vpt_row.addWidget(self.vpt_tokens)
-        vpt_row.addWidget(self.vpt_deep)
-        form.addRow("VPT tokens", vpt_row)
+        lora_row = QHBoxLayout()
+        lora_row.addWidget(self.lora_rank)
+        lora_row.addWidget(QLabel("targets"))
+        lora_row.addWidget(self.lora_targets)
+        form.addRow("LoRA rank", lora_row)
+        other_row = QHBoxLayout()
+        other_row.addWidget(self.adapter_reduction)
+        other_row.addWidget(QLabel("VPT tokens"))
+        other_row.addWidget(self.vpt_tokens)
+        other_row.addWidget(self.vpt_deep)
+        form.addRow("adapter reduction", other_row)
         form.addRow(self.reasons)
         form.addRow(self.trainable)
 
@@ -182,14 +187,13 @@ class FineTuneDock(QWidget):
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
         train_box = QGroupBox("Training")
-        form = QFormLayout(train_box)
-        form.addRow("learning rate", self.lr)
-        form.addRow("steps", self.steps)
-        form.addRow("validate every", self.val_every)
-        form.addRow("patch size", self.patch)
-        form.addRow("batch", self.batch)
-        form.addRow("device", self.device)
-        form.addRow("seed", self.seed)
+        grid = QGridLayout(train_box)
+        cells = (("learning rate", self.lr), ("steps", self.steps),
+                 ("validate every", self.val_every), ("patch size", self.patch),
+                 ("batch", self.batch), ("device", self.device), ("seed", self.seed))
+        for i, (label, widget) in enumerate(cells):
+            grid.addWidget(QLabel(label), i // 2, 2 * (i % 2))
+            grid.addWidget(widget, i // 2, 2 * (i % 2) + 1)
 
         # -- run ----------------------------------------------------------------------------
         self.start_button = QPushButton("Start")

@@ -19,6 +19,7 @@ COMMANDS = [
     "info",
     "make_sample_data",
     "methods",
+    "pretrain",
     "finetune",
     "predict",
     "evaluate",

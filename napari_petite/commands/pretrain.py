@@ -1,0 +1,227 @@
+"""``petite pretrain``: train every weight of a backbone from scratch on one source scanner.
+
+This is the first step of the paper's protocol (pre-train on a source scanner, then adapt to a
+target with PEFT). The result is a base checkpoint (``.safetensors`` + JSON card) that
+``finetune``, ``predict`` and the napari docks load. The card records what a reader needs to
+trust and repeat it: the data (simulator version, seed, dose-reduction factor), the source
+scanner and split, the training config, steps, time and device, the metrics on the source's
+held-out test subjects, and the exact command line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+from pathlib import Path
+from typing import Any
+
+from napari_petite.commands import _options as opt
+from napari_petite.errors import ConfigError, OutputError
+
+
+def register(sub) -> None:
+    parser = sub.add_parser(
+        "pretrain",
+        help="train a base model from scratch on one source scanner",
+        description="Train all weights of a backbone (the CVT-GAN discriminator included) on "
+        "the training subjects of a source scanner, keep the step with the best validation "
+        "PSNR, measure it on the source's held-out test subjects and write a base checkpoint "
+        "(.safetensors + .json card) to --out.",
+    )
+    group = parser.add_argument_group("data")
+    group.add_argument("--data", required=True, metavar="DIR",
+                       help="dataset folder (<root>/<scanner>/<subject>/{low,full}.nii.gz)")
+    group.add_argument("--source", required=True, metavar="ID",
+                       help="scanner to train on (its subjects are split train/val/test)")
+    group.add_argument("--n-train", type=int, default=None, metavar="N",
+                       help="training subjects (default: all but validation and test)")
+    group.add_argument("--n-val", type=int, default=1, metavar="N",
+                       help="validation subjects, used to pick the best step (default 1)")
+    group.add_argument("--n-test", type=int, default=None, metavar="N",
+                       help="held-out test subjects (default: a third, at least one)")
+    group = parser.add_argument_group("model")
+    group.add_argument("--backbone", required=True, choices=["unetr", "cvtgan"])
+    group.add_argument("--preset", default="small", metavar="P",
+                       help="size preset of the backbone: small (default) or paper")
+    group.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                       help="model config value over the preset, VALUE in JSON, e.g. "
+                       "hidden_size=192 or patch_size=[32,32,32] (repeatable)")
+    opt.add_training(parser, steps=600)
+    opt.add_output(parser, what="checkpoint file to write (.safetensors; the card goes beside "
+                   "it as .json)")
+    parser.set_defaults(func=run)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["hidden_size=48", "patch_size=[32,32,32]"]`` -> model config overrides."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--override {item!r} must look like KEY=VALUE, e.g. "
+                              "hidden_size=192.")
+        out[key.strip()] = opt._parse_value(value)
+    return out
+
+
+def command_line(args, overrides: dict[str, Any]) -> str:
+    """The full command that repeats this run: every option spelled out, defaults included."""
+    import json
+
+    parts = ["petite", "pretrain", "--data", str(args.data), "--source", args.source,
+             "--backbone", args.backbone, "--preset", args.preset]
+    for key, value in overrides.items():
+        parts += ["--override", f"{key}={json.dumps(value, separators=(',', ':'))}"]
+    for flag, value in (("--n-train", args.n_train), ("--n-val", args.n_val),
+                        ("--n-test", args.n_test)):
+        if value is not None:
+            parts += [flag, str(value)]
+    parts += ["--steps", str(args.steps), "--batch", str(args.batch)]
+    if args.lr is not None:
+        parts += ["--lr", repr(args.lr)]
+    parts += ["--val-every", str(args.val_every), "--seed", str(args.seed),
+              "--device", args.device]
+    if args.bf16:
+        parts.append("--bf16")
+    parts += ["--out", str(args.out)]
+    return shlex.join(parts)
+
+
+def data_description(dataset, scanner, split) -> dict[str, Any]:
+    """Where the training data came from, as far as the dataset's own JSON files say."""
+    profile = scanner.profile if isinstance(scanner.profile, dict) else {}
+    metas = [scanner.subject(s).meta for s in split.train + split.val + split.test]
+    keys = ("simulator", "simulator_version", "version", "seed", "drf", "dose_reduction",
+            "size", "anatomy", "counts")
+    subject_meta = {}
+    for meta in metas:
+        if isinstance(meta, dict):
+            for key in keys:
+                if key in meta and key not in subject_meta:
+                    subject_meta[key] = meta[key]
+    return {"root": str(dataset.root), "scanner": scanner.id, "scanner_profile": profile,
+            "subject_meta": subject_meta}
+
+
+@contextlib.contextmanager
+def stop_on_sigterm(trainer):
+    """SIGTERM ends the run after the current step instead of killing it.
+
+    Batch schedulers send SIGTERM when a job's time is up; pre-training runs for long, so the
+    best state reached so far is still evaluated and written, and the card records the real
+    number of steps and ``stopped: true``. (Ctrl-C still aborts without writing anything.)
+    """
+    import signal
+    import threading
+
+    from napari_petite.training.engine import Control, Trainer
+
+    control = Control()
+    trainer.run = lambda _control=None: Trainer.run(trainer, control)
+    if threading.current_thread() is not threading.main_thread():
+        yield control
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: control.stop())
+    try:
+        yield control
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(args) -> int:
+    import torch
+
+    from napari_petite.io.atomic import check_destination
+    from napari_petite.io.dataset import discover
+    from napari_petite.models.checkpoint import SUFFIX, card_path, save_checkpoint
+    from napari_petite.models.registry import build_model
+    from napari_petite.peft.apply import apply_spec
+    from napari_petite.peft.spec import MixPEFTSpec
+    from napari_petite.training.engine import Trainer
+    from napari_petite.training.evaluation import evaluate_subjects
+    from napari_petite.training.job import load_pairs, split_subjects
+
+    out = Path(args.out).expanduser()
+    if out.suffix != SUFFIX:
+        raise OutputError(f"--out must name a {SUFFIX} file (the card is written beside it as "
+                          f".json), not {out.name!r}.")
+    check_destination(out, overwrite=args.overwrite)
+    check_destination(card_path(out), overwrite=args.overwrite)
+    overrides = parse_overrides(args.override)
+    dataset = discover(args.data)
+    scanner = dataset.scanner(args.source)
+    split = split_subjects([s.id for s in scanner.subjects], n_train=args.n_train,
+                           n_val=args.n_val, n_test=args.n_test)
+    config = opt.train_config(args, str(out.with_name(out.name + ".resume"))
+                              if args.checkpoint_every else None)
+
+    torch.manual_seed(args.seed)
+    try:
+        model = build_model(args.backbone, args.preset, **overrides)
+    except TypeError as err:
+        raise ConfigError(f"Invalid --override for {args.backbone}: {err}.") from None
+    spec = MixPEFTSpec(args.backbone, args.preset, "full", "full", False)
+    report = apply_spec(model, spec)
+    window = tuple(model.patch_size)
+    trainer = Trainer(model, load_pairs(scanner, split.train, window),
+                      load_pairs(scanner, split.val, window), config, spec)
+    if args.resume:
+        trainer.load_checkpoint(args.resume)
+    with stop_on_sigterm(trainer):
+        result = opt.run_with_progress(trainer, quiet=args.json,
+                                       desc=f"pretrain {args.backbone}-{args.preset} on "
+                                       f"{args.source}")
+
+    evaluation = evaluate_subjects(model, scanner, split.test, device=trainer.device)
+    mean = evaluation["mean"]
+    # full/full adds no modules: the state dict is the plain backbone's; drop the PEFT record
+    # so the saved model is an ordinary base model
+    model.__dict__.pop("peft_state", None)
+    model = model.to("cpu").eval()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    extra = {
+        "kind": "base model (pre-trained from scratch, all weights)",
+        "source": args.source,
+        "data": data_description(dataset, scanner, split),
+        "split": split.to_dict(),
+        "overrides": overrides,
+        "training": {
+            "config": config.to_dict(), "spec": spec.to_dict(),
+            "trainable_params": report.n_trainable,
+            "discriminator_params": report.head_trainable,
+            "steps_done": result.steps_done, "stopped": result.stopped,
+            "seconds": round(result.seconds, 1), "device": result.device,
+            "final_loss": result.losses[-1] if result.losses else None,
+            "losses_every_10": [round(v, 6) for v in result.losses[::10]],
+            "val_best": result.best_val, "val_history": result.val_history,
+        },
+        "metrics": {
+            "on": f"{args.source} test subjects {split.test} (held out from training and "
+                  "checkpoint selection)",
+            "low_vs_full": mean.get("low"), "model_vs_full": mean.get("recon"),
+            "low_vs_truth": mean.get("low_vs_truth"),
+            "model_vs_truth": mean.get("recon_vs_truth"),
+            "per_subject": evaluation["subjects"],
+        },
+        "command": command_line(args, overrides),
+    }
+    path = save_checkpoint(model, out, extra=extra, overwrite=args.overwrite)
+
+    low, rec = mean.get("low", {}), mean.get("recon", {})
+    summary = {
+        "checkpoint": str(path), "card": str(card_path(path)), "backbone": args.backbone,
+        "preset": args.preset, "source": args.source, "split": split.to_dict(),
+        "steps": result.steps_done, "seconds": round(result.seconds, 1),
+        "device": result.device, "params": report.n_trainable, "val_best": result.best_val,
+        "test_low_vs_full": low, "test_model_vs_full": rec,
+    }
+    text = (f"{args.backbone}-{args.preset} pre-trained on {args.source}: {result.steps_done} "
+            f"steps in {result.seconds:.0f} s on {result.device}.\n"
+            f"test subjects {', '.join(split.test)} (head mask): low vs full PSNR "
+            f"{low.get('psnr_mask', float('nan')):.2f} dB / SSIM "
+            f"{low.get('ssim_mask', float('nan')):.3f}; model vs full PSNR "
+            f"{rec.get('psnr_mask', float('nan')):.2f} dB / SSIM "
+            f"{rec.get('ssim_mask', float('nan')):.3f}.\ncheckpoint written to {path}")
+    opt.emit(args, summary, text)
+    return 0

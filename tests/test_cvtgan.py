@@ -23,15 +23,15 @@ def _x(*shape: int, seed: int = 1) -> torch.Tensor:
     return torch.rand(1, 1, *shape, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("shape", [(16, 16, 16), (32, 32, 32), (32, 32, 16), (48, 16, 32)])
+@pytest.mark.parametrize("shape", [(16, 16, 16), (32, 32, 16), (48, 16, 32), (64, 64, 32)])
 def test_output_shape(model: CvTGAN, shape: tuple[int, int, int]) -> None:
     with torch.no_grad():
         assert model(_x(*shape)).shape == (1, 1, *shape)
 
 
-def test_batch_of_two_trains_at_64x64x32() -> None:
+def test_batch_of_two_trains() -> None:
     m = CvTGAN("small", **TINY).train()
-    x = torch.rand(2, 1, 64, 64, 32)
+    x = torch.rand(2, 1, 32, 32, 16)
     y = m(x)
     assert y.shape == x.shape
     y.mean().backward()
@@ -156,7 +156,7 @@ def _host(model: CvTGAN, name: str) -> CvTStage:
 def test_prompts_change_output_and_none_restores_it_bit_exactly() -> None:
     torch.manual_seed(0)
     m = CvTGAN("small", **TINY).eval()
-    x = _x(32, 32, 16)
+    x = _x(16, 16, 32)
     with torch.no_grad():
         base = m(x)
         for site in m.sites("encoder").prompts + m.sites("decoder").prompts:

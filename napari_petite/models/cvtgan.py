@@ -417,11 +417,11 @@ class CvTGAN(Backbone):
         def at(suffixes: tuple[str, ...], layout: str = "tokens") -> tuple[Site, ...]:
             return tuple(Site(f"{b}.{s}", layout) for b in blocks for s in suffixes)  # type: ignore[arg-type]
 
-        in_attention = (nn.Conv3d, nn.ConvTranspose3d)
+        conv_types = (nn.Conv3d, nn.ConvTranspose3d)
         convs = tuple(
             Site(name, "channels")
             for name, m in self.modules_in(part)
-            if isinstance(m, in_attention) and ".attn.conv_proj_" not in name
+            if isinstance(m, conv_types) and ".attn.conv_proj_" not in name
         )
         return PartSites(
             attention_qk=at(("attn.conv_proj_q.conv", "attn.conv_proj_k.conv"), "channels"),
@@ -450,7 +450,7 @@ def _check_config(cfg: dict[str, Any]) -> None:
         "patch_size": 3,
     }
     for key, n in lengths.items():
-        if len(cfg[key]) != n:
+        if not isinstance(cfg[key], tuple) or len(cfg[key]) != n:
             raise ConfigError(f"CVT-GAN option {key!r} needs {n} values, got {cfg[key]!r}.")
     c = cfg["channels"]
     pairs = [

@@ -12,7 +12,7 @@ model, shows low | reconstructed | full side by side and saves the whole window 
 
 Usage (a display is needed; the cores may be shared, so repeat and take the minimum)::
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/bench_gui_stall.py \
+    xvfb-run -a -s "-screen 0 1920x1440x24" python benchmarks/bench_gui_stall.py \
         [--data DIR] [--source mct] [--target vision] [--preset smoke|small] \
         [--pretrain-steps 150] [--seconds 20] [--screenshot docs/screenshot.png]
 """
@@ -83,6 +83,8 @@ def main() -> None:
     parser.add_argument("--scroll-ms", type=int, default=250,
                         help="step to the next slice this often (forces canvas redraws)")
     parser.add_argument("--screenshot", default=None, help="PNG of the whole window at the end")
+    parser.add_argument("--size", type=int, nargs=2, default=(1600, 1000), metavar=("W", "H"),
+                        help="window size in pixels")
     args = parser.parse_args()
 
     from napari.qt import get_qapp
@@ -109,7 +111,7 @@ def main() -> None:
 
     viewer, docks = open_viewer(data=data, base=base, sample=False)
     qt_window = viewer.window._qt_window
-    qt_window.resize(1600, 1000)
+    qt_window.resize(*args.size)
     qt_window.show()
     data_dock, tune = docks["Scanner data"], docks["Fine-tune"]
     comp = docks["Reconstruct & compare"]
@@ -176,6 +178,8 @@ def main() -> None:
         comp.model.setCurrentIndex(comp.model.findData("adapted"))
         comp.reconstruct()
         wait(lambda: RECON_NAME in viewer.layers and comp.is_idle)
+        # napari's own layer-controls dock is hidden so the three docks fit the picture
+        viewer.window._qt_viewer.dockLayerControls.setVisible(False)
         viewer.dims.set_current_step(0, n_slices // 2)
         viewer.reset_view()
         for _ in range(20):

@@ -264,3 +264,17 @@ def test_closing_viewer_during_training_is_clean(make_napari_viewer, qtbot, gui_
     assert job.shutdown(timeout=30)  # the thread has left the training loop
     assert job.stop_requested.is_set()
     qtbot.wait(200)  # late signals (if any) must not reach deleted widgets
+
+
+def test_closing_the_dock_stops_training(make_napari_viewer, qtbot, gui_dataset, unetr_base):
+    viewer = make_napari_viewer()
+    data, tune, _ = _docks(viewer)
+    _load(qtbot, viewer, data, gui_dataset)
+    _setup_training(tune, unetr_base, steps=100_000)
+    tune.start()
+    job = tune.job
+    qtbot.waitUntil(lambda: len(tune.curves.loss_values) >= 1, timeout=60_000)
+    viewer.window.remove_dock_widget(tune)  # what the dock's close button does
+    assert job.stop_requested.is_set()
+    assert job.shutdown(timeout=30)
+    qtbot.wait(200)

@@ -558,6 +558,13 @@ class CompareDock(QWidget):
             b.setEnabled(not busy)
         self.stop_button.setEnabled(busy)
 
+    def event(self, event) -> bool:
+        from qtpy.QtCore import QEvent
+
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
+            self.shutdown()  # the dock was closed (napari takes it out of the window)
+        return super().event(event)
+
     def shutdown(self, timeout: float = 30.0) -> None:
         job, self.job = self.job, None
         if job is not None and job.running:

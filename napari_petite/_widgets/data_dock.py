@@ -341,6 +341,14 @@ class ScannerDataDock(QWidget):
         self._set_busy(True)
         job.start()
 
+    def event(self, event) -> bool:
+        from qtpy.QtCore import QEvent
+
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None \
+                and self.job is not None:
+            self.job.shutdown(timeout=10.0)  # the dock was closed
+        return super().event(event)
+
     def _set_busy(self, busy: bool) -> None:
         self.load_button.setEnabled(not busy)
         self.sample_button.setEnabled(not busy)

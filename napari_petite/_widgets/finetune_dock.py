@@ -675,6 +675,15 @@ class FineTuneDock(QWidget):
         self.shutdown()
         super().closeEvent(event)
 
+    def event(self, event) -> bool:
+        # napari removes a closed plugin dock by taking its widget out of the window
+        # (setParent(None)) without deleting it: stop the run then, not whenever it is collected
+        from qtpy.QtCore import QEvent
+
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
+            self.shutdown()
+        return super().event(event)
+
 
 def _stop_on_destroy(dock: FineTuneDock):
     """A ``destroyed`` callback that stops the job without touching the deleted widget."""

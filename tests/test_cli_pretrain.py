@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import json
 import shlex
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -35,6 +39,7 @@ def data(tmp_path_factory):
         (sub / "meta.json").write_text(json.dumps({"drf": 6.0, "seed": k}))
     (root / "site-a" / "scanner.json").write_text(
         json.dumps({"id": "site-a", "name": "Site A", "simulation": {"seed": 0}}))
+    (root / "dataset.json").write_text(json.dumps({"generator": "test", "seed": 0, "drf": 6.0}))
     return root
 
 
@@ -64,6 +69,7 @@ def test_pretrain_unetr_card_metrics_and_strict_reload(data, tmp_path):
     assert card["training"]["spec"]["encoder"] == card["training"]["spec"]["decoder"] == "full"
     assert card["data"]["subject_meta"]["drf"] == 6.0
     assert card["data"]["scanner_profile"]["name"] == "Site A"
+    assert card["data"]["dataset"]["generator"] == "test"
     for kind in ("low_vs_full", "model_vs_full"):
         assert {"psnr_mask", "ssim_mask", "nrmse_mask"} <= set(card["metrics"][kind])
     # the low-count image is the Poisson-thinned full one: a real, finite PSNR
@@ -98,6 +104,29 @@ def test_pretrain_cvtgan_trains_the_discriminator(data, tmp_path):
     moved = {model.group_of(n) for n, p in fresh.named_parameters()
              if not torch.equal(p, trained[n])}
     assert {"encoder", "decoder", "head"} <= moved
+
+
+def test_sigterm_stops_after_a_step_and_still_writes(data, tmp_path):
+    out = tmp_path / "stopped.safetensors"
+    cmd = [sys.executable, "-m", "napari_petite.cli", "pretrain", "--data", str(data),
+           "--source", "site-a", "--backbone", "unetr", *override_args("unetr"),
+           "--device", "cpu", "--steps", "100000", "--val-every", "0", "--n-val", "0",
+           "--checkpoint-every", "1", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    progress = tmp_path / "stopped.safetensors.resume" / "resume.json"
+    try:
+        while not progress.exists() and proc.poll() is None:  # a step has completed
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=280)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "stopped early" in stdout
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["training"]["stopped"] is True
+    assert 1 <= card["training"]["steps_done"] < 100000
+    load_checkpoint(out)
 
 
 def test_pretrain_refusals_leave_nothing(data, tmp_path):

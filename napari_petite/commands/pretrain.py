@@ -99,8 +99,17 @@ def data_description(dataset, scanner, split) -> dict[str, Any]:
             for key in keys:
                 if key in meta and key not in subject_meta:
                     subject_meta[key] = meta[key]
-    return {"root": str(dataset.root), "scanner": scanner.id, "scanner_profile": profile,
-            "subject_meta": subject_meta}
+    out = {"root": str(dataset.root), "scanner": scanner.id, "scanner_profile": profile,
+           "subject_meta": subject_meta}
+    summary = Path(dataset.root) / "dataset.json"  # written by `petite make-sample-data`
+    if summary.is_file():
+        import json
+
+        try:
+            out["dataset"] = json.loads(summary.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            out["dataset"] = None
+    return out
 
 
 @contextlib.contextmanager
@@ -212,12 +221,14 @@ def run(args) -> int:
     summary = {
         "checkpoint": str(path), "card": str(card_path(path)), "backbone": args.backbone,
         "preset": args.preset, "source": args.source, "split": split.to_dict(),
-        "steps": result.steps_done, "seconds": round(result.seconds, 1),
-        "device": result.device, "params": report.n_trainable, "val_best": result.best_val,
+        "steps": result.steps_done, "stopped": result.stopped,
+        "seconds": round(result.seconds, 1), "device": result.device,
+        "params": report.n_trainable, "val_best": result.best_val,
         "test_low_vs_full": low, "test_model_vs_full": rec,
     }
+    early = " (stopped early on request)" if result.stopped else ""
     text = (f"{args.backbone}-{args.preset} pre-trained on {args.source}: {result.steps_done} "
-            f"steps in {result.seconds:.0f} s on {result.device}.\n"
+            f"steps{early} in {result.seconds:.0f} s on {result.device}.\n"
             f"test subjects {', '.join(split.test)} (head mask): low vs full PSNR "
             f"{low.get('psnr_mask', float('nan')):.2f} dB / SSIM "
             f"{low.get('ssim_mask', float('nan')):.3f}; model vs full PSNR "

@@ -10,6 +10,12 @@ With ``--screenshot PATH`` it then reconstructs the low-count test subject with 
 model, shows low | reconstructed | full side by side and saves the whole window (the README's
 ``docs/screenshot.png`` is made this way).
 
+Measured (2 cores shared with other jobs, load average 8-11; UNETR smoke config in the worker
+with one torch thread, validation every 10 steps, no slice scrolling, 20 s, two runs):
+idle p99 4.9-7.0 ms, max 57-82 ms; while training p99 149-157 ms, max 338-481 ms, median 0 ms.
+With a slice change every 250 ms (llvmpipe redraws) idle p99 ~236 ms already: on this loaded
+machine the stalls are CPU starvation more than the worker; repeat on an idle machine.
+
 Usage (a display is needed; the cores may be shared, so repeat and take the minimum)::
 
     xvfb-run -a -s "-screen 0 1920x1440x24" python benchmarks/bench_gui_stall.py \

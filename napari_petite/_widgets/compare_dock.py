@@ -28,26 +28,14 @@ from qtpy.QtWidgets import (
 
 from napari_petite._widgets.data_dock import ROLE_KEY
 from napari_petite._widgets.jobs import Failure, Job, notify_failure
-from napari_petite._widgets.report import metric_rows, write_report
 from napari_petite._widgets.state import session_for
 from napari_petite.errors import ConfigError, InputError, PetiteError
+from napari_petite.training.evaluation import label_names
+from napari_petite.training.report import metric_rows, write_report
 
 RECON_NAME = "reconstructed"
 DIFF_NAME = "difference (reconstructed − full)"
 NONE = "—"
-
-
-def label_names(meta: dict | None) -> dict[int, str]:
-    """Region names of a subject's label map from its meta.json (``{"labels": {id: name}}``)."""
-    names = (meta or {}).get("labels")
-    out: dict[int, str] = {}
-    if isinstance(names, dict):
-        for key, value in names.items():
-            try:
-                out[int(key)] = str(value)
-            except (TypeError, ValueError):
-                continue
-    return out
 
 
 def layer_volume(layer):

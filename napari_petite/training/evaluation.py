@@ -18,17 +18,17 @@ from napari_petite.training.metrics import compare
 SUMMARY_KEYS = ("psnr_mask", "ssim_mask", "nrmse_mask", "psnr", "ssim", "nrmse")
 
 
-def _label_names(subject: Subject) -> dict[int, str]:
-    names = subject.meta.get("labels") if isinstance(subject.meta, dict) else None
+def label_names(meta: dict | None) -> dict[int, str]:
+    """Region names of a subject's label map from its meta.json (``{"labels": {id: name}}``)."""
+    names = meta.get("labels") if isinstance(meta, dict) else None
+    out: dict[int, str] = {}
     if isinstance(names, dict):
-        out = {}
         for key, value in names.items():
             try:
                 out[int(key)] = str(value)
             except (TypeError, ValueError):
                 continue
-        return out
-    return {}
+    return out
 
 
 def evaluate_subject(model, subject: Subject, *, device=None, progress=None,
@@ -42,7 +42,7 @@ def evaluate_subject(model, subject: Subject, *, device=None, progress=None,
 
     low, full = read_volume(subject.low), read_volume(subject.full)
     labels = read_volume(subject.labels).data if subject.labels else None
-    names = _label_names(subject)
+    names = label_names(subject.meta)
     mask = head_mask(full.data)
     if recon is None:
         recon = predict_volume(model, low.data, device=device, progress=progress,

@@ -22,7 +22,7 @@ from napari_petite.models.checkpoint import save_checkpoint
 from napari_petite.models.registry import build_model, smoke_overrides
 from napari_petite.training.distributed import state_digest
 
-SHAPE_XYZ = (36, 34, 34)
+SHAPE_XYZ = (32, 32, 32)
 
 
 def tiny_workspace(root, backbone="unetr", n_subjects=3):

@@ -115,10 +115,20 @@ _WIDTH_CACHE: dict[tuple, dict[str, int]] = {}
 
 
 def _probe_widths(model: Backbone, pending: dict[str, Site]) -> dict[str, int]:
-    key = (type(model), repr(sorted(model.config.items())),
-           tuple(sorted((n, s.layout) for n, s in pending.items())))
-    if key in _WIDTH_CACHE:
-        return dict(_WIDTH_CACHE[key])
+    key = (type(model), repr(sorted(model.config.items())))
+    cached = _WIDTH_CACHE.get(key, {})
+    if all(n in cached for n in pending):
+        return {n: cached[n] for n in pending}
+    # one probe answers every untyped site of the backbone (later methods then need none)
+    pending = dict(pending)
+    for part in ("encoder", "decoder"):
+        try:
+            sites = model.sites(part)
+        except Exception:  # a backbone without this part
+            continue
+        for site in (*sites.ffn, *sites.ssf, *sites.ia3):
+            if site.name not in pending and typed_width(get_site_module(model, site.name)) is None:
+                pending[site.name] = site
     probe_model = model
     if any(p.is_meta for p in model.parameters()):
         # meta tensors carry shapes but some kernels (instance norm) refuse them: probe an
@@ -142,7 +152,7 @@ def _probe_widths(model: Backbone, pending: dict[str, Site]) -> dict[str, int]:
     missing = sorted(set(pending) - set(found))
     if missing:
         raise ValueError(f"sites {missing} produced no tensor in a forward pass")
-    _WIDTH_CACHE[key] = dict(found)
+    _WIDTH_CACHE[key] = {**cached, **found}
     return found
 
 

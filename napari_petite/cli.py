@@ -24,6 +24,7 @@ COMMANDS = [
     "predict",
     "evaluate",
     "sweep",
+    "demo",
     "gui",
 ]
 

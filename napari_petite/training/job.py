@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from napari_petite.errors import CheckpointError, ConfigError, DatasetError
+from napari_petite.errors import CheckpointError, DatasetError
 from napari_petite.io.dataset import Scanner
 from napari_petite.training.sampling import TrainingPair, prepare_pair
 
@@ -63,6 +63,10 @@ def load_pairs(scanner: Scanner, ids: Sequence[str], window) -> list[TrainingPai
     return pairs
 
 
+#: backbone whose shipped base model is used when neither a base nor a backbone is named
+DEFAULT_BACKBONE = "unetr"
+
+
 def shipped_base(backbone: str) -> Path:
     """The base checkpoint shipped for ``backbone`` (``sample_data/models``)."""
     from napari_petite._resources import sample_data_dir
@@ -80,9 +84,8 @@ def load_base(base: str | Path | None, backbone: str | None = None, device: str 
     from napari_petite.models.checkpoint import file_sha256, load_checkpoint
 
     if base is None:
-        if backbone is None:
-            raise ConfigError("Name a base model (--base FILE) or a backbone (--backbone).")
-        base = shipped_base(backbone)
+        # no base and no backbone: the shipped UNETR (the paper's best Full-FT/PETITE backbone)
+        base = shipped_base(backbone or DEFAULT_BACKBONE)
     model, card = load_checkpoint(base, device=device)
     if backbone is not None and model.name != backbone:
         raise CheckpointError(f"{base} holds a {model.name} model, not {backbone}; choose a "

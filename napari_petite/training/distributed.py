@@ -117,6 +117,8 @@ def launched_session(device: str = "auto", timeout_s: float | None = None) -> It
     dist.init_process_group(backend="nccl" if cuda else "gloo", **kwargs)
     try:
         yield True
+        # leave together: a gloo rank that tears down while another still talks aborts
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

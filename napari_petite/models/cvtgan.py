@@ -64,8 +64,14 @@ class CvTAttention(nn.Module):
         self.proj_v = nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, n_extra: int, shape: Shape) -> torch.Tensor:
-        """``x`` = (B, n_extra + prod(shape), C); the first ``n_extra`` tokens are prompts."""
+    def forward(self, x: torch.Tensor, n_extra: int, shape: Shape,
+                gate: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` = (B, n_extra + prod(shape), C); the first ``n_extra`` tokens are prompts.
+
+        With ``gate`` the prompts are attended through their own softmax scaled by the gate,
+        ``softmax(q K_img) V_img + gate softmax(q K_p) V_p``: a zero gate leaves the grid
+        tokens exactly as without prompts (zero-initialised VPT).
+        """
         b, length, c = x.shape
         extra, tokens = x[:, :n_extra], x[:, n_extra:]
         grid = tokens.transpose(1, 2).reshape(b, c, *shape)
@@ -76,7 +82,12 @@ class CvTAttention(nn.Module):
             lin(t).reshape(b, -1, self.heads, c // self.heads).transpose(1, 2)
             for lin, t in zip((self.proj_q, self.proj_k, self.proj_v), qkv, strict=True)
         )
-        out = F.scaled_dot_product_attention(q, k, v)
+        if gate is None or not n_extra:
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:
+            out = F.scaled_dot_product_attention(q, k[:, :, n_extra:], v[:, :, n_extra:]) \
+                + gate.to(q.dtype) * F.scaled_dot_product_attention(
+                    q, k[:, :, :n_extra], v[:, :, :n_extra])
         return self.proj(out.transpose(1, 2).reshape(b, length, c))
 
 
@@ -104,8 +115,9 @@ class CvTBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, mlp_ratio)
 
-    def forward(self, x: torch.Tensor, n_extra: int, shape: Shape) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), n_extra, shape)
+    def forward(self, x: torch.Tensor, n_extra: int, shape: Shape,
+                gate: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), n_extra, shape, gate)
         return x + self.mlp(self.norm2(x))
 
 
@@ -141,6 +153,7 @@ class CvTStage(nn.Module):
         self.blocks = nn.ModuleList(CvTBlock(cout, heads, mlp_ratio) for _ in range(depth))
         self.register_parameter("prompts", None)
         self.register_parameter("deep_prompts", None)
+        self.register_parameter("prompt_gate", None)  # (depth,): gated VPT, see CvTAttention
 
     def _prompt_tensors(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         shallow = getattr(self, "prompts", None)
@@ -165,6 +178,10 @@ class CvTStage(nn.Module):
         tokens, shape = self.patch_embed(x)
         b = tokens.shape[0]
         shallow, deep = self._prompt_tensors()
+        gate = getattr(self, "prompt_gate", None)
+        if gate is not None and tuple(gate.shape) != (len(self.blocks),):
+            raise ConfigError(f"The VPT prompt gate of this CvT stage must have shape "
+                              f"({len(self.blocks)},); got {tuple(gate.shape)}.")
         extra = None if shallow is None else shallow.expand(b, -1, -1)
         for i, block in enumerate(self.blocks):
             if deep is not None:
@@ -173,7 +190,8 @@ class CvTStage(nn.Module):
                 tokens = block(tokens, 0, shape)
             else:
                 n = extra.shape[1]
-                out = block(torch.cat([extra, tokens], dim=1), n, shape)
+                out = block(torch.cat([extra, tokens], dim=1), n, shape,
+                            None if gate is None else gate[i])
                 extra, tokens = out[:, :n], out[:, n:]
         return tokens.transpose(1, 2).reshape(b, self.dim, *shape)
 

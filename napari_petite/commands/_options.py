@@ -14,14 +14,20 @@ from typing import Any
 from napari_petite.errors import ConfigError
 
 
-def add_data(parser, *, target_required: bool = True) -> None:
+def add_data(parser, *, trains_on: str = "target") -> None:
+    """Dataset options; ``trains_on`` names the scanner whose subjects are split and used
+    (``target`` when adapting or evaluating, ``source`` when pre-training)."""
     group = parser.add_argument_group("data")
     group.add_argument("--data", required=True, metavar="DIR",
                        help="dataset folder (<root>/<scanner>/<subject>/{low,full}.nii.gz)")
-    group.add_argument("--source", metavar="ID",
-                       help="scanner the base model was trained on (for the record)")
-    group.add_argument("--target", required=target_required, metavar="ID",
-                       help="scanner to adapt to / evaluate on")
+    if trains_on == "source":
+        group.add_argument("--source", required=True, metavar="ID",
+                           help="scanner to train on (its subjects are split train/val/test)")
+    else:
+        group.add_argument("--source", metavar="ID",
+                           help="scanner the base model was trained on (for the record)")
+        group.add_argument("--target", required=True, metavar="ID",
+                           help="scanner to adapt to / evaluate on")
     group.add_argument("--n-train", type=int, default=None, metavar="N",
                        help="training subjects (default: all but validation and test)")
     group.add_argument("--n-val", type=int, default=1, metavar="N",

@@ -28,17 +28,7 @@ def register(sub) -> None:
         "PSNR, measure it on the source's held-out test subjects and write a base checkpoint "
         "(.safetensors + .json card) to --out.",
     )
-    group = parser.add_argument_group("data")
-    group.add_argument("--data", required=True, metavar="DIR",
-                       help="dataset folder (<root>/<scanner>/<subject>/{low,full}.nii.gz)")
-    group.add_argument("--source", required=True, metavar="ID",
-                       help="scanner to train on (its subjects are split train/val/test)")
-    group.add_argument("--n-train", type=int, default=None, metavar="N",
-                       help="training subjects (default: all but validation and test)")
-    group.add_argument("--n-val", type=int, default=1, metavar="N",
-                       help="validation subjects, used to pick the best step (default 1)")
-    group.add_argument("--n-test", type=int, default=None, metavar="N",
-                       help="held-out test subjects (default: a third, at least one)")
+    opt.add_data(parser, trains_on="source")
     group = parser.add_argument_group("model")
     group.add_argument("--backbone", required=True, choices=["unetr", "cvtgan"])
     group.add_argument("--preset", default="small", metavar="P",

@@ -202,6 +202,21 @@ def hook_output(module: nn.Module, attr: str, peft: nn.Module) -> None:
     module.register_forward_hook(OutputHook(peft))
 
 
+def hook_per_channel(model: Backbone, sites: Iterable[Site], attr: str, factory) -> None:
+    """Hook ``factory(width, slices, layout, **like(model))`` onto every site module's output.
+
+    SSF and IA³ both attach one per-channel module per site module (its declared slices
+    merged), so they share this loop.
+    """
+    sites = tuple(sites)
+    widths = output_widths(model, sites)
+    kw = like(model)
+    for name, group in group_by_module(sites).items():
+        slices = merged_slices(group, widths[name])
+        hook_output(get_site_module(model, name), attr,
+                    factory(widths[name], slices, group[0].layout, **kw))
+
+
 def unhook_output(module: nn.Module, attr: str) -> nn.Module:
     """Undo :func:`hook_output`; returns the detached PEFT module."""
     peft = module._modules.pop(attr)

@@ -21,12 +21,7 @@ from napari_petite.peft._fold import consumer_of, fold_input, fold_output
 from napari_petite.peft._sites import (
     channel_shape,
     expand_vector,
-    get_site_module,
-    group_by_module,
-    hook_output,
-    like,
-    merged_slices,
-    output_widths,
+    hook_per_channel,
     typed_width,
     unhook_output,
 )
@@ -58,12 +53,7 @@ def fits(model: Backbone, part: str, sites: PartSites, params: dict) -> str | No
 
 
 def attach(model: Backbone, part: str, sites: PartSites, params: dict) -> None:
-    widths = output_widths(model, sites.ia3)
-    kw = like(model)
-    for name, group in group_by_module(sites.ia3).items():
-        slices = merged_slices(group, widths[name])
-        hook_output(get_site_module(model, name), ATTR,
-                    IA3(widths[name], slices, group[0].layout, **kw))
+    hook_per_channel(model, sites.ia3, ATTR, IA3)
 
 
 def merge_site(model: nn.Module, name: str) -> str | None:

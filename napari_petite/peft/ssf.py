@@ -23,12 +23,7 @@ from napari_petite.peft._fold import fold_output
 from napari_petite.peft._sites import (
     channel_shape,
     expand_vector,
-    get_site_module,
-    group_by_module,
-    hook_output,
-    like,
-    merged_slices,
-    output_widths,
+    hook_per_channel,
     unhook_output,
 )
 
@@ -65,12 +60,7 @@ def fits(model: Backbone, part: str, sites: PartSites, params: dict) -> str | No
 
 
 def attach(model: Backbone, part: str, sites: PartSites, params: dict) -> None:
-    widths = output_widths(model, sites.ssf)
-    kw = like(model)
-    for name, group in group_by_module(sites.ssf).items():
-        slices = merged_slices(group, widths[name])
-        hook_output(get_site_module(model, name), ATTR,
-                    SSF(widths[name], slices, group[0].layout, **kw))
+    hook_per_channel(model, sites.ssf, ATTR, SSF)
 
 
 def merge_site(model: nn.Module, name: str) -> str | None:

@@ -18,7 +18,7 @@ H = TINY["hidden_size"]
 @pytest.fixture(scope="module")
 def model() -> UNETRBackbone:
     torch.manual_seed(0)
-    return UNETRBackbone("small", **TINY).eval()
+    return UNETRBackbone("small", **TINY, residual=False).eval()
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +48,19 @@ def test_without_prompts_bit_identical_to_monai(model, x):
 def test_loads_monai_state_dict(model, x):
     torch.manual_seed(5)
     ref = _plain_monai(model)
-    other = UNETRBackbone("small", **TINY).eval()
+    other = UNETRBackbone("small", **TINY, residual=False).eval()
     other.load_monai_state_dict(ref.state_dict())
     with torch.no_grad():
         assert torch.equal(other(x), ref(x))
+
+
+def test_residual_adds_the_input_to_monais_output(model, x):
+    residual = UNETRBackbone("small", **TINY, residual=True).eval()
+    residual.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(residual(x), x + model(x))
+    assert UNETRBackbone.PRESETS["small"]["residual"]
+    assert not UNETRBackbone.PRESETS["paper"]["residual"]  # the paper's network stays MONAI's
 
 
 def test_state_dict_keys_are_monai_names(model):
@@ -189,10 +198,11 @@ def test_presets():
 def test_encoder_sites(model):
     modules = dict(model.named_modules())
     enc = model.sites("encoder")
-    assert len(enc.attention_qk) == len(enc.attention_v) == len(enc.ffn) == N_LAYERS
+    assert len(enc.attention_qk) == 2 * N_LAYERS  # q and k: one LoRA pair each
+    assert len(enc.attention_v) == len(enc.ffn) == N_LAYERS
     for site in enc.attention_qk + enc.attention_v:
         assert isinstance(modules[site.name], nn.Linear) and site.name.endswith("attn.qkv")
-    assert {s.out_slice for s in enc.attention_qk} == {(0, 2 * H)}
+    assert {s.out_slice for s in enc.attention_qk} == {(0, H), (H, 2 * H)}
     assert {s.out_slice for s in enc.attention_v} == {(2 * H, 3 * H)}
     assert {s.out_slice for s in enc.ia3 if s.name.endswith("qkv")} == {(H, 3 * H)}
     assert all(isinstance(modules[s.name], nn.GELU) for s in enc.ia3 if s.out_slice is None)
@@ -221,7 +231,9 @@ def test_qkv_slices_are_q_k_then_v(model, x):
     blk = model.vit.blocks[0]
     tokens = torch.randn(2, 8, H)
     sites = model.sites("encoder")
-    qk, v = sites.attention_qk[0].out_slice, sites.attention_v[0].out_slice
+    (q0, q1), (k0, k1) = (s.out_slice for s in sites.attention_qk[:2])
+    assert q1 == k0
+    qk, v = (q0, k1), sites.attention_v[0].out_slice
     saved = blk.attn.qkv.weight.detach().clone(), blk.attn.qkv.bias.detach().clone()
     try:
         with torch.no_grad():

@@ -17,11 +17,26 @@ def get_reader(path):
 
 
 def _read_layers(path):
+    """Layers for every readable path; each unreadable one becomes one error notification.
+
+    napari would otherwise replace the reason (``PetiteError``'s sentence) with its generic
+    "tried to read with plugin napari-petite, but it gave an error" and a traceback.
+    """
+    from napari_petite.errors import PetiteError
     from napari_petite.io.layers import volume_to_layer_data
     from napari_petite.io.nifti import read_volume
 
     paths = [path] if isinstance(path, str) else list(path)
-    return [volume_to_layer_data(read_volume(p)) for p in paths]
+    layers = []
+    for p in paths:
+        try:
+            layers.append(volume_to_layer_data(read_volume(p)))
+        except PetiteError as err:
+            from napari.utils.notifications import show_error
+
+            show_error(str(err))
+    # napari's "read, but nothing to add" value: no second, generic error on top of ours
+    return layers or [(None,)]
 
 
 def write_image(path: str, data, meta: dict) -> list[str]:

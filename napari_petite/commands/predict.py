@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from napari_petite.commands import _options as opt
-from napari_petite.errors import ConfigError
+from napari_petite.errors import ConfigError, InputError
 
 
 def register(sub) -> None:
@@ -47,6 +47,7 @@ def run(args) -> int:
     from napari_petite.training.device import resolve_device
     from napari_petite.training.inference import predict_volume
     from napari_petite.training.job import model_for_inference
+    from napari_petite.training.scaling import robust_scale
 
     out_dir = Path(args.out).expanduser()
     inputs = [Path(p).expanduser() for p in args.inputs]
@@ -57,6 +58,11 @@ def run(args) -> int:
                               "predict them into different --out folders.")
     for dest in dests:
         check_destination(dest, inputs=inputs, overwrite=args.overwrite)
+    for vol in volumes:  # every input usable before anything is computed or written
+        try:
+            robust_scale(vol.data)
+        except InputError as err:
+            raise InputError(f"{vol.path.name}: {err}") from None
     device = resolve_device(args.device)
     model, description = model_for_inference(args.base, args.adapter, backbone=args.backbone,
                                              merge=not args.no_merge)

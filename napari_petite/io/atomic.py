@@ -55,10 +55,21 @@ def check_destination(
     if not existing.is_dir():
         raise OutputError(f"Cannot write into {parent}: {existing} is a file, not a folder. "
                           "Choose another output location.")
-    if not os.access(existing, os.W_OK | os.X_OK):
+    if not os.access(existing, os.W_OK | os.X_OK) or not _can_create_in(existing):
         raise OutputError(f"The folder {existing} is not writable; choose another output "
                           "location.")
     return dest
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Create (and at once remove) a nameless file: permission bits say nothing for root, on
+    read-only mounts or immutable folders, and a run should fail before it computes."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError:
+        return False
+    return True
 
 
 @contextlib.contextmanager

@@ -153,6 +153,21 @@ def _is_hidden(path: Path) -> bool:
     return path.name.startswith((".", "_"))
 
 
+def _inside(path: Path, root: Path, problems: list[str]) -> bool:
+    """True when ``path`` (after following symlinks) lies inside the dataset folder.
+
+    A dataset is read from one folder; a symlinked file or folder pointing elsewhere (e.g. in
+    an archive from someone else) is not followed, so nothing outside the folder is read.
+    """
+    try:
+        path.resolve().relative_to(root)
+    except (ValueError, OSError, RuntimeError):
+        problems.append(f"{path}: points outside the dataset folder {root}; copy the file "
+                        "into the dataset instead of linking to it.")
+        return False
+    return True
+
+
 def _check_subject(subject: Subject, problems: list[str]) -> None:
     geometry = {}
     for kind, path in subject.files.items():
@@ -199,21 +214,28 @@ def discover(root: str | os.PathLike, *, strict: bool = True) -> Dataset:
         raise DatasetError(f"{root} is a file; a dataset is a folder of scanner folders.")
     problems: list[str] = []
     scanners: dict[str, Scanner] = {}
+    real_root = root.resolve()
     scanner_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not _is_hidden(p))
     for sdir in scanner_dirs:
+        if not _inside(sdir, real_root, problems):
+            continue
         profile_path = sdir / "scanner.json"
-        profile = _read_json(profile_path, problems, "scanner.json") if profile_path.exists() \
-            else {}
+        profile = _read_json(profile_path, problems, "scanner.json") \
+            if profile_path.exists() and _inside(profile_path, real_root, problems) else {}
         subjects: list[Subject] = []
         for subdir in sorted(p for p in sdir.iterdir() if p.is_dir() and not _is_hidden(p)):
             n_before = len(problems)
-            files = {k: f for k in REQUIRED + OPTIONAL if (f := _find_volume(subdir, k))}
+            if not _inside(subdir, real_root, problems):
+                continue
+            files = {k: f for k in REQUIRED + OPTIONAL if (f := _find_volume(subdir, k))
+                     and _inside(f, real_root, problems)}
             missing = [f"{k}.nii.gz" for k in REQUIRED if k not in files]
             if missing:
                 problems.append(f"{subdir}: missing {' and '.join(missing)} (every subject "
                                 "needs low.nii.gz and full.nii.gz).")
             meta_path = subdir / "meta.json"
-            meta = _read_json(meta_path, problems, "meta.json") if meta_path.exists() else {}
+            meta = _read_json(meta_path, problems, "meta.json") \
+                if meta_path.exists() and _inside(meta_path, real_root, problems) else {}
             subject = Subject(scanner=sdir.name, id=subdir.name, path=subdir, files=files,
                               meta=meta)
             _check_subject(subject, problems)

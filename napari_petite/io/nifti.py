@@ -20,6 +20,7 @@ import numpy as np
 
 from napari_petite.errors import InputError
 from napari_petite.io.atomic import atomic_write
+from napari_petite.io.memory import check_fits_in_memory
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -113,6 +114,25 @@ def _units_from(path: Path, header) -> str | None:
     return None
 
 
+def _is_scaled(header) -> bool:
+    """True when the header's scl_slope/scl_inter make nibabel return floats (64-bit)."""
+    try:
+        slope, inter = header.get_slope_inter()
+    except (AttributeError, ValueError, TypeError):
+        return False
+    return slope is not None or inter is not None
+
+
+def read_bytes(shape, disk_dtype, *, scaled: bool = False) -> int:
+    """Peak bytes :func:`read_volume` allocates for a volume: the array as stored (or scaled
+    to float64), its float32 (z, y, x) copy, and the NaN/Inf masks."""
+    n = 1
+    for size in shape:
+        n *= int(size)
+    raw = 8 if scaled else max(np.dtype(disk_dtype).itemsize, 1)
+    return n * (raw + 4 + 2)
+
+
 def read_volume(path: str | os.PathLike, *, allow_nonfinite: bool = False) -> Volume:
     """Read a 3D NIfTI file into a :class:`Volume` in (z, y, x) order.
 
@@ -132,19 +152,24 @@ def read_volume(path: str | os.PathLike, *, allow_nonfinite: bool = False) -> Vo
         raise InputError(f"{path} is a folder; choose a .nii or .nii.gz file.")
     if not is_nifti(path):
         raise InputError(f"{path.name} is not a NIfTI file; napari-petite reads .nii and .nii.gz.")
+
+    def unreadable(err: BaseException) -> InputError:
+        return InputError(
+            f"{path.name} could not be read as NIfTI ({type(err).__name__}: {err}); the file is "
+            "truncated, corrupted or not a NIfTI image. Re-export it from the scanner software."
+        )
+
     try:
         img = nib.load(str(path))
         if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
             img = nib.Nifti1Image.from_image(img)
-        shape = img.shape
-        raw = np.asanyarray(img.dataobj)
-    except (ImageFileError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, OSError) as err:
-        raise InputError(
-            f"{path.name} could not be read as NIfTI ({type(err).__name__}: {err}); the file is "
-            "truncated, corrupted or not a NIfTI image. Re-export it from the scanner software."
-        ) from None
-    if len(shape) == 4 and shape[3] == 1:
-        raw = raw[..., 0]
+        shape = tuple(int(n) for n in img.shape)
+        disk_dtype = np.dtype(img.get_data_dtype())
+    except (ImageFileError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, OSError,
+            TypeError) as err:
+        raise unreadable(err) from None
+    squeeze = len(shape) == 4 and shape[3] == 1
+    if squeeze:
         shape = shape[:3]
     if len(shape) != 3:
         what = f"{len(shape)}D with shape {tuple(shape)}"
@@ -157,6 +182,22 @@ def read_volume(path: str | os.PathLike, *, allow_nonfinite: bool = False) -> Vo
     if min(shape) < 2:
         raise InputError(f"{path.name} has shape {tuple(shape)}; a 3D volume needs at least 2 "
                          "voxels along every axis.")
+    check_fits_in_memory(
+        read_bytes(shape, disk_dtype, scaled=_is_scaled(img.header)),
+        f"Reading {path.name} (shape {tuple(shape)})",
+        "crop it to the head or resample it to a coarser grid first, or use a machine with "
+        "more memory.",
+    )
+    try:
+        raw = np.asanyarray(img.dataobj)
+    except MemoryError:
+        raise InputError(f"{path.name} (shape {tuple(shape)}) does not fit in memory; crop or "
+                         "resample it first, or use a machine with more memory.") from None
+    except (ImageFileError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, OSError,
+            TypeError) as err:
+        raise unreadable(err) from None
+    if squeeze:
+        raw = raw[..., 0]
     if np.iscomplexobj(raw) or raw.dtype.kind not in "biuf":
         raise InputError(f"{path.name} holds {raw.dtype} voxels; a PET volume must be real-valued.")
     data = np.ascontiguousarray(np.asarray(raw, dtype=np.float32).transpose(2, 1, 0))

@@ -156,8 +156,10 @@ def read_card(path_dir: str | os.PathLike) -> dict[str, Any]:
     except (OSError, ValueError) as err:
         raise CheckpointError(f"{card_file} cannot be read as JSON ({err}); the bundle is "
                               "damaged, save it again.") from None
-    if card.get("format") != FORMAT:
-        raise CheckpointError(f"{card_file} is not a napari-petite adapter card.")
+    if not isinstance(card, dict) or card.get("format") != FORMAT \
+            or not isinstance(card.get("spec"), dict) or "backbone" not in card["spec"]:
+        raise CheckpointError(f"{card_file} is not a napari-petite adapter card (a JSON object "
+                              "with format and spec); the bundle is damaged, save it again.")
     return card
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from napari_petite.errors import DatasetError
+from napari_petite.errors import DatasetError, InputError
 from napari_petite.training.masks import head_mask
 from napari_petite.training.scaling import scale_pair
 from napari_petite.training.windows import check_fits, pad_to_window
@@ -36,7 +36,10 @@ def prepare_pair(name: str, low: np.ndarray, full: np.ndarray,
         raise DatasetError(f"{name}: low-count {low.shape} and full-count {full.shape} volumes "
                            "differ in shape; they must be on the same voxel grid.")
     check_fits(low.shape, window, what=f"{name}")
-    low_s, full_s, s = scale_pair(low, full)
+    try:
+        low_s, full_s, s = scale_pair(low, full)
+    except InputError as err:  # say which subject: a dataset has many
+        raise InputError(f"{name}: {err}") from None
     low_s, _ = pad_to_window(low_s, window)
     full_s, _ = pad_to_window(full_s, window)
     voxels = np.argwhere(head_mask(low_s))

@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_petite._widgets.data_dock import ROLE_KEY
-from napari_petite._widgets.jobs import Failure, Job, notify_failure
+from napari_petite._widgets.jobs import Job, JobDock, notify_failure
 from napari_petite._widgets.state import session_for
 from napari_petite.errors import ConfigError, InputError, PetiteError
 from napari_petite.training.evaluation import label_names
@@ -54,7 +54,7 @@ def derived_metadata(layer, **extra) -> dict:
     return meta
 
 
-class CompareDock(QWidget):
+class CompareDock(JobDock, QWidget):
     """Reconstruction, side-by-side / overlay / difference views, metrics and export."""
 
     def __init__(self, napari_viewer) -> None:
@@ -127,8 +127,7 @@ class CompareDock(QWidget):
         self._refresh_layers()
         self._model_choice()
         self._set_busy(False)
-        holder = [self]
-        self.destroyed.connect(lambda *_: holder and holder.pop().shutdown())
+        self.stop_on_destroy()
 
     # -- layer choice ------------------------------------------------------------------------
     def _images(self, kind: str | None = None) -> list:
@@ -516,44 +515,14 @@ class CompareDock(QWidget):
 
     # -- jobs ----------------------------------------------------------------------------------
     def _start(self, job: Job) -> None:
-        if self.job is not None and self.job.running:
-            notify_failure(ConfigError("Still working; wait or press Stop."))
-            return
-        done = job.on_done
-
-        def finished(result):
-            self._set_busy(False)
-            if isinstance(result, Failure):
-                self.status.setText(f"Failed: {result.message}")
-            elif done is not None:
-                done(result)
-
-        job.on_done = finished
-        self.job = job
-        self._set_busy(True)
-        job.start()
+        self._run_job(job, busy="Still working; wait or press Stop.",
+                      failed=lambda f: f"Failed: {f.message}")
 
     def stop(self) -> None:
         if self.job is not None and self.job.running:
             self.job.stop()
 
-    @property
-    def is_idle(self) -> bool:
-        return self.job is None or not self.job.running
-
     def _set_busy(self, busy: bool) -> None:
         for b in (self.run_button, self.export_button, self.report_button, self.batch_button):
             b.setEnabled(not busy)
         self.stop_button.setEnabled(busy)
-
-    def event(self, event) -> bool:
-        from qtpy.QtCore import QEvent
-
-        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
-            self.shutdown()  # the dock was closed (napari takes it out of the window)
-        return super().event(event)
-
-    def shutdown(self, timeout: float = 30.0) -> None:
-        job, self.job = self.job, None
-        if job is not None and job.running:
-            job.shutdown(timeout)

@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_petite._widgets.jobs import Failure, Job, notify_failure
+from napari_petite._widgets.jobs import Job, JobDock, notify_failure
 from napari_petite._widgets.state import session_for
 from napari_petite.errors import PetiteError
 
@@ -70,7 +70,7 @@ def sample_dataset_dir() -> Path:
     return cache_dir() / "sample-dataset"
 
 
-class ScannerDataDock(QWidget):
+class ScannerDataDock(JobDock, QWidget):
     """Dataset folder, scanners and subjects, layer loading, source/target and split."""
 
     def __init__(self, napari_viewer) -> None:
@@ -141,7 +141,7 @@ class ScannerDataDock(QWidget):
         layout.addWidget(choose)
         layout.addWidget(self.status)
         self._set_busy(False)
-        self.destroyed.connect(_shutdown_later(self))
+        self.stop_on_destroy()
 
     # -- dataset -----------------------------------------------------------------------------
     def _browse(self) -> None:
@@ -324,44 +324,9 @@ class ScannerDataDock(QWidget):
 
     # -- jobs --------------------------------------------------------------------------------
     def _run(self, job: Job) -> None:
-        if self.job is not None and self.job.running:
-            notify_failure(PetiteError("The dock is still busy; wait for the current step."))
-            return
-        done = job.on_done
-
-        def finished(result):
-            self._set_busy(False)
-            if isinstance(result, Failure):
-                self.status.setText("Failed; see the notification.")
-            elif done is not None:
-                done(result)
-
-        job.on_done = finished
-        self.job = job
-        self._set_busy(True)
-        job.start()
-
-    def event(self, event) -> bool:
-        from qtpy.QtCore import QEvent
-
-        if event.type() == QEvent.Type.ParentChange and self.parent() is None \
-                and self.job is not None:
-            self.job.shutdown(timeout=10.0)  # the dock was closed
-        return super().event(event)
+        self._run_job(job, busy="The dock is still busy; wait for the current step.",
+                      failed=lambda _: "Failed; see the notification.")
 
     def _set_busy(self, busy: bool) -> None:
         self.load_button.setEnabled(not busy)
         self.sample_button.setEnabled(not busy)
-
-
-def _shutdown_later(dock):
-    """A callback for ``destroyed`` that stops the dock's job without touching the dock."""
-    holder = {"dock": dock}
-
-    def stop(*_):
-        job = holder["dock"].job if holder.get("dock") is not None else None
-        holder.clear()
-        if job is not None:
-            job.shutdown(timeout=10.0)
-
-    return stop

@@ -31,7 +31,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_petite._widgets.curves import TrainingCurves
-from napari_petite._widgets.jobs import Failure, Job, notify_failure
+from napari_petite._widgets.jobs import Failure, Job, JobDock, notify_failure
 from napari_petite._widgets.state import TrainedModel, session_for, unwrap
 from napari_petite.errors import ConfigError, PetiteError
 
@@ -81,7 +81,7 @@ class _Counter:
         return self._cache[key]
 
 
-class FineTuneDock(QWidget):
+class FineTuneDock(JobDock, QWidget):
     """Mix-PEFT fine-tuning of a base model on the target scanner, with live curves."""
 
     def __init__(self, napari_viewer) -> None:
@@ -236,7 +236,7 @@ class FineTuneDock(QWidget):
         self._default_base()
         self._backbone_changed()
         self._set_idle()
-        self.destroyed.connect(_stop_on_destroy(self))
+        self.stop_on_destroy()
         self._watch_main_window()
 
     # -- base model ----------------------------------------------------------------------
@@ -552,10 +552,6 @@ class FineTuneDock(QWidget):
             self.control.stop()
             self.status.setText("Stopping after the current step…")
 
-    @property
-    def is_idle(self) -> bool:
-        return self.job is None or not self.job.running
-
     def _set_running(self) -> None:
         self.start_button.setEnabled(False)
         self.pause_button.setEnabled(True)
@@ -663,34 +659,10 @@ class FineTuneDock(QWidget):
         self._close_filter = _CloseFilter(self)
         qt_window.installEventFilter(self._close_filter)
 
+    def _jobs(self) -> tuple[Job | None, ...]:
+        return (self.job, self._count_job)
+
     def shutdown(self, timeout: float = 30.0) -> None:
-        """Stop a running job and wait for its thread (closing the dock or napari)."""
         self._pending = None
-        for job in (self.job, self._count_job):
-            if job is not None and job.running:
-                job.shutdown(timeout)
-        self.job = self._count_job = None
-
-    def closeEvent(self, event) -> None:
-        self.shutdown()
-        super().closeEvent(event)
-
-    def event(self, event) -> bool:
-        # napari removes a closed plugin dock by taking its widget out of the window
-        # (setParent(None)) without deleting it: stop the run then, not whenever it is collected
-        from qtpy.QtCore import QEvent
-
-        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
-            self.shutdown()
-        return super().event(event)
-
-
-def _stop_on_destroy(dock: FineTuneDock):
-    """A ``destroyed`` callback that stops the job without touching the deleted widget."""
-    holder = [dock]
-
-    def stop(*_):
-        if holder:
-            holder.pop().shutdown()
-
-    return stop
+        super().shutdown(timeout)
+        self._count_job = None

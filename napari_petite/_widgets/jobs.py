@@ -159,3 +159,68 @@ class Job:
                 return True  # quit at a yield: the thread has left the worker
             time.sleep(0.005)
         return False
+
+
+class JobDock:
+    """Mixin for a dock ``QWidget`` that runs one background :class:`Job` at a time.
+
+    Every dock must stop its worker when it goes away: napari removes a closed plugin dock by
+    taking its widget out of the window (``setParent(None)``) without deleting it, and a
+    worker left running after napari quits would outlive the objects it reports to.
+    Subclasses set ``self.job``, implement ``_set_busy`` and list extra jobs in ``_jobs``.
+    """
+
+    job: Job | None = None
+
+    def _jobs(self) -> tuple[Job | None, ...]:
+        return (self.job,)
+
+    @property
+    def is_idle(self) -> bool:
+        return self.job is None or not self.job.running
+
+    def _set_busy(self, busy: bool) -> None:
+        raise NotImplementedError
+
+    def _run_job(self, job: Job, *, busy: str, failed: Callable[[Failure], str]) -> None:
+        """Start ``job`` (refused with ``busy`` while another runs); busy state until done,
+        then ``failed(failure)`` goes to ``self.status`` or the job's own ``on_done`` runs."""
+        if not self.is_idle:
+            notify_failure(PetiteError(busy))
+            return
+        done = job.on_done
+
+        def finished(result):
+            self._set_busy(False)
+            if isinstance(result, Failure):
+                self.status.setText(failed(result))
+            elif done is not None:
+                done(result)
+
+        job.on_done = finished
+        self.job = job
+        self._set_busy(True)
+        job.start()
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop every running job and wait for its thread (dock or napari closing)."""
+        jobs, self.job = self._jobs(), None
+        for job in jobs:
+            if job is not None and job.running:
+                job.shutdown(timeout)
+
+    def stop_on_destroy(self) -> None:
+        """Also stop when Qt deletes the widget, without touching the deleted object."""
+        holder = [self]
+        self.destroyed.connect(lambda *_: holder and holder.pop().shutdown())  # type: ignore[attr-defined]
+
+    def closeEvent(self, event) -> None:
+        self.shutdown()
+        super().closeEvent(event)  # type: ignore[misc]
+
+    def event(self, event) -> bool:
+        from qtpy.QtCore import QEvent
+
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None:  # type: ignore[attr-defined]
+            self.shutdown()
+        return super().event(event)  # type: ignore[misc]

@@ -85,9 +85,12 @@ def available_bytes() -> int | None:
     return min(known)
 
 
-def gib(n_bytes: float) -> str:
-    """``2147483648`` -> ``"2.0 GB"`` (binary gigabytes, as ``free -g`` shows them)."""
-    return f"{n_bytes / (1 << 30):.1f} GB"
+def human_size(n_bytes: float) -> str:
+    """``2147483648`` -> ``"2.0 GB"``, ``52428800`` -> ``"50 MB"`` (binary units, as ``free``
+    shows them)."""
+    if n_bytes >= 1 << 30:
+        return f"{n_bytes / (1 << 30):.1f} GB"
+    return f"{max(n_bytes / (1 << 20), 1):.0f} MB"
 
 
 def check_fits_in_memory(needed: int, what: str, hint: str) -> None:
@@ -97,5 +100,5 @@ def check_fits_in_memory(needed: int, what: str, hint: str) -> None:
     """
     free = available_bytes()
     if free is not None and needed > free:
-        raise InputError(f"{what} needs about {gib(needed)} of memory but only {gib(free)} "
-                         f"is available; {hint}")
+        raise InputError(f"{what} needs about {human_size(needed)} of memory but only "
+                         f"{human_size(free)} is available; {hint}")

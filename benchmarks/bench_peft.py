@@ -7,7 +7,11 @@ configuration makes the peak resident memory (``ru_maxrss``) comparable; the ste
 is the minimum over the timed steps (the machine is shared, the minimum is the least noisy).
 All configurations run in one invocation and are printed as ratios to ``full``.
 
-    python benchmarks/bench_peft.py [--backbone unetr] [--steps 3] [--threads 2]
+    python benchmarks/bench_peft.py [--backbone unetr] [--steps 3] [--threads 2] \
+        [--override 'patch_size=[32,64,64]'] [--json]
+
+``--override KEY=JSON`` changes the ``small`` preset as ``petite pretrain --override`` does (the
+shipped UNETR base is ``patch_size=[32,64,64]``, ``mlp_dim=384``); ``--json`` prints the rows.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ METHODS = ("full", "none", "layernorm", "bitfit", "lora", "adapter", "ssf", "vpt
            "petite")
 
 
-def child(backbone: str, method: str, steps: int, threads: int, batch: int) -> dict:
+def child(backbone: str, method: str, steps: int, threads: int, batch: int,
+          overrides: dict | None = None) -> dict:
     """Runs inside the child process: measure one configuration."""
     import resource
     import time
@@ -34,7 +39,7 @@ def child(backbone: str, method: str, steps: int, threads: int, batch: int) -> d
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = build_model(backbone, "small")
+    model = build_model(backbone, "small", **(overrides or {}))
     if method == "petite":
         spec = petite_spec(backbone, "small")
     else:
@@ -84,18 +89,27 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=JSON",
+                        help="change a preset value, e.g. 'patch_size=[32,64,64]' (repeatable)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    overrides = {}
+    for item in args.override:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--override {item!r} must look like KEY=JSON")
+        overrides[key] = json.loads(value)
     if args.child:
-        print(json.dumps(child(*args.child, args.steps, args.threads, args.batch)))
+        print(json.dumps(child(*args.child, args.steps, args.threads, args.batch, overrides)))
         return 0
     methods = ["full", *[m for m in args.methods if m != "full"]]
     rows = []
     for backbone in args.backbone or ["unetr", "cvtgan"]:
         for method in methods:
             cmd = [sys.executable, __file__, "--child", backbone, method, "--steps",
-                   str(args.steps), "--threads", str(args.threads), "--batch", str(args.batch)]
+                   str(args.steps), "--threads", str(args.threads), "--batch", str(args.batch),
+                   *[f"--override={item}" for item in args.override]]
             done = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if done.returncode:
                 print(f"{backbone} {method}: failed\n{done.stderr[-2000:]}", file=sys.stderr)

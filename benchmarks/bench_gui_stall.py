@@ -20,7 +20,10 @@ Usage (a display is needed; the cores may be shared, so repeat and take the mini
 
     xvfb-run -a -s "-screen 0 1920x1440x24" python benchmarks/bench_gui_stall.py \
         [--data DIR] [--source mct] [--target vision] [--preset smoke|small] \
-        [--pretrain-steps 150] [--seconds 20] [--screenshot docs/screenshot.png]
+        [--pretrain-steps 150] [--seconds 20] [--screenshot docs/screenshot.png] \
+        [--json benchmarks/results/gui_stall.json]
+
+``--json PATH`` also writes the figures (ms) and the settings as JSON for ``summary.py``.
 """
 
 from __future__ import annotations
@@ -74,6 +77,12 @@ def describe(name: str, s: np.ndarray) -> str:
             f"{np.percentile(s, 99):.1f} ms, median {np.median(s):.1f} ms")
 
 
+def stall_stats(s: np.ndarray) -> dict:
+    """Max, p99, median stall (ms) and beat count, for the JSON record."""
+    return {"beats": len(s), "max_ms": float(s.max()), "p99_ms": float(np.percentile(s, 99)),
+            "median_ms": float(np.median(s))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=None, help="dataset (default: the sample dataset)")
@@ -91,6 +100,8 @@ def main() -> None:
     parser.add_argument("--screenshot", default=None, help="PNG of the whole window at the end")
     parser.add_argument("--size", type=int, nargs=2, default=(1600, 1000), metavar=("W", "H"),
                         help="window size in pixels")
+    parser.add_argument("--json", default=None, metavar="PATH",
+                        help="also write the stall figures and settings to this JSON file")
     args = parser.parse_args()
 
     from napari.qt import get_qapp
@@ -177,6 +188,21 @@ def main() -> None:
     print(describe("while training", train_stall))
     print(f"training: {steps} steps in {args.seconds:.0f} s ({rate:.2f} steps/s), "
           f"{args.backbone}/{args.preset}, {tune.trainable.text()}")
+    if args.json:
+        import json
+        import os
+        import sys
+
+        from napari_petite.io.atomic import write_text
+
+        record = {"idle": stall_stats(base_stall), "training": stall_stats(train_stall),
+                  "steps": steps, "steps_per_s": rate, "heartbeat_ms": HEARTBEAT_MS,
+                  "settings": {k: v for k, v in vars(args).items() if k != "json"},
+                  "load_average": os.getloadavg(),
+                  "command": " ".join(["python", *sys.argv]),
+                  "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        write_text(args.json, json.dumps(record, indent=2, default=str) + "\n", overwrite=True)
+        print(f"stall figures written to {args.json}")
 
     if args.screenshot:
         comp.low.setCurrentText(low.name)

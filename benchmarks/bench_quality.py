@@ -279,7 +279,8 @@ def to_markdown(agg: dict) -> str:
         ptext = "" if paper is None else (
             f"{paper['psnr']:.3f} / {paper['ssim']:.3f} / {paper['nrmse']:.4f}"
             + ("" if paper["percent"] is None else f" ({paper['percent']:g} %)"))
-        cells = [_cell(m["stats"][c], METRICS[c][1]) for c in cols]
+        cells = [_cell(m["stats"][c], METRICS[c][1]) for c in cols] if m["n_pairs"] else \
+            ["missing (no pair has this row yet)"] + [""] * (len(cols) - 1)
         lines.append(f"| {label} | {m['n_pairs']}/{agg['n_pairs_requested']} | "
                      + " | ".join(cells) + f" | {ptext} |")
     h = agg["headline"]

@@ -1,0 +1,309 @@
+"""Collect the benchmark results into ``summary.json`` and ``results/README.md``.
+
+Reads what the other scripts wrote into the results folder — ``quality_<backbone>.json``
+(bench_quality.py), ``speed.json`` (bench_speed.py), ``gui_stall.json`` (bench_gui_stall.py
+``--json``) — and writes
+
+- ``summary.json``: a list of ``{name, value, unit, goal, met, command, detail}``; a figure
+  whose input is missing has ``value: null`` and a ``reason`` saying what to run. Nothing is
+  estimated or filled in.
+- ``README.md``: the goals-vs-measured table, the quality tables, the PSNR-vs-parameters plot
+  and the speed / memory / responsiveness tables.
+
+    python benchmarks/summary.py [--results benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import operator
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, read_json, write_json
+
+QUALITY_CMD = "python benchmarks/bench_quality.py"
+SPEED_CMD = "python benchmarks/bench_speed.py"
+GUI_CMD = ("xvfb-run -a -s '-screen 0 1920x1440x24' python benchmarks/bench_gui_stall.py "
+           "--preset small --base sample_data/models/unetr-small.safetensors --seconds 60 "
+           "--json benchmarks/results/gui_stall.json")
+#: the issue's goals
+GOALS = {
+    "mix_minus_full_psnr_db": ">= -0.05", "mix_minus_noft_psnr_db": ">= 1",
+    "mix_trainable_percent": "<= 1", "peft_full_step_time_ratio": "<= 0.6",
+    "peft_full_peak_memory_ratio": "<= 0.5", "merged_inference_overhead_ratio": "<= 1.01",
+    "gui_stall_p99_ms": "<= 30", "minutes_to_within_0p3db": "<= 5",
+}
+_OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
+
+
+def met(value: float | None, goal: str | None) -> bool | None:
+    """Whether ``value`` meets ``goal`` ("<= 0.6"); None when either is missing."""
+    if value is None or not goal:
+        return None
+    op, _, bound = goal.partition(" ")
+    return bool(_OPS[op](value, float(bound)))
+
+
+def entry(name: str, value: Any, unit: str, command: str, *, goal_of: str | None = None,
+          detail: str = "", reason: str = "") -> dict:
+    goal = GOALS.get(goal_of or name)
+    value = float(value) if isinstance(value, (int, float)) else None
+    out = {"name": name, "value": value, "unit": unit, "goal": goal,
+           "met": met(value, goal), "command": command, "detail": detail}
+    if value is None:
+        out["reason"] = reason or "not measured"
+    return out
+
+
+def _dig(doc: Any, *keys: Any) -> Any:
+    for key in keys:
+        if isinstance(doc, dict):
+            doc = doc.get(key)
+        elif isinstance(doc, list) and isinstance(key, int) and -len(doc) <= key < len(doc):
+            doc = doc[key]
+        else:
+            return None
+    return doc
+
+
+def quality_entries(results: Path) -> list[dict]:
+    out = []
+    for backbone in ("unetr", "cvtgan"):
+        suffix = "" if backbone == "unetr" else f"_{backbone}"
+        agg = read_json(results / f"quality_{backbone}.json")
+        cmd = (agg or {}).get("command") or QUALITY_CMD
+        h = (agg or {}).get("headline") or {}
+        if agg is None:
+            why = f"no quality_{backbone}.json; run {QUALITY_CMD} --backbones {backbone}"
+        elif not h.get("best_mix_key"):
+            why = f"quality_{backbone}.json has no finished Mix-PEFT row yet"
+        else:
+            why = ""
+        n_req = (agg or {}).get("n_pairs_requested")
+        for name, key, unit in (("mix_minus_full_psnr_db", "mix_minus_full_psnr_db", "dB"),
+                                ("mix_minus_noft_psnr_db", "mix_minus_noft_psnr_db", "dB"),
+                                ("mix_trainable_percent", "mix_trainable_percent", "%")):
+            stat = h.get(key) or {}
+            detail = ""
+            if stat.get("n") is not None:
+                sd = stat.get("sd")
+                detail = (f"{h.get('best_mix_label')} ({backbone}, {agg.get('steps')} steps); "
+                          f"mean over {stat['n']} of {n_req} pairs"
+                          + (f", sd {sd:.3f}" if sd is not None else ""))
+            reason = why or ("" if stat.get("mean") is not None
+                             else "the pairs lack the No-FT or Full-FT row this needs")
+            out.append(entry(name + suffix, stat.get("mean"), unit, cmd, goal_of=name,
+                             detail=detail, reason=reason))
+    return out
+
+
+def speed_entries(results: Path) -> list[dict]:
+    doc = read_json(results / "speed.json")
+    parts = (doc or {}).get("parts", {})
+
+    def part(name: str) -> tuple[dict | None, str, str]:
+        p = parts.get(name)
+        cmd = (p or {}).get("command") or f"{SPEED_CMD} --parts {name}"
+        if p is None:
+            return None, cmd, f"speed.json has no '{name}' part; run {SPEED_CMD} --parts {name}"
+        if "error" in p:
+            return None, cmd, f"the '{name}' part failed: {p['error']}"
+        return p, cmd, ""
+
+    out = []
+    peft, cmd, why = part("peft")
+    for backbone in ("unetr", "cvtgan"):
+        suffix = "" if backbone == "unetr" else f"_{backbone}"
+        ratios = _dig(peft, "backbones", backbone, "petite_vs_full") or {}
+        reason = why or ("" if ratios else f"no {backbone} PETITE/full rows in the peft part")
+        detail = (f"{ratios.get('label')} vs full fine-tuning, {backbone}, minimum train-step "
+                  "time" if ratios else "")
+        out.append(entry("peft_full_step_time_ratio" + suffix, ratios.get("step_time_ratio"),
+                         "ratio", cmd, detail=detail, reason=reason))
+        proc = ratios.get("process_peak_memory_ratio")
+        out.append(entry(
+            "peft_full_peak_memory_ratio" + suffix, ratios.get("step_memory_ratio"), "ratio",
+            cmd, detail=("memory a train step adds above the loaded model (activations, "
+                    f"gradients, optimizer state); whole-process peak ratio {proc:.3f}"
+                    if proc is not None else ""), reason=reason))
+    merge, cmd, why = part("merge")
+    row = _dig(merge, "backbones", "unetr", 0) or {}
+    out.append(entry("merged_inference_overhead_ratio", row.get("merged_over_base"), "ratio",
+                     cmd, detail=(f"UNETR {row.get('spec')} merged vs the plain base, one "
+                                  f"{row.get('window')} window; unmerged/base "
+                                  f"{row.get('unmerged_over_base', float('nan')):.3f}"
+                                  if row else ""),
+                     reason=why or "no UNETR row in the merge part"))
+    conv, cmd, why = part("convergence")
+    within = _dig(conv, "within_0p3db") or {}
+    out.append(entry("minutes_to_within_0p3db", within.get("minutes"), "min", cmd,
+                     detail=(f"UNETR-small {conv.get('spec')} on {conv.get('source')}->"
+                             f"{conv.get('target')}: {within.get('psnr_db', 0):.2f} dB at step "
+                             f"{within.get('step')}, best {within.get('best_psnr_db', 0):.2f} "
+                             f"dB (step {within.get('best_step')}) of {conv.get('steps')} steps"
+                             if within.get("minutes") is not None else ""),
+                     reason=why or within.get("reason", "")))
+    flops, cmd, why = part("flops")
+    row = _dig(flops, "backbones", "unetr", 0) or {}
+    out.append(entry("train_flops_fraction_of_matmul", row.get("fraction_of_matmul"), "ratio",
+                     cmd, detail=(f"UNETR {row.get('spec')}: "
+                                  f"{row.get('flops_per_s', 0) / 1e9:.2f} GFLOP/s training vs "
+                                  f"{(flops or {}).get('matmul_flops_per_s', 0) / 1e9:.2f} "
+                                  f"GFLOP/s float32 matmul (n={(flops or {}).get('matmul_n')})"
+                                  if row else ""),
+                     reason=why or "no UNETR row in the flops part"))
+    inf, cmd, why = part("inference")
+    native = [r for r in (inf or {}).get("rows", []) if r["size"] == "native"]
+    worst = max(native, key=lambda r: r["seconds"]) if native else {}
+    out.append(entry("inference_native_max_s", worst.get("seconds"), "s", cmd,
+                     detail=(f"slowest native grid: {worst.get('scanner')} "
+                             f"{worst.get('shape_zyx')}, {worst.get('windows')} windows"
+                             if worst else ""),
+                     reason=why or "no native grid in the inference part"))
+    return out
+
+
+def gui_entries(results: Path) -> list[dict]:
+    doc = read_json(results / "gui_stall.json")
+    cmd = (doc or {}).get("command") or GUI_CMD
+    why = "" if doc else f"no gui_stall.json; run {GUI_CMD}"
+    s = (doc or {}).get("settings", {})
+    detail = (f"while the Fine-tune dock trains {s.get('backbone')}/{s.get('preset')} for "
+              f"{s.get('seconds')} s (idle: p99 {_dig(doc, 'idle', 'p99_ms') or 0:.1f} ms)"
+              if doc else "")
+    return [entry("gui_stall_p99_ms", _dig(doc, "training", "p99_ms"), "ms", cmd,
+                  detail=detail, reason=why),
+            entry("gui_stall_max_ms", _dig(doc, "training", "max_ms"), "ms", cmd,
+                  detail=detail, reason=why)]
+
+
+# -- README ---------------------------------------------------------------------------------
+
+def _f(value: Any, spec: str = ".3f") -> str:
+    return format(value, spec) if isinstance(value, (int, float)) else "–"
+
+
+def goals_table(entries: list[dict]) -> list[str]:
+    lines = ["| figure | measured | unit | goal | met | notes |", "|---|---|---|---|---|---|"]
+    for e in entries:
+        state = {True: "met", False: "**not met**", None: "–"}[e["met"]]
+        note = e["detail"] if e["value"] is not None else f"missing: {e.get('reason', '')}"
+        lines.append(f"| `{e['name']}` | {_f(e['value'])} | {e['unit']} | {e['goal'] or '–'} "
+                     f"| {state} | {note} |")
+    return lines
+
+
+def speed_tables(doc: dict | None) -> list[str]:
+    parts = (doc or {}).get("parts", {})
+    lines: list[str] = []
+    for backbone, b in (_dig(parts, "peft", "backbones") or {}).items():
+        lines += ["", f"### Train step, {backbone} (bench_peft.py, batch 2, "
+                  f"{doc.get('threads')} threads)", "",
+                  "| method | % params | step s | × full | step MB | × full | process MB |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in b["rows"]:
+            lines.append(f"| {r['label']} | {_f(r['percent'])} | {_f(r['step_s'])} | "
+                         f"{_f(r.get('step_s_vs_full'), '.2f')} | {_f(r['step_peak_mb'], '.0f')}"
+                         f" | {_f(r.get('step_peak_mb_vs_full'), '.2f')} | "
+                         f"{_f(r['peak_mb'], '.0f')} |")
+    merge = _dig(parts, "merge", "backbones") or {}
+    if merge:
+        lines += ["", "### Merged vs unmerged inference (one window)", "",
+                  "| backbone | spec | base s | unmerged s | merged s | merged/base | "
+                  "unmerged/base | max rel. diff | left unmerged |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for backbone, rows in merge.items():
+            for r in rows:
+                lines.append(f"| {backbone} | {r['spec']} | {_f(r['base_s'], '.4f')} | "
+                             f"{_f(r['unmerged_s'], '.4f')} | {_f(r['merged_s'], '.4f')} | "
+                             f"{_f(r['merged_over_base'])} | {_f(r['unmerged_over_base'])} | "
+                             f"{_f(r['merged_vs_unmerged_max_rel_diff'], '.1e')} | "
+                             f"{len(r['kept_unmerged'])} |")
+    inf = parts.get("inference") or {}
+    if inf.get("rows"):
+        lines += ["", f"### Whole-volume inference ({inf.get('model')}, window "
+                  f"{inf.get('window')}, overlap {inf.get('overlap')})", "",
+                  "| scanner | size | grid z×y×x | windows | seconds |", "|---|---|---|---|---|"]
+        for r in inf["rows"]:
+            lines.append(f"| {r['scanner']} | {r['size']} | {'×'.join(map(str, r['shape_zyx']))}"
+                         f" | {r['windows']} | {_f(r['seconds'], '.2f')} |")
+    flops = parts.get("flops") or {}
+    if flops.get("backbones"):
+        lines += ["", f"### Training FLOP/s (matmul reference "
+                  f"{_f(flops.get('matmul_flops_per_s', 0) / 1e9, '.1f')} GFLOP/s)", "",
+                  "| backbone | spec | GFLOP/step | step s | GFLOP/s | fraction of matmul |",
+                  "|---|---|---|---|---|---|"]
+        for backbone, rows in flops["backbones"].items():
+            for r in rows:
+                lines.append(f"| {backbone} | {r['spec']} | {_f(r['flops_per_step'] / 1e9, '.2f')}"
+                             f" | {_f(r['step_s'])} | {_f(r['flops_per_s'] / 1e9, '.2f')} | "
+                             f"{_f(r['fraction_of_matmul'])} |")
+    conv = parts.get("convergence") or {}
+    if conv.get("history"):
+        lines += ["", f"### Convergence of the CPU preset ({conv.get('spec')}, "
+                  f"{conv.get('source')}→{conv.get('target')}, {conv.get('steps')} steps)", "",
+                  "| step | wall s | validation PSNR dB |", "|---|---|---|"]
+        lines += [f"| {h['step']} | {_f(h['elapsed_s'], '.0f')} | {_f(h['psnr'], '.2f')} |"
+                  for h in conv["history"]]
+    return lines
+
+
+def readme(results: Path, entries: list[dict]) -> str:
+    speed = read_json(results / "speed.json")
+    gui = read_json(results / "gui_stall.json")
+    m = (speed or {}).get("machine") or {}
+    lines = ["# Benchmark results", "",
+             "Written by `python benchmarks/summary.py` from the JSON files in this folder "
+             "(see `benchmarks/README.md` for how each is measured).",
+             f"Machine: {m.get('processor', '?')}, {m.get('cpu_count', '?')} CPUs, torch "
+             f"{m.get('torch', '?')}, load average at start {m.get('load_average_at_start')}."
+             if m else "Machine: not recorded (no speed.json).",
+             "", "## Goals vs measured", "", *goals_table(entries)]
+    lines += ["", "## Quality (mean ± sd over source → target pairs)"]
+    for backbone in ("unetr", "cvtgan"):
+        path = results / f"quality_{backbone}.md"
+        if path.is_file():
+            body = path.read_text(encoding="utf-8").splitlines()
+            lines += [""] + [("##" + ln) if ln.startswith("# ") else ln for ln in body]
+        else:
+            lines += ["", f"### {backbone}: not run yet ({QUALITY_CMD} --backbones {backbone})"]
+    if (results / "psnr_vs_params.png").is_file():
+        lines += ["", "![PSNR gain over No-FT vs % trainable parameters](psnr_vs_params.png)"]
+    lines += ["", "## Speed and memory"] + (speed_tables(speed) if speed else
+                                            ["", f"Not run yet ({SPEED_CMD})."])
+    lines += ["", "## GUI responsiveness", ""]
+    if gui:
+        lines += ["| state | beats | p99 ms | max ms | median ms |", "|---|---|---|---|---|"]
+        for state in ("idle", "training"):
+            s = gui[state]
+            lines.append(f"| {state} | {s['beats']} | {_f(s['p99_ms'], '.1f')} | "
+                         f"{_f(s['max_ms'], '.1f')} | {_f(s['median_ms'], '.1f')} |")
+        lines.append(f"\n{gui.get('steps')} training steps ({_f(gui.get('steps_per_s'), '.2f')}"
+                     f"/s); load average {gui.get('load_average')}; `{gui.get('command')}`")
+    else:
+        lines.append(f"Not run yet (`{GUI_CMD}`).")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default=str(RESULTS), metavar="DIR")
+    args = parser.parse_args(argv)
+    results = Path(args.results).expanduser()
+    entries = quality_entries(results) + speed_entries(results) + gui_entries(results)
+    write_json(results / "summary.json", entries)
+    from napari_petite.io.atomic import write_text
+
+    write_text(results / "README.md", readme(results, entries), overwrite=True)
+    for e in entries:
+        shown = _f(e["value"]) if e["value"] is not None else f"null ({e['reason']})"
+        print(f"{e['name']:<40} {shown} {e['unit']}  goal {e['goal'] or '-'}")
+    print(f"written {results / 'summary.json'} and {results / 'README.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -371,23 +371,30 @@ class Trainer:
                              for g in opt["param_groups"]],
             "config": self.config.to_dict(),
         }
+        text = json.dumps(meta, default=str)
+        # the state travels inside the tensors file too: a run killed between the two writes
+        # must not pair step N's tensors with step N-1's schedule and RNG (resume.json is for
+        # people and tools)
         with atomic_path(folder / "resume.safetensors") as tmp:
-            save_file(tensors, str(tmp))
-        write_text(folder / "resume.json", json.dumps(meta, default=str) + "\n", overwrite=True)
+            save_file(tensors, str(tmp), metadata={"resume": text})
+        write_text(folder / "resume.json", text + "\n", overwrite=True)
         return folder
 
     def load_checkpoint(self, folder: str | Path) -> None:
         """Continue a run saved by :meth:`save_checkpoint` (same spec and data)."""
         import torch
-        from safetensors import SafetensorError
+        from safetensors import SafetensorError, safe_open
         from safetensors.torch import load_file
 
         from napari_petite.peft.apply import trainable_state
 
         folder = Path(folder)
         try:
-            meta = json.loads((folder / "resume.json").read_text())
             tensors = load_file(str(folder / "resume.safetensors"))
+            with safe_open(str(folder / "resume.safetensors"), framework="pt") as fh:
+                text = (fh.metadata() or {}).get("resume")
+            meta = json.loads(text if text is not None
+                              else (folder / "resume.json").read_text())
         except (OSError, json.JSONDecodeError, SafetensorError) as err:
             raise CheckpointError(f"Cannot resume from {folder}: {err}. Point --resume at a "
                                   "folder written by a previous run.") from None

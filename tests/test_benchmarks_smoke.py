@@ -1,0 +1,151 @@
+"""The benchmark scripts run end to end on tiny data and write the files the summary reads.
+
+bench_quality.py (one real sweep of two rows) and bench_speed.py (every part, tiny sizes) run
+as real child processes side by side, then summary.py collects both; the checks look at the
+written keys and at values that must hold whatever the machine's speed (merged == unmerged
+outputs, No-FT gains 0 dB over itself, missing inputs give null with a reason).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_ddp import tiny_workspace
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+REQUIRED = {"mix_minus_full_psnr_db", "mix_minus_noft_psnr_db", "mix_trainable_percent",
+            "peft_full_step_time_ratio", "peft_full_peak_memory_ratio",
+            "merged_inference_overhead_ratio", "gui_stall_p99_ms", "gui_stall_max_ms",
+            "minutes_to_within_0p3db", "train_flops_fraction_of_matmul"}
+
+
+def _script(name: str, *args: str) -> list[str]:
+    return [sys.executable, str(BENCH / name), *args]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Quality and speed benchmarks in quick mode, run concurrently into one results folder."""
+    root = tmp_path_factory.mktemp("bench")
+    data, base = tiny_workspace(root)
+    out = root / "results"
+    common = ["--base", f"unetr={base}", "--data", str(data), "--threads", "1",
+              "--out", str(out)]
+    quality = _script("bench_quality.py", "--backbones", "unetr", "--pairs", "site-a:site-b",
+                      "--only", "no-ft,bitfit", "--steps", "1", "--val-every", "1",
+                      "--batch", "1", *common)
+    speed = _script("bench_speed.py", "--backbones", "unetr", "--repeats", "1",
+                    "--methods", "petite", "--scanners", "vereos", "--sizes", "small",
+                    "--matmul-n", "128", "--target", "site-b", "--steps", "2",
+                    "--val-every", "1", *common)
+    procs = {name: subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True)
+             for name, cmd in (("quality", quality), ("speed", speed))}
+    done = {}
+    for name, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=600)
+        done[name] = (proc.returncode, stdout, stderr)
+    summary = subprocess.run(_script("summary.py", "--results", str(out)), capture_output=True,
+                             text=True, timeout=120)
+    done["summary"] = (summary.returncode, summary.stdout, summary.stderr)
+    return {"out": out, "data": data, "base": base, "done": done}
+
+
+def _ok(runs, name):
+    code, stdout, stderr = runs["done"][name]
+    assert code == 0, f"{name} failed:\n{stdout[-2000:]}\n{stderr[-3000:]}"
+
+
+def test_quality_tables_from_a_real_sweep(runs):
+    _ok(runs, "quality")
+    out = runs["out"]
+    for suffix in ("md", "csv", "json"):
+        assert (out / f"quality_unetr.{suffix}").is_file()
+    assert (out / "psnr_vs_params.png").stat().st_size > 1000
+    assert sorted(p.name for p in (out / "sweeps/unetr/site-a-site-b/rows").iterdir()) \
+        == ["bitfit.json", "no-ft.json"]
+    agg = json.loads((out / "quality_unetr.json").read_text())
+    methods = {m["key"]: m for m in agg["methods"]}
+    assert {"no-ft", "full-ft", "bitfit", "mix-lora-ssf"} <= set(methods)
+    noft, bitfit = methods["no-ft"], methods["bitfit"]
+    assert noft["n_pairs"] == bitfit["n_pairs"] == 1 and methods["full-ft"]["n_pairs"] == 0
+    assert noft["stats"]["gain_db"]["mean"] == 0.0
+    assert math.isfinite(bitfit["stats"]["psnr"]["mean"])
+    assert 0 < bitfit["stats"]["percent"]["mean"] < 100
+    assert bitfit["stats"]["gain_db"]["mean"] == pytest.approx(
+        bitfit["stats"]["psnr"]["mean"] - noft["stats"]["psnr"]["mean"])
+    assert methods["full-ft"]["paper"]["psnr"] == pytest.approx(31.746)
+    assert agg["headline"]["best_mix_key"] is None  # no Mix-PEFT row ran
+    text = (out / "quality_unetr.md").read_text()
+    assert "| Full-FT | 0/1 | missing" in text and "| BitFit | 1/1 |" in text
+
+
+def test_quality_aggregation_counts_missing_pairs(runs):
+    spec = importlib.util.spec_from_file_location("bench_quality", BENCH / "bench_quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    agg = module.aggregate("unetr", [("site-a", "site-b"), ("site-a", "site-z")],
+                           runs["out"] / "sweeps", steps=1, seed=0, base=str(runs["base"]))
+    assert agg["n_pairs_requested"] == 2 and agg["pairs_with_rows"] == ["site-a->site-b"]
+    bitfit = next(m for m in agg["methods"] if m["key"] == "bitfit")
+    assert bitfit["n_pairs"] == 1 and bitfit["pairs"] == ["site-a->site-b"]
+    # rows of another budget are not mixed in
+    other = module.aggregate("unetr", [("site-a", "site-b")], runs["out"] / "sweeps",
+                             steps=2, seed=0, base=str(runs["base"]))
+    assert all(m["n_pairs"] == 0 for m in other["methods"])
+
+
+def test_speed_parts(runs):
+    _ok(runs, "speed")
+    doc = json.loads((runs["out"] / "speed.json").read_text())
+    parts = doc["parts"]
+    assert set(parts) == {"peft", "merge", "inference", "flops", "convergence"}
+    assert not [p for p in parts.values() if "error" in p]
+    ratios = parts["peft"]["backbones"]["unetr"]["petite_vs_full"]
+    assert ratios["step_time_ratio"] > 0 and ratios["step_memory_ratio"] is not None
+    merge = parts["merge"]["backbones"]["unetr"]
+    assert merge[0]["spec"].startswith("enc LoRA + dec SSF") and not merge[0]["kept_unmerged"]
+    for row in merge:  # merging folds the PEFT modules without changing the output
+        assert row["merged_vs_unmerged_max_rel_diff"] < 1e-4
+        assert row["merged_modules"] > 0 and row["merged_over_base"] > 0
+    (inf,) = parts["inference"]["rows"]
+    assert inf["shape_zyx"] == [40, 64, 64] and inf["windows"] > 1 and inf["seconds"] > 0
+    flops = parts["flops"]["backbones"]["unetr"]
+    assert flops[0]["flops_per_step"] < flops[1]["flops_per_step"]  # PEFT skips weight grads
+    assert parts["flops"]["matmul_flops_per_s"] > 0
+    conv = parts["convergence"]
+    assert [h["step"] for h in conv["history"]] == [1, 2]
+    within = conv["within_0p3db"]
+    assert within["best_psnr_db"] == max(h["psnr"] for h in conv["history"])
+    assert within["psnr_db"] >= within["best_psnr_db"] - 0.3 and within["minutes"] > 0
+
+
+def test_summary_names_goals_and_missing_inputs(runs):
+    _ok(runs, "summary")
+    out = runs["out"]
+    entries = {e["name"]: e for e in json.loads((out / "summary.json").read_text())}
+    assert set(REQUIRED) <= set(entries)
+    for e in entries.values():
+        assert {"name", "value", "unit", "goal", "command"} <= set(e)
+        if e["value"] is None:
+            assert e["reason"] and e["met"] is None
+    # no GUI run and no Mix-PEFT row: null with a reason, never a number
+    assert entries["gui_stall_p99_ms"]["value"] is None
+    assert "gui_stall.json" in entries["gui_stall_p99_ms"]["reason"]
+    assert entries["mix_minus_full_psnr_db"]["value"] is None
+    speed = json.loads((out / "speed.json").read_text())["parts"]
+    ratio = speed["peft"]["backbones"]["unetr"]["petite_vs_full"]["step_time_ratio"]
+    step = entries["peft_full_step_time_ratio"]
+    assert step["value"] == pytest.approx(ratio) and step["goal"] == "<= 0.6"
+    assert step["met"] == (ratio <= 0.6)
+    assert entries["merged_inference_overhead_ratio"]["value"] == pytest.approx(
+        speed["merge"]["backbones"]["unetr"][0]["merged_over_base"])
+    readme = (out / "README.md").read_text()
+    assert "## Goals vs measured" in readme and "psnr_vs_params.png" in readme
+    assert "`minutes_to_within_0p3db`" in readme

@@ -71,6 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--backbones", default="unetr,cvtgan", help="for peft, merge and flops")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5, help="timed repeats (minimum kept)")
+    p.add_argument("--merge-repeats", type=int, default=20,
+                   help="merge part: interleaved one-window repeats (cheap; noise needs many)")
     p.add_argument("--methods", default=None,
                    help="peft part: methods for bench_peft.py (default all)")
     p.add_argument("--scanners", default=None, help="inference part: scanner ids (default all)")
@@ -187,7 +189,7 @@ def part_merge(args) -> dict:
             best = dict.fromkeys(models, float("inf"))
             with torch.inference_mode():
                 y_un, y_me = unmerged(x), merged(x)
-                for _ in range(max(args.repeats, 1)):  # interleaved: drift hits all alike
+                for _ in range(max(args.merge_repeats, 1)):  # interleaved: drift hits all
                     for name, model in models.items():
                         best[name] = min(best[name], best_time(lambda m=model, x=x: m(x), 1, 0))
             scale = float(y_un.abs().max()) or 1.0

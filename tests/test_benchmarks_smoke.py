@@ -41,8 +41,8 @@ def runs(tmp_path_factory):
                       "--only", "no-ft,bitfit", "--steps", "1", "--val-every", "1",
                       "--batch", "1", *common)
     speed = _script("bench_speed.py", "--backbones", "unetr", "--repeats", "1",
-                    "--methods", "petite", "--scanners", "vereos", "--sizes", "small",
-                    "--matmul-n", "128", "--target", "site-b", "--steps", "2",
+                    "--merge-repeats", "1", "--methods", "petite", "--scanners", "vereos",
+                    "--sizes", "small", "--matmul-n", "128", "--target", "site-b", "--steps", "2",
                     "--val-every", "1", *common)
     procs = {name: subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     text=True)

@@ -8,10 +8,8 @@ read. Intensity units (Bq/mL, SUV) come from a JSON sidecar (BIDS ``Units``) or 
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,7 +141,6 @@ def read_volume(path: str | os.PathLike, *, allow_nonfinite: bool = False) -> Vo
         corrupted, not 3D, or NaN/Inf voxels (unless ``allow_nonfinite``).
     """
     import nibabel as nib
-    from nibabel.filebasedimages import ImageFileError
 
     path = Path(path).expanduser()
     if not path.exists():
@@ -155,7 +152,8 @@ def read_volume(path: str | os.PathLike, *, allow_nonfinite: bool = False) -> Vo
 
     def unreadable(err: BaseException) -> InputError:
         return InputError(
-            f"{path.name} could not be read as NIfTI ({type(err).__name__}: {err}); the file is "
+            f"{path.name} could not be read as NIfTI ({type(err).__name__}: "
+            f"{' '.join(str(err).split())}); the file is "
             "truncated, corrupted or not a NIfTI image. Re-export it from the scanner software."
         )
 
@@ -165,8 +163,7 @@ def read_volume(path: str | os.PathLike, *, allow_nonfinite: bool = False) -> Vo
             img = nib.Nifti1Image.from_image(img)
         shape = tuple(int(n) for n in img.shape)
         disk_dtype = np.dtype(img.get_data_dtype())
-    except (ImageFileError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, OSError,
-            TypeError) as err:
+    except Exception as err:  # nibabel raises many types (HeaderDataError, KeyError, ...)
         raise unreadable(err) from None
     squeeze = len(shape) == 4 and shape[3] == 1
     if squeeze:
@@ -193,8 +190,7 @@ def read_volume(path: str | os.PathLike, *, allow_nonfinite: bool = False) -> Vo
     except MemoryError:
         raise InputError(f"{path.name} (shape {tuple(shape)}) does not fit in memory; crop or "
                          "resample it first, or use a machine with more memory.") from None
-    except (ImageFileError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, OSError,
-            TypeError) as err:
+    except Exception as err:  # truncated or corrupted data: EOFError, zlib.error, OSError...
         raise unreadable(err) from None
     if squeeze:
         raw = raw[..., 0]
@@ -212,7 +208,10 @@ def read_volume(path: str | os.PathLike, *, allow_nonfinite: bool = False) -> Vo
                 f"{first}); replace them (e.g. with 0) in the reconstruction software first."
             )
     header = img.header.copy()
-    unit_name = header.get_xyzt_units()[0] if hasattr(header, "get_xyzt_units") else "mm"
+    try:
+        unit_name = header.get_xyzt_units()[0]
+    except (AttributeError, KeyError, ValueError):  # an unknown unit code: take mm
+        unit_name = "mm"
     affine = np.asarray(img.affine, dtype=np.float64)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise InputError(f"{path.name} has a degenerate affine (voxel-to-world matrix); "

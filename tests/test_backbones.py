@@ -149,6 +149,9 @@ def test_bad_input_is_a_user_error(name):
 @pytest.mark.parametrize("deep", [False, True])
 def test_prompt_hosts_change_output_and_keep_shape(name, deep):
     model = tiny(name)
+    for module in model.modules():  # undo the near-identity start of residual outputs
+        if isinstance(module, nn.Conv3d) and module.out_channels == 1:
+            module.reset_parameters()
     x = window(model)
     with torch.no_grad():
         base = model(x)

@@ -19,6 +19,25 @@ Part = Literal["encoder", "decoder", "head"]
 PARTS: tuple[str, ...] = ("encoder", "decoder", "head")
 
 
+#: initial weight scale of the last convolution of a residual denoiser (output = input + net)
+RESIDUAL_OUT_SCALE = 1e-2
+
+
+def start_near_identity(conv: nn.Module) -> None:
+    """Shrink the output convolution of a residual denoiser so it starts near the identity.
+
+    A low-count image is already close to its full-count target; a full-size random output
+    layer adds an O(1) offset that the first hundreds of steps spend undoing. Not exactly
+    zero, so every upstream tensor still gets a gradient on the first step.
+    """
+    import torch
+
+    with torch.no_grad():
+        conv.weight.mul_(RESIDUAL_OUT_SCALE)
+        if conv.bias is not None:
+            conv.bias.zero_()
+
+
 @dataclass(frozen=True)
 class Site:
     """One place a PEFT module attaches.

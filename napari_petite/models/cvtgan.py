@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_petite.errors import ConfigError
-from napari_petite.models.base import Backbone, PartSites, PromptSite, Site
+from napari_petite.models.base import Backbone, PartSites, PromptSite, Site, start_near_identity
 
 Shape = tuple[int, ...]
 
@@ -257,6 +257,7 @@ class Decoder(nn.Module):
         )
         self.up = nn.ModuleList([_up(2 * c1, c0), _up(2 * c0, c0)])
         self.out = nn.Conv3d(c0, 1, 3, padding=1)
+        start_near_identity(self.out)  # the generator adds the input back (global residual)
 
     def forward(self, levels: list[torch.Tensor]) -> torch.Tensor:
         x = self.stages[0](self.bottleneck(levels[-1]))

@@ -57,7 +57,13 @@ from monai.networks.nets.vit import ViT
 from torch import nn
 
 from napari_petite.errors import ConfigError
-from napari_petite.models.base import Backbone, PartSites, PromptSite, Site
+from napari_petite.models.base import (
+    Backbone,
+    PartSites,
+    PromptSite,
+    Site,
+    start_near_identity,
+)
 
 #: MONAI's UNETR always stacks 12 ViT layers and takes skips after layers 3, 6, 9 and 12.
 N_LAYERS = 12
@@ -67,8 +73,6 @@ DECODER_BLOCKS: tuple[str, ...] = (
     "encoder1", "encoder2", "encoder3", "encoder4",
     "decoder5", "decoder4", "decoder3", "decoder2", "out",
 )
-#: initial scale of the output conv of a residual UNETR (see ``UNETRBackbone.__init__``)
-RESIDUAL_OUT_SCALE = 1e-2
 #: paper (Jia et al. VPT as used in PETITE): 50 shallow prompt tokens on the ViT
 VPT_TOKENS = 50
 
@@ -235,12 +239,7 @@ class UNETRBackbone(Backbone):
         self.hidden_size = config["hidden_size"]
         self.residual = bool(config["residual"])
         if self.residual:
-            # start near the identity: a full-size random 1x1 output conv would add an O(1)
-            # offset that the first hundreds of steps spend undoing. Not exactly zero, so every
-            # upstream tensor still gets a gradient on the first step.
-            with torch.no_grad():
-                self.out.conv.conv.weight.mul_(RESIDUAL_OUT_SCALE)
-                self.out.conv.conv.bias.zero_()
+            start_near_identity(self.out.conv.conv)
         self.feat_size = tuple(s // PATCH for s in img_size)
 
     # -- forward ---------------------------------------------------------------------

@@ -1,6 +1,7 @@
 # napari-petite: set-up, demo and tests on a Debian machine with Python 3.11.
 #   make demo   sets everything up, then opens napari with the plugin (headless demo without a display)
-#   make test   sets everything up, then runs ruff, the manifest check, the wheel check and pytest
+#   make test   sets everything up, then runs ruff, the manifest check, the wheel checks (contents,
+#               and the installed wheel in a fresh venv) and pytest
 # GPU machines: `make setup TORCH=torch` lets pip choose a CUDA build; the default pins the CPU
 # build that this project's machines keep on local disk.
 
@@ -49,11 +50,13 @@ lint: setup
 manifest: setup
 	$(BIN)/npe2 validate napari-petite --imports
 
-# The wheel must carry the npe2 manifest and the shipped sample data.
+# The wheel must carry the npe2 manifest and the shipped sample data, and work once installed
+# into a fresh venv (manifest with imports, a sample-data entry, both shipped base models).
 wheel: setup
 	rm -rf dist
 	$(BIN)/python -m build --wheel --outdir dist . >/dev/null
 	$(BIN)/python tools/check_wheel.py dist/*.whl
+	$(BIN)/python tools/check_installed_wheel.py dist/*.whl
 
 pytest: setup
 	$(BIN)/python -m pytest -q

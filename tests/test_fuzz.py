@@ -137,6 +137,8 @@ def test_discovery_never_raises_unexpectedly(tree):
                 (sdir / "scanner.json").write_text(profile)
             for sub in subjects:
                 folder = sdir / sub["name"]
+                if folder.is_file():  # a subject named like the scanner.json beside it
+                    continue
                 folder.mkdir(exist_ok=True)
                 for kind in ("low", "full", "labels"):
                     _write(folder / f"{kind}.nii.gz", sub[kind])

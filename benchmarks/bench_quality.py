@@ -75,6 +75,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", default=None, metavar="KEYS", help="sweep rows to run (all)")
     p.add_argument("--threads", type=int, default=2, help="torch threads per process")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
     p.add_argument("--nproc", type=int, default=1,
                    help="torchrun ranks per sweep (rows are dealt out over them)")
     p.add_argument("--out", default=str(RESULTS), metavar="DIR",
@@ -132,7 +133,7 @@ def run_sweep(args, backbone: str, source: str, target: str, folder: Path,
     cli = ["-m", "napari_petite.cli", "sweep", "--data", str(args.data), "--source", source,
            "--target", target, "--backbone", backbone, "--steps", str(args.steps),
            "--val-every", str(args.val_every), "--batch", str(args.batch),
-           "--seed", str(args.seed), "--device", "cpu", "--out", str(folder), "--json"]
+           "--seed", str(args.seed), "--device", args.device, "--out", str(folder), "--json"]
     if base:
         cli += ["--base", base]
     if args.only:

@@ -81,15 +81,16 @@ def shipped_base(backbone: str) -> Path:
 
 def load_base(base: str | Path | None, backbone: str | None = None, device: str = "cpu"):
     """Load a base checkpoint (or the shipped one for ``backbone``): (model, card, sha256)."""
-    from napari_petite.models.checkpoint import file_sha256, load_checkpoint
+    from napari_petite.models.checkpoint import file_sha256, load_checkpoint, read_card
 
     if base is None:
         # no base and no backbone: the shipped UNETR (the paper's best Full-FT/PETITE backbone)
         base = shipped_base(backbone or DEFAULT_BACKBONE)
-    model, card = load_checkpoint(base, device=device)
-    if backbone is not None and model.name != backbone:
-        raise CheckpointError(f"{base} holds a {model.name} model, not {backbone}; choose a "
+    held = read_card(base)["backbone"]  # refuse a mismatch before building the network
+    if backbone is not None and held != backbone:
+        raise CheckpointError(f"{base} holds a {held} model, not {backbone}; choose a "
                               f"{backbone} base or drop --backbone.")
+    model, card = load_checkpoint(base, device=device)
     return model, card, file_sha256(base)
 
 

@@ -63,14 +63,18 @@ def evil(tmp_path_factory):
     card["sha256"] = file_sha256(disguised)  # the card even vouches for it
     disguised.with_suffix(".json").write_text(json.dumps(card))
 
-    # a real adapter bundle of the shipped base whose weights file is then swapped for the
+    # a real adapter bundle of a (tiny) base whose weights file is then swapped for the
     # pickle (card updated to match), so that loading reaches the weights file itself
+    from napari_petite.models.checkpoint import save_checkpoint
+    from napari_petite.models.registry import build_model, smoke_overrides
     from napari_petite.peft.apply import apply_spec
     from napari_petite.peft.bundle import save_adapter
     from napari_petite.peft.spec import MixPEFTSpec
     from napari_petite.training.job import load_base
 
-    model, _, sha = load_base(None, "unetr")
+    tiny = save_checkpoint(build_model("unetr", "small", **smoke_overrides("unetr")),
+                           root / "tiny.safetensors")
+    model, _, sha = load_base(tiny, "unetr")
     spec = MixPEFTSpec("unetr", model.preset, "lora", "ssf", True)
     apply_spec(model, spec)
     bundle = save_adapter(model, spec, root / "adapter", base_sha256=sha)
@@ -91,9 +95,9 @@ def evil(tmp_path_factory):
     for k in range(3):
         make_subject(data / "site" / f"sub-{k}", seed=k, shape_xyz=SHAPE_XYZ, with_truth=False)
     low = write_nifti(root / "low.nii.gz", pet_like(SHAPE_XYZ))
-    return {"root": root, "marker": marker, "pt": pt, "pth": pth, "disguised": disguised,
-            "bundle": bundle, "pt_bundle": pt_bundle, "resume": resume, "data": data,
-            "low": low}
+    return {"root": root, "marker": marker, "tiny": tiny, "pt": pt, "pth": pth,
+            "disguised": disguised, "bundle": bundle, "pt_bundle": pt_bundle, "resume": resume,
+            "data": data, "low": low}
 
 
 CLI_CASES = {
@@ -102,13 +106,15 @@ CLI_CASES = {
     "base .pth (finetune)": (lambda e: ["finetune", "--data", e["data"], "--target", "site",
                                         "--base", e["pth"], "--steps", "1"],
                              "pickle-based PyTorch file"),
-    "adapter holding a pickle": (lambda e: ["predict", e["low"], "--adapter", e["bundle"]],
+    "adapter holding a pickle": (lambda e: ["predict", e["low"], "--base", e["tiny"],
+                                            "--adapter", e["bundle"]],
                                  "cannot be read as safetensors"),
     "adapter folder with a .pt": (lambda e: ["predict", e["low"], "--adapter", e["pt_bundle"]],
                                   "is not an adapter bundle"),
     "resume checkpoint holding a pickle": (
         lambda e: ["finetune", "--data", e["data"], "--target", "site", "--steps", "2",
-                   "--encoder", "lora", "--decoder", "ssf", "--resume", e["resume"]],
+                   "--base", e["tiny"], "--encoder", "lora", "--decoder", "ssf",
+                   "--resume", e["resume"]],
         "Cannot resume"),
 }
 
@@ -146,8 +152,8 @@ def test_in_process_loaders_refuse_pickles(evil):
     for path in (evil["pt"], evil["pth"], evil["disguised"]):
         with pytest.raises(CheckpointError):
             load_checkpoint(path)
-    model, _, _ = load_base(None, "unetr")
-    with pytest.raises(CheckpointError):
+    model, _, _ = load_base(evil["tiny"], "unetr")
+    with pytest.raises(CheckpointError, match="cannot be read as safetensors"):
         load_adapter(model, evil["bundle"])
     assert not evil["marker"].exists()
 
@@ -181,9 +187,7 @@ def test_docks_refuse_pickles_without_running_them(make_napari_viewer, qtbot, ev
         tune.start()
         qtbot.waitUntil(lambda n=n: tune.is_idle and len(errors()) > n, timeout=60_000)
         assert re.search("pickle-based|cannot be read as safetensors", errors()[-1])
-    from napari_petite.training.job import shipped_base
-
-    tune.set_base(shipped_base("unetr"))
+    tune.set_base(evil["tiny"])
     n = len(errors())
     tune.load_adapter(evil["bundle"])
     qtbot.waitUntil(lambda: tune.is_idle and len(errors()) > n, timeout=60_000)

@@ -154,15 +154,16 @@ def run_sweep(args, backbone: str, source: str, target: str, folder: Path,
 
 # -- aggregation -------------------------------------------------------------------------
 
-def load_rows(folder: Path, steps: int, seed: int) -> tuple[dict[str, dict], dict]:
-    """Finished rows of one sweep folder made with this budget and seed; and its meta."""
+def load_rows(folder: Path, steps: int, seed: int, base_sha: str) -> tuple[dict[str, dict], dict]:
+    """Finished rows of one sweep folder made with this budget, seed and base; and its meta."""
     from napari_petite.commands.sweep import _done_rows
 
     meta = (read_json(folder / "leaderboard.json") or {}).get("meta", {})
     rows = {}
     for key, row in _done_rows(folder).items():
         fp = row.get("fingerprint") or {}
-        if row.get("skipped") or fp.get("steps") != steps or fp.get("seed") != seed:
+        if row.get("skipped") or (fp.get("steps"), fp.get("seed"), fp.get("base_sha256")) \
+                != (steps, seed, base_sha):
             continue
         rows[key] = row
     return rows, meta
@@ -210,17 +211,17 @@ def aggregate(backbone: str, pairs: list[tuple[str, str]], work: Path, steps: in
     from napari_petite.commands.sweep import plan_rows
     from napari_petite.training.job import load_base
 
+    # the row order and labels of the sweep itself (the same plan as the runs)
+    model, _, base_sha = load_base(base, backbone)
+    plans = [p for p in plan_rows(model) if not p.skipped]
     per_pair: dict[str, dict[str, dict]] = {}
     metas = {}
     for source, target in pairs:
         folder = sweep_dir(work, backbone, source, target)
-        rows, meta = load_rows(folder, steps, seed)
+        rows, meta = load_rows(folder, steps, seed, base_sha)
         per_pair[f"{source}->{target}"] = rows
         metas[f"{source}->{target}"] = {k: meta.get(k) for k in
                                         ("base", "base_sha256", "split", "low_vs_full")}
-    # the row order and labels of the sweep itself (the same plan as the runs)
-    model, _, _ = load_base(base, backbone)
-    plans = [p for p in plan_rows(model) if not p.skipped]
     methods = []
     for plan in plans:
         values: dict[str, dict[str, float | None]] = {}
@@ -243,7 +244,7 @@ def aggregate(backbone: str, pairs: list[tuple[str, str]], work: Path, steps: in
                 "mix_minus_full_psnr_db": best["stats"]["vs_full_db"] if best else None,
                 "mix_minus_noft_psnr_db": best["stats"]["gain_db"] if best else None,
                 "mix_trainable_percent": best["stats"]["percent"] if best else None}
-    return {"backbone": backbone, "steps": steps, "seed": seed,
+    return {"backbone": backbone, "steps": steps, "seed": seed, "base_sha256": base_sha,
             "pairs_requested": [f"{s}->{t}" for s, t in pairs],
             "pairs_with_rows": [p for p, rows in per_pair.items() if rows],
             "n_pairs_requested": n_max, "sweeps": metas, "headline": headline,

@@ -200,7 +200,9 @@ def part_merge(args) -> dict:
                 "merged_over_base": best["merged"] / best["base"],
                 "unmerged_over_base": best["unmerged"] / best["base"],
                 "merged_vs_unmerged_max_rel_diff": float((y_me - y_un).abs().max()) / scale,
-                "merged_modules": len(report.merged), "kept_unmerged": report.kept})
+                "merged_modules": len(report.merged), "kept_unmerged": report.kept,
+                "n_params": {name: sum(p.numel() for p in m.parameters())
+                             for name, m in models.items()}})
             print(f"  merge {backbone} {spec.label}: merged/base "
                   f"{results[-1]['merged_over_base']:.3f}, unmerged/base "
                   f"{results[-1]['unmerged_over_base']:.3f}", file=sys.stderr, flush=True)

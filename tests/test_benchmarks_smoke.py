@@ -16,7 +16,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from test_ddp import tiny_workspace
+
+from napari_petite.models.checkpoint import save_checkpoint
+from napari_petite.models.registry import build_model, smoke_overrides
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 REQUIRED = {"mix_minus_full_psnr_db", "mix_minus_noft_psnr_db", "mix_trainable_percent",
@@ -86,7 +90,7 @@ def test_quality_tables_from_a_real_sweep(runs):
     assert "| Full-FT | 0/1 | missing" in text and "| BitFit | 1/1 |" in text
 
 
-def test_quality_aggregation_counts_missing_pairs(runs):
+def test_quality_aggregation_counts_missing_pairs(runs, tmp_path):
     spec = importlib.util.spec_from_file_location("bench_quality", BENCH / "bench_quality.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -95,9 +99,15 @@ def test_quality_aggregation_counts_missing_pairs(runs):
     assert agg["n_pairs_requested"] == 2 and agg["pairs_with_rows"] == ["site-a->site-b"]
     bitfit = next(m for m in agg["methods"] if m["key"] == "bitfit")
     assert bitfit["n_pairs"] == 1 and bitfit["pairs"] == ["site-a->site-b"]
-    # rows of another budget are not mixed in
+    # rows of another budget or another base checkpoint are not mixed in
     other = module.aggregate("unetr", [("site-a", "site-b")], runs["out"] / "sweeps",
                              steps=2, seed=0, base=str(runs["base"]))
+    assert all(m["n_pairs"] == 0 for m in other["methods"])
+    torch.manual_seed(1)
+    base2 = save_checkpoint(build_model("unetr", "small", **smoke_overrides("unetr")),
+                            tmp_path / "other.safetensors", extra={"source": "site-a"})
+    other = module.aggregate("unetr", [("site-a", "site-b")], runs["out"] / "sweeps",
+                             steps=1, seed=0, base=str(base2))
     assert all(m["n_pairs"] == 0 for m in other["methods"])
 
 
@@ -111,6 +121,8 @@ def test_speed_parts(runs):
     assert ratios["step_time_ratio"] > 0 and ratios["step_memory_ratio"] is not None
     merge = parts["merge"]["backbones"]["unetr"]
     assert merge[0]["spec"].startswith("enc LoRA + dec SSF") and not merge[0]["kept_unmerged"]
+    n = merge[0]["n_params"]  # LoRA and SSF folded away: the merged net is the base's size
+    assert n["merged"] == n["base"] < n["unmerged"]
     for row in merge:  # merging folds the PEFT modules without changing the output
         assert row["merged_vs_unmerged_max_rel_diff"] < 1e-4
         assert row["merged_modules"] > 0 and row["merged_over_base"] > 0

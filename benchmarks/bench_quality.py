@@ -382,15 +382,13 @@ def main(argv=None) -> int:
     failed = []
     if not args.aggregate_only:
         ensure_data(args.data, pairs)
-        for backbone in backbones:
-            for source, target in pairs:
-                code = run_sweep(args, backbone, source, target,
-                                 sweep_dir(work, backbone, source, target),
-                                 bases.get(backbone))
-                if code:
-                    failed.append(f"{backbone} {source}->{target}")
-                    if not args.keep_going:
-                        break
+        for backbone, (source, target) in ((b, p) for b in backbones for p in pairs):
+            code = run_sweep(args, backbone, source, target,
+                             sweep_dir(work, backbone, source, target), bases.get(backbone))
+            if code:
+                failed.append(f"{backbone} {source}->{target}")
+                if not args.keep_going:
+                    break  # the tables below still show what finished
     from napari_petite.io.atomic import write_text
 
     os.makedirs(out, exist_ok=True)

@@ -35,6 +35,20 @@ def test_round_trip_is_exact(aniso_nifti, tmp_path):
     assert int(back.header["sform_code"]) == int(vol.header["sform_code"])
 
 
+def test_written_files_get_the_usual_permissions(aniso_nifti, tmp_path):
+    """Atomic writes go through a 0o600 temporary file; the result must not stay private."""
+    import os
+    import stat
+
+    out = write_like(tmp_path / "copy.nii.gz", read_volume(aniso_nifti).data,
+                     read_volume(aniso_nifti))
+    text = atomic.write_text(tmp_path / "card.json", "{}")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for path in (out, text):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+
+
 def test_units_travel_through_sidecar_and_header(aniso_nifti, tmp_path):
     (tmp_path / "scan.json").write_text(json.dumps({"Units": "Bq/mL"}))
     vol = read_volume(aniso_nifti)

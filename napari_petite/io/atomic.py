@@ -72,6 +72,21 @@ def _can_create_in(folder: Path) -> bool:
     return True
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` would give a new file (0o666 minus the umask).
+
+    ``mkstemp`` creates its file 0o600; renamed as is, every export, adapter and checkpoint
+    would be unreadable to colleagues sharing the results folder. Read once, at import, from
+    the main thread: ``os.umask`` can only be read by setting it.
+    """
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+FILE_MODE = _file_mode()
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; rename it onto ``dest`` only on success.
@@ -92,6 +107,7 @@ def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, dest)
     except OSError as err:
         raise OutputError(

@@ -104,3 +104,17 @@ def run_json(cmd: Sequence[str], *, env: dict[str, str] | None = None) -> Any:
     if start < 0:
         raise RuntimeError(f"{shlex.join(cmd)} printed no JSON: {text[-1500:]}")
     return json.loads(text[start:])
+
+
+def ensure_data(data: Path, scanners: Sequence[str]) -> None:
+    """Simulate the sample dataset (``petite make-sample-data --size small``) into ``data``
+    when it is missing; refuse a non-empty folder that lacks one of ``scanners``."""
+    needed = sorted(set(scanners))
+    if all((data / s).is_dir() for s in needed):
+        return
+    if data.exists() and any(data.iterdir()):
+        raise SystemExit(f"{data} lacks scanner(s) {needed}; pass --data with all of them.")
+    cmd = [sys.executable, "-m", "napari_petite.cli", "make-sample-data", "--out", str(data),
+           "--size", "small", "--scanners", ",".join(needed), "--jobs", "2", "--overwrite"]
+    print("simulating the dataset:", shlex.join(cmd), file=sys.stderr, flush=True)
+    subprocess.run(cmd, check=True)

@@ -39,6 +39,7 @@ from _common import (
     RESULTS,
     clean,
     command_line,
+    ensure_data,
     mean_sd,
     read_json,
     thread_env,
@@ -111,20 +112,6 @@ def bases_of(items: list[str]) -> dict[str, str]:
 
 def sweep_dir(work: Path, backbone: str, source: str, target: str) -> Path:
     return work / backbone / f"{source}-{target}"
-
-
-def ensure_data(data: Path, pairs: list[tuple[str, str]]) -> None:
-    """Simulate the sample dataset when it is not there (the sweeps read only the targets;
-    the source is the one the base was pre-trained on)."""
-    needed = sorted({target for _, target in pairs})
-    if all((data / s).is_dir() for s in needed):
-        return
-    if data.exists() and any(data.iterdir()):
-        raise SystemExit(f"{data} lacks scanner(s) {needed}; pass --data with all of them.")
-    cmd = [sys.executable, "-m", "napari_petite.cli", "make-sample-data", "--out", str(data),
-           "--size", "small", "--scanners", ",".join(needed), "--jobs", "2", "--overwrite"]
-    print("simulating the dataset:", " ".join(cmd), file=sys.stderr, flush=True)
-    subprocess.run(cmd, check=True)
 
 
 def run_sweep(args, backbone: str, source: str, target: str, folder: Path,
@@ -381,7 +368,7 @@ def main(argv=None) -> int:
     args.data = Path(args.data).expanduser() if args.data else DEFAULT_DATA
     failed = []
     if not args.aggregate_only:
-        ensure_data(args.data, pairs)
+        ensure_data(args.data, [target for _, target in pairs])
         for backbone, (source, target) in ((b, p) for b in backbones for p in pairs):
             code = run_sweep(args, backbone, source, target,
                              sweep_dir(work, backbone, source, target), bases.get(backbone))

@@ -52,6 +52,7 @@ from _common import (
     DEFAULT_DATA,
     RESULTS,
     command_line,
+    ensure_data,
     machine,
     read_json,
     run_json,
@@ -319,6 +320,7 @@ def part_convergence(args) -> dict:
     from napari_petite.training.engine import TrainConfig, Trainer
     from napari_petite.training.job import load_pairs, split_subjects
 
+    ensure_data(args.data, [args.target])
     t0 = time.perf_counter()
     model, card = base_for(args, "unetr")
     spec = petite_spec(model.name, model.preset)

@@ -520,3 +520,40 @@ def test_gui(make_napari_viewer, qtbot, models, tmp_path, monkeypatch, route):
             failures.append(f"{name}: {err}")
     assert not failures, "\n".join(failures)
     assert gui_reconstruct(gui, _volume(tmp_path / "afterwards"))
+
+
+# -- the memory estimate behind the 2 GB-class cases ----------------------------------------
+def test_reading_estimate_bounds_the_real_peak(tmp_path):
+    """The header-only estimate covers what reading really allocates (numpy reports its
+    allocations to tracemalloc), without overstating it wildly."""
+    import tracemalloc
+
+    from napari_petite.io.nifti import read_bytes, read_volume
+
+    for dtype, name in ((np.float32, "f.nii.gz"), (np.int16, "i.nii")):
+        path = write_nifti(tmp_path / name, (pet_like((64, 60, 48)) / 4).astype(dtype))
+        tracemalloc.start()
+        read_volume(path)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        estimate = read_bytes((64, 60, 48), np.dtype(dtype))
+        assert 0.4 * estimate < peak <= estimate, (dtype, peak, estimate)
+
+
+@pytest.mark.parametrize(("text", "size"), [("8G", 8 << 30), ("512M", 512 << 20),
+                                            ("1.5GiB", int(1.5 * (1 << 30))), ("4096", 4096)])
+def test_memory_limit_parses(text, size):
+    from napari_petite.io.memory import parse_size
+
+    assert parse_size(text) == size
+
+
+def test_bad_memory_limit_is_a_sentence(monkeypatch):
+    from napari_petite.errors import InputError
+    from napari_petite.io.memory import available_bytes
+
+    monkeypatch.setenv("PETITE_MAX_MEMORY", "lots")
+    with pytest.raises(InputError, match="write it like 8G"):
+        available_bytes()
+    monkeypatch.setenv("PETITE_MAX_MEMORY", "2G")
+    assert available_bytes() <= 2 << 30

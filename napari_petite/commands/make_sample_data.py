@@ -19,8 +19,6 @@ def _scanner_list(text: str) -> list[str]:
 
 
 def register(subparsers) -> None:
-    from napari_petite.simulate.scan import DEFAULT_DRF
-
     p = subparsers.add_parser(
         "make-sample-data",
         help="simulate a multi-scanner PET dataset (physics-based, offline)",
@@ -36,7 +34,8 @@ def register(subparsers) -> None:
                    help="comma-separated scanner ids (default: all shipped profiles)")
     p.add_argument("--subjects", type=int, default=6, metavar="N",
                    help="subjects per scanner (default 6)")
-    p.add_argument("--drf", type=float, default=DEFAULT_DRF, metavar="D",
+    # default filled in by run(): importing the simulator here would slow every `petite` call
+    p.add_argument("--drf", type=float, default=None, metavar="D",
                    help="dose-reduction factor of the low-count scan, >= 1 (default 6)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     p.add_argument("--size", default="small", metavar="small|native",
@@ -52,7 +51,10 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from napari_petite.simulate.dataset import check_output, check_request, make_dataset
     from napari_petite.simulate.profiles import available_ids
+    from napari_petite.simulate.scan import DEFAULT_DRF
 
+    if args.drf is None:
+        args.drf = DEFAULT_DRF
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, not {args.jobs}.")
     scanners = _scanner_list(args.scanners) if args.scanners is not None else available_ids()

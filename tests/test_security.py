@@ -72,10 +72,10 @@ def evil(tmp_path_factory):
     from napari_petite.peft.spec import MixPEFTSpec
     from napari_petite.training.job import load_base
 
-    tiny = save_checkpoint(build_model("unetr", "small", **smoke_overrides("unetr")),
+    tiny = save_checkpoint(build_model("cvtgan", "small", **smoke_overrides("cvtgan")),
                            root / "tiny.safetensors")
-    model, _, sha = load_base(tiny, "unetr")
-    spec = MixPEFTSpec("unetr", model.preset, "lora", "ssf", True)
+    model, _, sha = load_base(tiny, "cvtgan")
+    spec = MixPEFTSpec("cvtgan", model.preset, "vpt", "lora", True)
     apply_spec(model, spec)
     bundle = save_adapter(model, spec, root / "adapter", base_sha256=sha)
     shutil.copy(pt, bundle / "adapter.safetensors")
@@ -113,7 +113,7 @@ CLI_CASES = {
                                   "is not an adapter bundle"),
     "resume checkpoint holding a pickle": (
         lambda e: ["finetune", "--data", e["data"], "--target", "site", "--steps", "2",
-                   "--base", e["tiny"], "--encoder", "lora", "--decoder", "ssf",
+                   "--base", e["tiny"], "--encoder", "vpt", "--decoder", "lora",
                    "--resume", e["resume"]],
         "Cannot resume"),
 }
@@ -152,7 +152,7 @@ def test_in_process_loaders_refuse_pickles(evil):
     for path in (evil["pt"], evil["pth"], evil["disguised"]):
         with pytest.raises(CheckpointError):
             load_checkpoint(path)
-    model, _, _ = load_base(evil["tiny"], "unetr")
+    model, _, _ = load_base(evil["tiny"], "cvtgan")
     with pytest.raises(CheckpointError, match="cannot be read as safetensors"):
         load_adapter(model, evil["bundle"])
     assert not evil["marker"].exists()

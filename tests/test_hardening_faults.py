@@ -88,6 +88,29 @@ def test_ctrl_c_during_finetune_leaves_a_resumable_checkpoint(base, tmp_path):
     assert card["training"]["losses"][:saved["step"]] == saved["losses"]
 
 
+def test_sigterm_during_finetune_finishes_the_step_and_writes_the_bundle(base, tmp_path):
+    """Batch schedulers end jobs with SIGTERM: keep what was learnt, say it stopped early."""
+    data = _dataset(tmp_path / "data")
+    out = tmp_path / "adapter"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "napari_petite.cli", "finetune", "--data", str(data),
+         "--target", "site", "--base", str(base), "--device", "cpu", "--batch", "1",
+         "--val-every", "1", "--seed", "3", "--checkpoint-every", "1", "--steps", "100000",
+         "--out", str(out)],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    resume = out.with_name("adapter.resume") / "resume.json"
+    deadline = time.monotonic() + 240
+    while not resume.is_file() or json.loads(resume.read_text())["step"] < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, "no step done"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    card = json.loads((out / "adapter.json").read_text())
+    assert card["training"]["stopped"] is True
+    assert 2 <= card["training"]["steps_done"] < 100000
+
+
 def test_checkpoint_torn_between_its_files_resumes_its_tensors_state(base, tmp_path):
     from napari_petite.io.dataset import discover
     from napari_petite.models.checkpoint import load_checkpoint

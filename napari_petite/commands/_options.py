@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from typing import Any
@@ -116,6 +117,34 @@ def train_config(args, out_resume: str | None = None):
                        val_every=args.val_every, seed=args.seed, device=rank_device(args.device),
                        bf16=args.bf16, checkpoint_every=args.checkpoint_every,
                        checkpoint_dir=out_resume)
+
+
+@contextlib.contextmanager
+def stop_on_sigterm(trainer):
+    """SIGTERM ends the run after the current step instead of killing it.
+
+    Batch schedulers send SIGTERM when a job's time is up: the best state reached so far is
+    still evaluated and written, and the card records the real number of steps and
+    ``stopped: true``. (Ctrl-C still aborts without writing anything.) Not under
+    torch.distributed: ranks stopping at different steps would wait on each other forever.
+    """
+    import signal
+    import threading
+
+    from napari_petite.training.engine import Control, Trainer
+
+    control = Control()
+    trainer.run = lambda _control=None: Trainer.run(trainer, control)
+    from napari_petite.training import distributed as dist
+
+    if threading.current_thread() is not threading.main_thread() or dist.is_initialized():
+        yield control
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: control.stop())
+    try:
+        yield control
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_with_progress(trainer, *, quiet: bool, desc: str):

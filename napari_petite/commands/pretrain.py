@@ -10,7 +10,6 @@ held-out test subjects, and the exact command line.
 
 from __future__ import annotations
 
-import contextlib
 import shlex
 from pathlib import Path
 from typing import Any
@@ -102,31 +101,6 @@ def data_description(dataset, scanner, split) -> dict[str, Any]:
     return out
 
 
-@contextlib.contextmanager
-def stop_on_sigterm(trainer):
-    """SIGTERM ends the run after the current step instead of killing it.
-
-    Batch schedulers send SIGTERM when a job's time is up; pre-training runs for long, so the
-    best state reached so far is still evaluated and written, and the card records the real
-    number of steps and ``stopped: true``. (Ctrl-C still aborts without writing anything.)
-    """
-    import signal
-    import threading
-
-    from napari_petite.training.engine import Control, Trainer
-
-    control = Control()
-    trainer.run = lambda _control=None: Trainer.run(trainer, control)
-    if threading.current_thread() is not threading.main_thread():
-        yield control
-        return
-    previous = signal.signal(signal.SIGTERM, lambda *_: control.stop())
-    try:
-        yield control
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run(args) -> int:
     import torch
 
@@ -166,7 +140,7 @@ def run(args) -> int:
                       load_pairs(scanner, split.val, window), config, spec)
     if args.resume:
         trainer.load_checkpoint(args.resume)
-    with stop_on_sigterm(trainer):
+    with opt.stop_on_sigterm(trainer):
         result = opt.run_with_progress(trainer, quiet=args.json,
                                        desc=f"pretrain {args.backbone}-{args.preset} on "
                                        f"{args.source}")

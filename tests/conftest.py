@@ -69,3 +69,16 @@ def tiny_dataset(tmp_path) -> Path:
         for k in range(2):
             make_subject(root / scanner / f"sub-{k:02d}", seed=10 * s + k)
     return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Tests never write into the user's cache (GUI runs checkpoint into it)."""
+    import os
+
+    saved = os.environ.get("PETITE_CACHE_DIR")
+    if saved is None:
+        os.environ["PETITE_CACHE_DIR"] = str(tmp_path_factory.mktemp("petite-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("PETITE_CACHE_DIR", None)

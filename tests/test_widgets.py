@@ -164,6 +164,18 @@ def test_full_flow(make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path,
     assert tune.start_button.isEnabled() and not tune.stop_button.isEnabled()
     assert tune.curves.loss_curve.getData()[0] is not None
 
+    # the stopped run left a resumable checkpoint at its last step; Resume continues it
+    done = trained.training["steps_done"]
+    saved = json.loads((tune.run_folder / "resume.json").read_text())
+    assert saved["step"] == done and str(tune.run_folder) in tune.status.text()
+    tune.steps.setValue(done + 2)
+    tune.start(resume=tune.run_folder)
+    qtbot.waitUntil(lambda: tune.is_idle, timeout=60_000)
+    resumed = tune.session.trained
+    assert resumed is not trained and not resumed.training["stopped"]
+    assert resumed.training["steps_done"] == done + 2
+    assert resumed.training["losses"][:done] == trained.training["losses"]
+
     # save and load the adapter bundle
     bundle = tune.save_adapter(tmp_path / "adapter")
     assert (bundle / "adapter.safetensors").is_file()

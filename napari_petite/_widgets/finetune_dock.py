@@ -35,6 +35,25 @@ from napari_petite._widgets.jobs import Failure, Job, JobDock, notify_failure
 from napari_petite._widgets.state import TrainedModel, session_for, unwrap
 from napari_petite.errors import ConfigError, PetiteError
 
+#: a GUI run writes a resumable checkpoint this often (and when stopped)
+CHECKPOINT_EVERY = 25
+
+
+def new_run_folder(target: str | None) -> Path:
+    """A fresh folder for one GUI run's resumable checkpoint, in the user's cache: closing
+    napari (or a crash) mid-run must not lose the steps done so far."""
+    import time
+
+    from napari_petite._resources import cache_dir
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    folder = cache_dir() / "runs" / f"{stamp}-{target or 'target'}"
+    n = 1
+    while folder.exists():
+        n += 1
+        folder = folder.with_name(f"{stamp}-{target or 'target'}-{n}")
+    return folder
+
 
 def _format_eta(seconds: float | None) -> str:
     if seconds is None:
@@ -94,6 +113,7 @@ class FineTuneDock(JobDock, QWidget):
         self.session = session_for(napari_viewer)
         self.job: Job | None = None
         self.control = None
+        self.run_folder: Path | None = None
         self._counter = _Counter()
         self._card: dict | None = None
         self._last_event = None
@@ -199,11 +219,15 @@ class FineTuneDock(JobDock, QWidget):
         self.start_button = QPushButton("Start")
         self.pause_button = QPushButton("Pause")
         self.stop_button = QPushButton("Stop")
-        self.start_button.clicked.connect(self.start)
+        self.resume_button = QPushButton("Resume…")
+        self.resume_button.setToolTip("Continue a stopped or interrupted run from its "
+                                      "checkpoint folder (same base, methods and data)")
+        self.resume_button.clicked.connect(self._resume_dialog)
+        self.start_button.clicked.connect(lambda: self.start())
         self.pause_button.clicked.connect(self.toggle_pause)
         self.stop_button.clicked.connect(self.stop)
         run_row = QHBoxLayout()
-        for b in (self.start_button, self.pause_button, self.stop_button):
+        for b in (self.start_button, self.pause_button, self.stop_button, self.resume_button):
             run_row.addWidget(b)
         self.status = QLabel("Idle.")
         self.status.setWordWrap(True)
@@ -417,22 +441,33 @@ class FineTuneDock(JobDock, QWidget):
         merged.update(params.get(method, {}))
         return merged
 
-    def train_config(self):
+    def train_config(self, checkpoint_dir: str | Path | None = None):
         from napari_petite.training.engine import TrainConfig
 
         patch = self.patch.value()
         return TrainConfig(steps=self.steps.value(), batch_size=self.batch.value(),
                            lr=self.lr.value() or None, val_every=self.val_every.value(),
                            patch_size=(patch,) * 3 if patch else None, seed=self.seed.value(),
-                           device=self.device.currentText())
+                           device=self.device.currentText(),
+                           checkpoint_every=CHECKPOINT_EVERY if checkpoint_dir else 0,
+                           checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None)
 
     # -- run -----------------------------------------------------------------------------
-    def start(self) -> None:
-        """Start training in a worker (errors become notifications; the dock stays usable)."""
+    def _resume_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Checkpoint folder of the run to resume",
+                                                  str(new_run_folder(None).parent))
+        if folder:
+            self.start(resume=folder)
+
+    def start(self, resume: str | Path | None = None) -> None:
+        """Start training in a worker (errors become notifications; the dock stays usable).
+
+        Every run checkpoints into its own folder (``resume`` continues the run saved there,
+        and keeps checkpointing into it)."""
         if self.job is not None and self.job.running:
             return
         try:
-            body = self._training_body()
+            body = self._training_body(resume)
         except PetiteError as err:
             notify_failure(err)
             return
@@ -448,7 +483,7 @@ class FineTuneDock(JobDock, QWidget):
         self._set_running()
         self.job.start()
 
-    def _training_body(self):
+    def _training_body(self, resume: str | Path | None = None):
         """Validate the form on the GUI thread; return the worker body (no Qt inside)."""
         session = self.session
         scanner = session.target_scanner()
@@ -463,7 +498,8 @@ class FineTuneDock(JobDock, QWidget):
                               "source scanner.")
         base = Path(self.base.text()).expanduser()
         spec = self.spec()
-        config = self.train_config()
+        self.run_folder = Path(resume) if resume else new_run_folder(session.target)
+        config = self.train_config(self.run_folder)
         split = session.split
         backbone = self.backbone.currentText()
         source, target = session.source, session.target
@@ -484,6 +520,8 @@ class FineTuneDock(JobDock, QWidget):
             window = tuple(config.patch_size or model.patch_size)
             trainer = Trainer(model, load_pairs(scanner, split.train, window),
                               load_pairs(scanner, split.val, window), config, spec)
+            if resume:
+                trainer.load_checkpoint(resume)
             result = yield from trainer.run(control)
             training = {"config": config.to_dict(), "data": root, "source": source or
                         card.get("source"), "target": target, "split": split.to_dict(),
@@ -521,9 +559,11 @@ class FineTuneDock(JobDock, QWidget):
             val = f"; best validation PSNR {best['psnr']:.2f} dB at step {best['step']}" \
                 if best else ""
             how = "Stopped" if result.training.get("stopped") else "Done"
+            resumable = f" Resumable checkpoint: {self.run_folder}." \
+                if how == "Stopped" and (self.run_folder / "resume.json").is_file() else ""
             self.status.setText(f"{how} after {result.training['steps_done']} steps in "
                                 f"{result.training['seconds']:.0f} s{val}. Save the adapter or "
-                                "reconstruct in 'Reconstruct & compare'.")
+                                f"reconstruct in 'Reconstruct & compare'.{resumable}")
             from napari.utils.notifications import show_info
 
             show_info(f"napari-petite: fine-tuning {how.lower()} ({result.spec.label}).")
@@ -557,6 +597,7 @@ class FineTuneDock(JobDock, QWidget):
         self.pause_button.setEnabled(True)
         self.pause_button.setText("Pause")
         self.stop_button.setEnabled(True)
+        self.resume_button.setEnabled(False)
         self.save_button.setEnabled(False)
         self.load_button.setEnabled(False)
 
@@ -567,6 +608,7 @@ class FineTuneDock(JobDock, QWidget):
         self.pause_button.setEnabled(False)
         self.pause_button.setText("Pause")
         self.stop_button.setEnabled(False)
+        self.resume_button.setEnabled(True)
         self.save_button.setEnabled(self.session.trained is not None)
         self.load_button.setEnabled(True)
 

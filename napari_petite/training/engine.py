@@ -457,6 +457,10 @@ class Trainer:
                     self.save_checkpoint(self.config.checkpoint_dir)
                 yield Event("checkpoint", self.step, total,
                             message=str(self.config.checkpoint_dir))
+        if stopped and self.config.checkpoint_every and self.config.checkpoint_dir \
+                and self.step % self.config.checkpoint_every and \
+                (self.ddp_model is self.model or is_main()):
+            self.save_checkpoint(self.config.checkpoint_dir)  # resume exactly where it stopped
         self._sync_buffers()
         if self.config.keep_best and self.best is not None:
             self.restore_best()

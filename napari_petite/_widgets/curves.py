@@ -1,8 +1,9 @@
 """Live training curves: loss per step and validation PSNR, drawn with pyqtgraph.
 
 Points arrive as fast as the engine yields (tiny models: hundreds per second); redrawing on
-every point would make the GUI stutter, so points are buffered and the plots are redrawn by
-a QTimer at most every ``REDRAW_MS`` milliseconds, and only when something changed.
+every point would make the GUI stutter, so points are buffered and the plots are redrawn only
+when something changed, by a QTimer at most every ``redraw_ms`` milliseconds or by the owner
+(``redraw_ms=None``: the Fine-tune dock redraws them with its other display updates).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ REDRAW_MS = 200
 class TrainingCurves(QWidget):
     """Two stacked plots: training loss (log scale) and validation PSNR (dB)."""
 
-    def __init__(self, parent=None) -> None:
+    def __init__(self, parent=None, redraw_ms: int | None = REDRAW_MS) -> None:
         super().__init__(parent)
         self.loss_steps: list[int] = []
         self.loss_values: list[float] = []
@@ -45,9 +46,10 @@ class TrainingCurves(QWidget):
         layout.addWidget(self.plots)
         self.setMinimumHeight(200)
         self._timer = QTimer(self)
-        self._timer.setInterval(REDRAW_MS)
         self._timer.timeout.connect(self.redraw)
-        self._timer.start()
+        if redraw_ms is not None:
+            self._timer.setInterval(redraw_ms)
+            self._timer.start()
 
     def clear(self) -> None:
         for values in (self.loss_steps, self.loss_values, self.val_steps, self.val_psnr):

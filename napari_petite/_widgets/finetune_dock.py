@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -37,6 +38,11 @@ from napari_petite.errors import ConfigError, PetiteError
 
 #: a GUI run writes a resumable checkpoint this often (and when stopped)
 CHECKPOINT_EVERY = 25
+#: while training, the status line, the activity-dock progress and the curves change together
+#: at most this often. Each change repaints the curves (pyqtgraph axes, ~20 ms) and recomposes
+#: the window around napari's OpenGL canvas (~40 ms more at 1600x1000 with software OpenGL):
+#: done on every step (about one a second on a CPU), that was a ~60 ms stall per step.
+DISPLAY_MS = 2000
 
 
 def new_run_folder(target: str | None) -> Path:
@@ -231,7 +237,11 @@ class FineTuneDock(JobDock, QWidget):
             run_row.addWidget(b)
         self.status = QLabel("Idle.")
         self.status.setWordWrap(True)
-        self.curves = TrainingCurves()
+        self.curves = TrainingCurves(redraw_ms=None)  # redrawn by _flush_display
+        self._pending_step = None
+        self._display = QTimer(self)
+        self._display.setInterval(DISPLAY_MS)
+        self._display.timeout.connect(self._flush_display)
         self.save_button = QPushButton("Save adapter…")
         self.save_button.clicked.connect(self._save_dialog)
         self.load_button = QPushButton("Load adapter…")
@@ -476,6 +486,7 @@ class FineTuneDock(JobDock, QWidget):
         self.control = Control()
         control = self.control
         self.curves.clear()
+        self._display.start()
         self._last_event = None
         self.job = Job(lambda: body(control), desc="fine-tuning", total=self.steps.value(),
                        on_yield=self._on_event, on_done=self._finished, on_stop=control.stop)
@@ -537,11 +548,7 @@ class FineTuneDock(JobDock, QWidget):
         self._last_event = event
         if event.kind == "step":
             self.curves.add_loss(event.step, event.loss)
-            text = (f"step {event.step}/{event.total_steps} · loss {event.loss:.4g} · "
-                    f"ETA {_format_eta(event.eta_s)}")
-            self.status.setText(text)
-            if self.job is not None:
-                self.job.set_progress(event.step, f"fine-tuning · ETA {_format_eta(event.eta_s)}")
+            self._pending_step = event  # shown by _flush_display
         elif event.kind == "val" and event.val:
             self.curves.add_validation(event.step, event.val["psnr"])
         elif event.kind == "start":
@@ -551,8 +558,20 @@ class FineTuneDock(JobDock, QWidget):
         elif event.kind == "resumed":
             self.status.setText(f"Resumed at step {event.step}.")
 
-    def _finished(self, result) -> None:
+    def _flush_display(self) -> None:
+        """Show the latest step and redraw the curves in one window update."""
+        event, self._pending_step = self._pending_step, None
+        if event is not None:
+            self.status.setText(f"step {event.step}/{event.total_steps} · loss "
+                                f"{event.loss:.4g} · ETA {_format_eta(event.eta_s)}")
+            if self.job is not None:
+                self.job.set_progress(event.step,
+                                      f"fine-tuning · ETA {_format_eta(event.eta_s)}")
         self.curves.redraw()
+
+    def _finished(self, result) -> None:
+        self._display.stop()
+        self._flush_display()
         self.control = None
         if isinstance(result, TrainedModel):
             best = result.metrics.get("val_best")

@@ -59,15 +59,19 @@ def test_ctrl_c_during_finetune_leaves_a_resumable_checkpoint(base, tmp_path):
            "--target", "site", "--base", str(base), "--device", "cpu", "--batch", "1",
            "--val-every", "0", "--seed", "3", "--checkpoint-every", "1", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([*cmd, "--steps", "100000"], stderr=subprocess.PIPE, text=True,
-                            env=env)
+    # stderr to a file, not a pipe: a full pipe nobody drains would block the child's progress
+    # bar writes and make the signal's timing depend on the reader
+    log = (tmp_path / "stderr.txt").open("w")
+    proc = subprocess.Popen([*cmd, "--steps", "100000"], stderr=log, text=True, env=env)
     deadline = time.monotonic() + 240
     while not (resume / "resume.json").is_file() or \
             json.loads((resume / "resume.json").read_text())["step"] < 2:
         assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint written"
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
+    proc.wait(timeout=120)
+    log.close()
+    stderr = (tmp_path / "stderr.txt").read_text()
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert not out.exists()  # no bundle, not even a partial one, under the final name
@@ -97,14 +101,17 @@ def test_sigterm_during_finetune_finishes_the_step_and_writes_the_bundle(base, t
          "--target", "site", "--base", str(base), "--device", "cpu", "--batch", "1",
          "--val-every", "1", "--seed", "3", "--checkpoint-every", "1", "--steps", "100000",
          "--out", str(out)],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        stderr=(log := (tmp_path / "stderr.txt").open("w")), text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
     resume = out.with_name("adapter.resume") / "resume.json"
     deadline = time.monotonic() + 240
     while not resume.is_file() or json.loads(resume.read_text())["step"] < 2:
         assert proc.poll() is None and time.monotonic() < deadline, "no step done"
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=120)
+    proc.wait(timeout=120)
+    log.close()
+    stderr = (tmp_path / "stderr.txt").read_text()
     assert proc.returncode == 0, stderr
     card = json.loads((out / "adapter.json").read_text())
     assert card["training"]["stopped"] is True

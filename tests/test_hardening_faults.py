@@ -62,7 +62,10 @@ def test_ctrl_c_during_finetune_leaves_a_resumable_checkpoint(base, tmp_path):
     # stderr to a file, not a pipe: a full pipe nobody drains would block the child's progress
     # bar writes and make the signal's timing depend on the reader
     log = (tmp_path / "stderr.txt").open("w")
-    proc = subprocess.Popen([*cmd, "--steps", "100000"], stderr=log, text=True, env=env)
+    # a shell starts background jobs with SIGINT ignored, and Python then keeps it ignored:
+    # give the child the default disposition a user's terminal gives it
+    proc = subprocess.Popen([*cmd, "--steps", "100000"], stderr=log, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while not (resume / "resume.json").is_file() or \
             json.loads((resume / "resume.json").read_text())["step"] < 2:

@@ -90,7 +90,10 @@ def quality_entries(results: Path) -> list[dict]:
             detail = ""
             if stat.get("n") is not None:
                 sd = stat.get("sd")
-                detail = (f"{h.get('best_mix_label')} ({backbone}, {agg.get('steps')} steps); "
+                fits = "" if h.get("best_mix_within_budget", True) else \
+                    ", no finished Mix-PEFT fits the 1 % budget: best of any size"
+                detail = (f"{h.get('best_mix_label')} ({backbone}, {agg.get('steps')} steps"
+                          f"{fits}); "
                           f"mean over {stat['n']} of {n_req} pairs"
                           + (f", sd {sd:.3f}" if sd is not None else ""))
             reason = why or ("" if stat.get("mean") is not None

@@ -50,6 +50,27 @@ def _final_names(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
 
 
+def _signal_after_two_steps(cmd: list[str], out: Path, signum: int, tmp_path: Path):
+    """Run ``petite finetune`` (``cmd``, checkpointing every step into OUT.resume), send
+    ``signum`` once two steps are saved; return (returncode, stderr)."""
+    # stderr to a file, not a pipe: a full pipe nobody drains would block the child's progress
+    # bar writes and make the signal's timing depend on the reader. A shell starts background
+    # jobs with SIGINT ignored, and Python then keeps it ignored: give the child the default
+    # disposition a user's terminal gives it.
+    resume = out.with_name(out.name + ".resume") / "resume.json"
+    with (tmp_path / "stderr.txt").open("w") as log:
+        proc = subprocess.Popen(cmd, stderr=log, text=True,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"},
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        deadline = time.monotonic() + 240
+        while not resume.is_file() or json.loads(resume.read_text())["step"] < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint written"
+            time.sleep(0.1)
+        proc.send_signal(signum)
+        proc.wait(timeout=120)
+    return proc.returncode, (tmp_path / "stderr.txt").read_text()
+
+
 # -- CLI -----------------------------------------------------------------------------------
 def test_ctrl_c_during_finetune_leaves_a_resumable_checkpoint(base, tmp_path):
     data = _dataset(tmp_path / "data")
@@ -59,23 +80,9 @@ def test_ctrl_c_during_finetune_leaves_a_resumable_checkpoint(base, tmp_path):
            "--target", "site", "--base", str(base), "--device", "cpu", "--batch", "1",
            "--val-every", "0", "--seed", "3", "--checkpoint-every", "1", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # stderr to a file, not a pipe: a full pipe nobody drains would block the child's progress
-    # bar writes and make the signal's timing depend on the reader
-    log = (tmp_path / "stderr.txt").open("w")
-    # a shell starts background jobs with SIGINT ignored, and Python then keeps it ignored:
-    # give the child the default disposition a user's terminal gives it
-    proc = subprocess.Popen([*cmd, "--steps", "100000"], stderr=log, text=True, env=env,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 240
-    while not (resume / "resume.json").is_file() or \
-            json.loads((resume / "resume.json").read_text())["step"] < 2:
-        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint written"
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=120)
-    log.close()
-    stderr = (tmp_path / "stderr.txt").read_text()
-    assert proc.returncode == 130, stderr
+    code, stderr = _signal_after_two_steps([*cmd, "--steps", "100000"], out, signal.SIGINT,
+                                           tmp_path)
+    assert code == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert not out.exists()  # no bundle, not even a partial one, under the final name
     assert _final_names(out.parent) == ["adapter.resume"]
@@ -99,23 +106,12 @@ def test_sigterm_during_finetune_finishes_the_step_and_writes_the_bundle(base, t
     """Batch schedulers end jobs with SIGTERM: keep what was learnt, say it stopped early."""
     data = _dataset(tmp_path / "data")
     out = tmp_path / "adapter"
-    proc = subprocess.Popen(
+    code, stderr = _signal_after_two_steps(
         [sys.executable, "-m", "napari_petite.cli", "finetune", "--data", str(data),
          "--target", "site", "--base", str(base), "--device", "cpu", "--batch", "1",
          "--val-every", "1", "--seed", "3", "--checkpoint-every", "1", "--steps", "100000",
-         "--out", str(out)],
-        stderr=(log := (tmp_path / "stderr.txt").open("w")), text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"})
-    resume = out.with_name("adapter.resume") / "resume.json"
-    deadline = time.monotonic() + 240
-    while not resume.is_file() or json.loads(resume.read_text())["step"] < 2:
-        assert proc.poll() is None and time.monotonic() < deadline, "no step done"
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=120)
-    log.close()
-    stderr = (tmp_path / "stderr.txt").read_text()
-    assert proc.returncode == 0, stderr
+         "--out", str(out)], out, signal.SIGTERM, tmp_path)
+    assert code == 0, stderr
     card = json.loads((out / "adapter.json").read_text())
     assert card["training"]["stopped"] is True
     assert 2 <= card["training"]["steps_done"] < 100000

@@ -45,15 +45,20 @@ CHECKPOINT_EVERY = 25
 DISPLAY_MS = 2000
 
 
-def new_run_folder(target: str | None) -> Path:
-    """A fresh folder for one GUI run's resumable checkpoint, in the user's cache: closing
-    napari (or a crash) mid-run must not lose the steps done so far."""
-    import time
-
+def runs_dir() -> Path:
+    """Where GUI runs keep their resumable checkpoints (the user's cache)."""
     from napari_petite._resources import cache_dir
 
+    return cache_dir() / "runs"
+
+
+def new_run_folder(target: str | None) -> Path:
+    """A fresh folder for one GUI run's resumable checkpoint: closing napari (or a crash)
+    mid-run must not lose the steps done so far."""
+    import time
+
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    folder = cache_dir() / "runs" / f"{stamp}-{target or 'target'}"
+    folder = runs_dir() / f"{stamp}-{target or 'target'}"
     n = 1
     while folder.exists():
         n += 1
@@ -465,7 +470,7 @@ class FineTuneDock(JobDock, QWidget):
     # -- run -----------------------------------------------------------------------------
     def _resume_dialog(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Checkpoint folder of the run to resume",
-                                                  str(new_run_folder(None).parent))
+                                                  str(runs_dir()))
         if folder:
             self.start(resume=folder)
 

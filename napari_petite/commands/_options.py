@@ -131,12 +131,11 @@ def stop_on_sigterm(trainer):
     import signal
     import threading
 
+    from napari_petite.training import distributed as dist
     from napari_petite.training.engine import Control, Trainer
 
     control = Control()
     trainer.run = lambda _control=None: Trainer.run(trainer, control)
-    from napari_petite.training import distributed as dist
-
     if threading.current_thread() is not threading.main_thread() or dist.is_initialized():
         yield control
         return

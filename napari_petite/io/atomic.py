@@ -55,7 +55,7 @@ def check_destination(
     if not existing.is_dir():
         raise OutputError(f"Cannot write into {parent}: {existing} is a file, not a folder. "
                           "Choose another output location.")
-    if not os.access(existing, os.W_OK | os.X_OK) or not _can_create_in(existing):
+    if not _can_create_in(existing):
         raise OutputError(f"The folder {existing} is not writable; choose another output "
                           "location.")
     return dest

@@ -345,6 +345,11 @@ class Trainer:
                 current[name].copy_(value)
 
     # -- resume checkpoints ----------------------------------------------------------------
+    @property
+    def _writes_checkpoints(self) -> bool:
+        """One writer per run: the single process, or rank 0 under DDP."""
+        return self.ddp_model is self.model or is_main()
+
     def save_checkpoint(self, folder: str | Path) -> Path:
         """Trainable tensors + optimizer + scheduler + RNG states, atomically, as safetensors."""
         import torch
@@ -453,13 +458,12 @@ class Trainer:
                 yield Event("val", self.step, total, val=val, elapsed_s=elapsed)
             if (self.config.checkpoint_every and self.config.checkpoint_dir
                     and self.step % self.config.checkpoint_every == 0):
-                if self.ddp_model is self.model or is_main():  # one writer per run
+                if self._writes_checkpoints:
                     self.save_checkpoint(self.config.checkpoint_dir)
                 yield Event("checkpoint", self.step, total,
                             message=str(self.config.checkpoint_dir))
         if stopped and self.config.checkpoint_every and self.config.checkpoint_dir \
-                and self.step % self.config.checkpoint_every and \
-                (self.ddp_model is self.model or is_main()):
+                and self.step % self.config.checkpoint_every and self._writes_checkpoints:
             self.save_checkpoint(self.config.checkpoint_dir)  # resume exactly where it stopped
         self._sync_buffers()
         if self.config.keep_best and self.best is not None:

@@ -81,7 +81,7 @@ def shipped_base(backbone: str) -> Path:
 
 def load_base(base: str | Path | None, backbone: str | None = None, device: str = "cpu"):
     """Load a base checkpoint (or the shipped one for ``backbone``): (model, card, sha256)."""
-    from napari_petite.models.checkpoint import file_sha256, load_checkpoint, read_card
+    from napari_petite.models.checkpoint import load_checkpoint, read_card
 
     if base is None:
         # no base and no backbone: the shipped UNETR (the paper's best Full-FT/PETITE backbone)
@@ -91,7 +91,7 @@ def load_base(base: str | Path | None, backbone: str | None = None, device: str 
         raise CheckpointError(f"{base} holds a {held} model, not {backbone}; choose a "
                               f"{backbone} base or drop --backbone.")
     model, card = load_checkpoint(base, device=device)
-    return model, card, file_sha256(base)
+    return model, card, card["sha256"]  # load_checkpoint has just checked it against the file
 
 
 def adapted_model(base: str | Path | None, spec, *, seed: int = 0, backbone: str | None = None):

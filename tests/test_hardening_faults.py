@@ -224,6 +224,7 @@ def test_gui_faults_leave_nothing_partial_and_docks_usable(make_napari_viewer, q
     qtbot.waitUntil(lambda: comp.is_idle, timeout=60_000)
     from napari_petite.io.nifti import read_volume
 
+    assert comp.status.text().startswith("Stopped") and comp.batch_button.isEnabled()
     written = _final_names(out / "site")
     assert 1 <= len(written) < 3 and "metrics.json" not in written
     for name in written:

@@ -257,14 +257,21 @@ class CompareDock(JobDock, QWidget):
                 return np.asarray(layer.data), label_names(meta)
         return None, None
 
+    def _live(self) -> bool:
+        """A job runs and was not asked to stop: a progress report queued before Stop must
+        not overwrite the "Stopping…"/"Stopped" status."""
+        return self.job is not None and self.job.running and not self.job.stop_requested.is_set()
+
     def _progress(self, value) -> None:
-        if isinstance(value, tuple) and self.job is not None:
+        if not self._live():
+            return
+        if isinstance(value, tuple):
             done, total = value
             pbar = getattr(self.job.worker, "pbar", None)
             if pbar is not None and pbar.total != total:
                 pbar.total = total
-            self.job.set_progress(done)
             self.status.setText(f"Reconstructing: window batch {done}/{total}…")
+            self.job.set_progress(done)
         elif value == "metrics":
             self.status.setText("Computing metrics…")
 
@@ -496,7 +503,10 @@ class CompareDock(JobDock, QWidget):
             return len(rows), folder / scanner.id
 
         def done(result):
-            if isinstance(result, tuple):
+            if result is None:
+                self.status.setText("Stopped; the volumes exported so far are kept, without "
+                                    "a metrics.json.")
+            elif isinstance(result, tuple):
                 from napari.utils.notifications import show_info
 
                 self.status.setText(f"Exported {result[0]} test subject(s) to {result[1]}.")
@@ -509,9 +519,9 @@ class CompareDock(JobDock, QWidget):
         self._start(job)
 
     def _batch_progress(self, value) -> None:
-        if self.job is not None:
-            self.job.set_progress(value[0])
+        if self._live():
             self.status.setText(f"Exported {value[0]}/{value[1]} test subjects…")
+            self.job.set_progress(value[0])
 
     # -- jobs ----------------------------------------------------------------------------------
     def _start(self, job: Job) -> None:
@@ -519,8 +529,9 @@ class CompareDock(JobDock, QWidget):
                       failed=lambda f: f"Failed: {f.message}")
 
     def stop(self) -> None:
-        if self.job is not None and self.job.running:
+        if self._live():
             self.job.stop()
+            self.status.setText("Stopping…")
 
     def _set_busy(self, busy: bool) -> None:
         for b in (self.run_button, self.export_button, self.report_button, self.batch_button):

@@ -124,6 +124,9 @@ class Job:
         self.worker.yielded.emit(value)
 
     def set_progress(self, n: int, desc: str | None = None) -> None:
+        """Move napari's activity bar to ``n``. Call it last in a slot: napari's bar runs
+        ``processEvents`` while it repaints, so the job's end may be handled inside this call
+        and anything the slot sets afterwards would overwrite the final status."""
         pbar = getattr(self.worker, "pbar", None)
         if pbar is None:
             return

@@ -1,16 +1,16 @@
 """Train-step time and peak memory of each PEFT method relative to full fine-tuning.
 
-Per backbone (``small`` preset, its 64³ patch, batch 2) and method, one child process builds
-the model, applies the spec (the method on every part it fits, BitFit off; plus the paper's
-PETITE Mix-PEFT with BitFit), runs warm-up steps and then timed AdamW steps. A child per
+Per backbone (``--preset``, default ``small``; its 64³ patch, batch 2) and method, one child
+process builds the model, applies the spec (the method on every part it fits, BitFit off; plus
+the paper's PETITE Mix-PEFT with BitFit), runs warm-up steps and then timed AdamW steps. A child per
 configuration makes the peak resident memory (``ru_maxrss``) comparable; the step-time figure
 is the minimum over the timed steps (the machine is shared, the minimum is the least noisy).
 All configurations run in one invocation and are printed as ratios to ``full``.
 
     python benchmarks/bench_peft.py [--backbone unetr] [--steps 3] [--threads 2] \
-        [--override 'patch_size=[32,64,64]'] [--json]
+        [--preset paper] [--override 'patch_size=[32,64,64]'] [--json]
 
-``--override KEY=JSON`` changes the ``small`` preset as ``petite pretrain --override`` does (the
+``--override KEY=JSON`` changes the preset as ``petite pretrain --override`` does (the
 shipped UNETR base is ``patch_size=[32,64,64]``, ``mlp_dim=384``); ``--json`` prints the rows.
 """
 
@@ -26,7 +26,7 @@ METHODS = ("full", "none", "layernorm", "bitfit", "lora", "adapter", "ssf", "vpt
 
 
 def child(backbone: str, method: str, steps: int, threads: int, batch: int,
-          overrides: dict | None = None) -> dict:
+          overrides: dict | None = None, preset: str = "small") -> dict:
     """Runs inside the child process: measure one configuration."""
     import resource
     import time
@@ -39,13 +39,13 @@ def child(backbone: str, method: str, steps: int, threads: int, batch: int,
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = build_model(backbone, "small", **(overrides or {}))
+    model = build_model(backbone, preset, **(overrides or {}))
     if method == "petite":
-        spec = petite_spec(backbone, "small")
+        spec = petite_spec(backbone, preset)
     else:
         parts = [method if why_not(model, p, method) is None else "none"
                  for p in ("encoder", "decoder")]
-        spec = MixPEFTSpec(backbone, "small", parts[0], parts[1], False)
+        spec = MixPEFTSpec(backbone, preset, parts[0], parts[1], False)
     report = apply_spec(model, spec)
     train_mode(model)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -89,6 +89,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--preset", default="small", choices=("small", "paper"))
     parser.add_argument("--override", action="append", default=[], metavar="KEY=JSON",
                         help="change a preset value, e.g. 'patch_size=[32,64,64]' (repeatable)")
     parser.add_argument("--json", action="store_true")
@@ -101,7 +102,8 @@ def main() -> int:
             parser.error(f"--override {item!r} must look like KEY=JSON")
         overrides[key] = json.loads(value)
     if args.child:
-        print(json.dumps(child(*args.child, args.steps, args.threads, args.batch, overrides)))
+        print(json.dumps(child(*args.child, args.steps, args.threads, args.batch, overrides,
+                               args.preset)))
         return 0
     methods = ["full", *[m for m in args.methods if m != "full"]]
     rows = []
@@ -109,7 +111,7 @@ def main() -> int:
         for method in methods:
             cmd = [sys.executable, __file__, "--child", backbone, method, "--steps",
                    str(args.steps), "--threads", str(args.threads), "--batch", str(args.batch),
-                   *[f"--override={item}" for item in args.override]]
+                   "--preset", args.preset, *[f"--override={item}" for item in args.override]]
             done = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if done.returncode:
                 print(f"{backbone} {method}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
@@ -121,7 +123,7 @@ def main() -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"train step, small preset, batch {args.batch}, {args.threads} threads, "
+    print(f"train step, {args.preset} preset, batch {args.batch}, {args.threads} threads, "
           f"min of {args.steps} steps; ratios are to full fine-tuning of the same backbone")
     print(f"{'backbone':<8} {'method':<10} {'trainable %':>11} {'step s':>7} {'x full':>7} "
           f"{'peak MB':>8} {'x full':>7} {'step MB':>8} {'x full':>7}")

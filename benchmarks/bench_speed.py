@@ -1,6 +1,6 @@
 """Speed and memory of the tool on this machine, as ratios measured in one run.
 
-Five parts (``--parts``, default all), each added to ``speed.json`` (parts not run this time
+Six parts (``--parts``, default all), each added to ``speed.json`` (parts not run this time
 keep their earlier numbers, each with its own date):
 
 ``peft``
@@ -9,6 +9,9 @@ keep their earlier numbers, each with its own date):
     (UNETR-small 32×64×64, CVT-GAN-small): minimum step time over ``--repeats`` steps, and the
     memory a train step adds above the loaded model (activations, gradients, optimizer state;
     the closest CPU figure to the paper's GPU memory) as well as the whole process's peak.
+``peft_paper``
+    The same for UNETR at the paper's size (``paper`` preset: ViT-B, 64³ patch, batch 2): full
+    fine-tuning, the frozen network and PETITE only (a few minutes per configuration on a CPU).
 ``merge``
     Inference time of one window with the PEFT modules (LoRA, SSF, IA³; the paper's PETITE
     spec and IA³ on both parts) unmerged, merged into the weights
@@ -60,7 +63,7 @@ from _common import (
     write_json,
 )
 
-PARTS = ("peft", "merge", "inference", "flops", "convergence")
+PARTS = ("peft", "peft_paper", "merge", "inference", "flops", "convergence")
 HERE = Path(__file__).resolve().parent
 
 
@@ -134,35 +137,52 @@ def best_time(fn, repeats: int, warmup: int = 1) -> float:
 
 # -- (a) PEFT vs Full-FT step time and memory --------------------------------------------
 
+def peft_ratios(args, backbone: str, preset: str, overrides: dict,
+                methods: list[str] | None) -> dict:
+    """bench_peft.py rows for one network, each with its ratios to full fine-tuning."""
+    cmd = [sys.executable, str(HERE / "bench_peft.py"), "--json", "--backbone", backbone,
+           "--preset", preset, "--steps", str(args.repeats), "--threads", str(args.threads)]
+    if methods:
+        cmd += ["--methods", *methods]
+    cmd += [f"--override={k}={json.dumps(v)}" for k, v in overrides.items()]
+    rows = run_json(cmd, env=thread_env(args.threads))
+    full = next((r for r in rows if r["method"] == "full"), None)
+    for r in rows:
+        for key in ("step_s", "peak_mb", "step_peak_mb"):
+            r[f"{key}_vs_full"] = (r[key] / full[key] if full and full[key] else None)
+    petite = next((r for r in rows if r["method"] == "petite"), None)
+    result = {"preset": preset, "config": overrides, "rows": rows,
+              "petite_vs_full": None if not (petite and full) else {
+                  "label": petite["label"], "percent": petite["percent"],
+                  "step_time_ratio": petite["step_s_vs_full"],
+                  "step_memory_ratio": petite["step_peak_mb_vs_full"],
+                  "process_peak_memory_ratio": petite["peak_mb_vs_full"]}}
+    print(f"  {preset} {backbone}: {result['petite_vs_full']}", file=sys.stderr, flush=True)
+    return result
+
+
+MEMORY_DEFINITION = ("step_memory_ratio: resident memory a train step adds above the process "
+                     "with the model loaded (ru_maxrss growth); process_peak_memory_ratio: "
+                     "whole-process peak")
+
+
 def part_peft(args) -> dict:
     """bench_peft.py per backbone, on the base checkpoint's own network configuration."""
-    out: dict[str, Any] = {"backbones": {}}
+    out: dict[str, Any] = {"backbones": {}, "memory_definition": MEMORY_DEFINITION}
+    methods = args.methods.split(",") if args.methods else None
     for backbone in args.backbone_list:
         _, card = base_for(args, backbone)
-        cmd = [sys.executable, str(HERE / "bench_peft.py"), "--json", "--backbone", backbone,
-               "--steps", str(args.repeats), "--threads", str(args.threads)]
-        if args.methods:
-            cmd += ["--methods", *args.methods.split(",")]
-        cmd += [f"--override={k}={json.dumps(v)}" for k, v in card["config"].items()]
-        rows = run_json(cmd, env=thread_env(args.threads))
-        full = next((r for r in rows if r["method"] == "full"), None)
-        for r in rows:
-            for key in ("step_s", "peak_mb", "step_peak_mb"):
-                r[f"{key}_vs_full"] = (r[key] / full[key] if full and full[key] else None)
-        petite = next((r for r in rows if r["method"] == "petite"), None)
-        out["backbones"][backbone] = {
-            "config": card["config"], "rows": rows,
-            "petite_vs_full": None if not (petite and full) else {
-                "label": petite["label"], "percent": petite["percent"],
-                "step_time_ratio": petite["step_s_vs_full"],
-                "step_memory_ratio": petite["step_peak_mb_vs_full"],
-                "process_peak_memory_ratio": petite["peak_mb_vs_full"]}}
-        print(f"  peft {backbone}: {out['backbones'][backbone]['petite_vs_full']}",
-              file=sys.stderr, flush=True)
-    out["memory_definition"] = ("step_memory_ratio: resident memory a train step adds above "
-                                "the process with the model loaded (ru_maxrss growth); "
-                                "process_peak_memory_ratio: whole-process peak")
+        out["backbones"][backbone] = peft_ratios(args, backbone, "small", card["config"],
+                                                 methods)
     return out
+
+
+def part_peft_paper(args) -> dict:
+    """UNETR at the paper's size (ViT-B, 64³): where the paper's time and memory claim lives;
+    the small CPU network is dominated by its full-resolution decoder instead."""
+    return {"backbones": {"unetr": peft_ratios(args, "unetr", "paper", {},
+                                               ["full", "none", "petite"])},
+            "memory_definition": MEMORY_DEFINITION}
 
 
 # -- (b) merged vs unmerged inference ----------------------------------------------------
@@ -377,8 +397,9 @@ def main(argv=None) -> int:
     doc = read_json(path) or {}
     doc.setdefault("parts", {})
     doc.update({"machine": machine(), "threads": args.threads, "repeats": args.repeats})
-    runners = {"peft": part_peft, "merge": part_merge, "inference": part_inference,
-               "flops": part_flops, "convergence": part_convergence}
+    runners = {"peft": part_peft, "peft_paper": part_peft_paper, "merge": part_merge,
+               "inference": part_inference, "flops": part_flops,
+               "convergence": part_convergence}
     failed = []
     for part in parts:
         print(f"== {part}", file=sys.stderr, flush=True)

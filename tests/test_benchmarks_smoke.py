@@ -44,7 +44,10 @@ def runs(tmp_path_factory):
     quality = _script("bench_quality.py", "--backbones", "unetr", "--pairs", "site-a:site-b",
                       "--only", "no-ft,bitfit", "--steps", "1", "--val-every", "1",
                       "--batch", "1", *common)
-    speed = _script("bench_speed.py", "--backbones", "unetr", "--repeats", "1",
+    # every part but peft_paper (a ViT-B train step: minutes and gigabytes on a CPU; it shares
+    # peft_ratios with the peft part)
+    speed = _script("bench_speed.py", "--parts", "peft,merge,inference,flops,convergence",
+                    "--backbones", "unetr", "--repeats", "1",
                     "--merge-repeats", "1", "--methods", "petite", "--scanners", "vereos",
                     "--sizes", "small", "--matmul-n", "128", "--target", "site-b", "--steps", "2",
                     "--val-every", "1", *common)
@@ -151,6 +154,8 @@ def test_summary_names_goals_and_missing_inputs(runs):
     assert entries["gui_stall_p99_ms"]["value"] is None
     assert "gui_stall.json" in entries["gui_stall_p99_ms"]["reason"]
     assert entries["mix_minus_full_psnr_db"]["value"] is None
+    paper = entries["peft_full_step_time_ratio_paper"]
+    assert paper["value"] is None and "--parts peft_paper" in paper["reason"]
     speed = json.loads((out / "speed.json").read_text())["parts"]
     ratio = speed["peft"]["backbones"]["unetr"]["petite_vs_full"]["step_time_ratio"]
     step = entries["peft_full_step_time_ratio"]

@@ -268,8 +268,11 @@ def test_closing_viewer_during_training_is_clean(make_napari_viewer, qtbot, gui_
     tune.toggle_pause()
     qtbot.waitUntil(lambda: tune.status.text().startswith("Paused"), timeout=30_000)
     n_paused = len(tune.curves.loss_values)
-    qtbot.wait(300)
+    from napari_petite._widgets.finetune_dock import DISPLAY_MS
+
+    qtbot.wait(DISPLAY_MS + 300)  # one display refresh: it must not hide "Paused"
     assert len(tune.curves.loss_values) == n_paused  # no steps while paused
+    assert tune.status.text().startswith("Paused")
     tune.toggle_pause()
     qtbot.waitUntil(lambda: len(tune.curves.loss_values) > n_paused, timeout=30_000)
     viewer.close()

@@ -567,8 +567,11 @@ class FineTuneDock(JobDock, QWidget):
         """Show the latest step and redraw the curves in one window update."""
         event, self._pending_step = self._pending_step, None
         if event is not None:
-            self.status.setText(f"step {event.step}/{event.total_steps} · loss "
-                                f"{event.loss:.4g} · ETA {_format_eta(event.eta_s)}")
+            control = self.control
+            if control is None or not (control.stopped or control.paused):
+                # a step shown late must not hide "Stopping…" / "Pausing…"
+                self.status.setText(f"step {event.step}/{event.total_steps} · loss "
+                                    f"{event.loss:.4g} · ETA {_format_eta(event.eta_s)}")
             if self.job is not None:
                 self.job.set_progress(event.step,
                                       f"fine-tuning · ETA {_format_eta(event.eta_s)}")

@@ -114,6 +114,30 @@ def test_validation_and_best_state_restored():
     assert events[-1].kind == "done" and events[-1].val["psnr"] == max(v["psnr"] for v in vals)
 
 
+def test_resume_keeps_the_best_validated_state(tmp_path):
+    """A run stopped and resumed must end on the best state of *all* its validations, not
+    only of those after the resume (the result reports the best over the whole history)."""
+    val_pairs = pairs(1, seed=9)
+    first = trainer(steps=6, val=val_pairs, lr=1e-3, checkpoint_every=3,
+                    checkpoint_dir=str(tmp_path / "ck"))
+    first.config.val_every = 1
+    control = Control()
+    for event in first.run(control):
+        if event.kind == "checkpoint":
+            control.stop()
+    assert first.best is not None
+    resumed = trainer(steps=6, val=val_pairs, lr=1e-3, model=tiny())
+    resumed.config.val_every = 1
+    resumed.load_checkpoint(tmp_path / "ck")
+    assert resumed.best is not None and resumed.best[0] == first.best[0]
+    assert resumed.best[1].keys() == first.best[1].keys()
+    for name, value in first.best[1].items():
+        assert torch.equal(resumed.best[1][name], value)
+    events = list(resumed.run())
+    assert resumed.best[0] == max(v["psnr"] for v in resumed.val_history)
+    assert events[-1].val["psnr"] == resumed.best[0]
+
+
 def test_nothing_to_train_is_a_clear_error():
     with pytest.raises(ConfigError, match="Nothing to train"):
         trainer(model=tiny(("none", "none"), bitfit=False))

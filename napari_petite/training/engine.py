@@ -351,7 +351,8 @@ class Trainer:
         return self.ddp_model is self.model or is_main()
 
     def save_checkpoint(self, folder: str | Path) -> Path:
-        """Trainable tensors + optimizer + scheduler + RNG states, atomically, as safetensors."""
+        """Trainable tensors + optimizer + scheduler + RNG states + the best validated state,
+        atomically, as safetensors."""
         import torch
         from safetensors.torch import save_file
 
@@ -368,8 +369,12 @@ class Trainer:
                 if torch.is_tensor(value):
                     tensors[f"optim/{idx}/{key}"] = value.detach().cpu().contiguous()
         tensors["rng/torch"] = torch.get_rng_state()
+        if self.best is not None:  # the best validated state must outlive the process too
+            tensors.update({f"best/{k}": v.detach().cpu().contiguous()
+                            for k, v in self.best[1].items()})
         meta = {
             "step": self.step, "losses": self.losses, "val_history": self.val_history,
+            "best_psnr": None if self.best is None else self.best[0],
             "scheduler": self.scheduler.state_dict(),
             "numpy_rng": self.rng.bit_generator.state,
             "optim_groups": [{k: v for k, v in g.items() if k != "params"}
@@ -427,6 +432,9 @@ class Trainer:
         self.step = int(meta["step"])
         self.losses = list(meta["losses"])
         self.val_history = list(meta["val_history"])
+        best = {k[len("best/"):]: v for k, v in tensors.items() if k.startswith("best/")}
+        if meta.get("best_psnr") is not None and set(best) == names:
+            self.best = (float(meta["best_psnr"]), best)
 
     # -- the loop --------------------------------------------------------------------------
     def run(self, control: Control | None = None) -> Iterator[Event]:

@@ -269,6 +269,32 @@ def speed_tables(doc: dict | None) -> list[str]:
     return lines
 
 
+def other_budgets(results: Path) -> list[str]:
+    """Short tables of extra bench_quality runs kept in subfolders (``--out results/NAME``),
+    e.g. a longer step budget on a subset of rows: do the gaps close with more steps?"""
+    lines: list[str] = []
+    for path in sorted(results.glob("*/quality_*.json")):
+        agg = read_json(path) or {}
+        rows = [m for m in agg.get("methods", []) if m.get("n_pairs")]
+        if not rows:
+            continue
+        lines += ["", f"### {agg.get('backbone')}, {agg.get('steps')} steps per row "
+                  f"(`{path.parent.name}/`)", "",
+                  f"Pairs: {', '.join(agg.get('pairs_with_rows', []))}; `{agg.get('command')}`",
+                  "", "| method | n | PSNR dB | Δ vs No-FT | Δ vs Full-FT | % params | train s |",
+                  "|---|---|---|---|---|---|---|"]
+        for m in rows:
+            st = m["stats"]
+            lines.append(f"| {m['label']} | {m['n_pairs']} | {_f(st['psnr']['mean'], '.2f')} | "
+                         f"{_f(st['gain_db']['mean'], '+.2f')} | "
+                         f"{_f(st['vs_full_db']['mean'], '+.2f')} | "
+                         f"{_f(st['percent']['mean'], '.3f')} | "
+                         f"{_f(st['train_s']['mean'], '.0f')} |")
+    if lines:
+        lines = ["", "## Other step budgets", *lines]
+    return lines
+
+
 def readme(results: Path, entries: list[dict]) -> str:
     speed = read_json(results / "speed.json")
     gui = read_json(results / "gui_stall.json")
@@ -290,6 +316,7 @@ def readme(results: Path, entries: list[dict]) -> str:
             lines += ["", f"### {backbone}: not run yet ({QUALITY_CMD} --backbones {backbone})"]
     if (results / "psnr_vs_params.png").is_file():
         lines += ["", "![PSNR gain over No-FT vs % trainable parameters](psnr_vs_params.png)"]
+    lines += other_budgets(results)
     lines += ["", "## Speed and memory"] + (speed_tables(speed) if speed else
                                             ["", f"Not run yet ({SPEED_CMD})."])
     lines += ["", "## GUI responsiveness", ""]

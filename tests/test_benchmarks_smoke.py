@@ -166,3 +166,19 @@ def test_summary_names_goals_and_missing_inputs(runs):
     readme = (out / "README.md").read_text()
     assert "## Goals vs measured" in readme and "psnr_vs_params.png" in readme
     assert "`minutes_to_within_0p3db`" in readme
+
+
+def test_summary_lists_runs_kept_in_subfolders(runs, tmp_path):
+    """An extra bench_quality run (e.g. another step budget) in a results subfolder gets its
+    own short table; folders without finished rows add nothing."""
+    spec = importlib.util.spec_from_file_location("summary", BENCH / "summary.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.other_budgets(tmp_path) == []
+    (tmp_path / "longer").mkdir()
+    doc = json.loads((runs["out"] / "quality_unetr.json").read_text())
+    (tmp_path / "longer" / "quality_unetr.json").write_text(json.dumps(doc))
+    text = "\n".join(module.other_budgets(tmp_path))
+    assert "## Other step budgets" in text and "(`longer/`)" in text
+    assert "| BitFit | 1 |" in text and "| Full-FT |" not in text  # Full-FT has no row
+    assert doc["command"] in text

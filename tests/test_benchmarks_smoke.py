@@ -58,10 +58,13 @@ def runs(tmp_path_factory):
     for name, proc in procs.items():
         stdout, stderr = proc.communicate(timeout=600)
         done[name] = (proc.returncode, stdout, stderr)
-    summary = subprocess.run(_script("summary.py", "--results", str(out)), capture_output=True,
-                             text=True, timeout=120)
+    front = root / "FRONT.md"  # stands in for the project README (never touched by tests)
+    front.write_text("# Project\n\n<!-- benchmarks:start -->\nold\n<!-- benchmarks:end -->\n"
+                     "\nkept\n")
+    summary = subprocess.run(_script("summary.py", "--results", str(out), "--readme",
+                                     str(front)), capture_output=True, text=True, timeout=120)
     done["summary"] = (summary.returncode, summary.stdout, summary.stderr)
-    return {"out": out, "data": data, "base": base, "done": done}
+    return {"out": out, "data": data, "base": base, "done": done, "front": front}
 
 
 def _ok(runs, name):
@@ -165,6 +168,12 @@ def test_summary_names_goals_and_missing_inputs(runs):
         speed["merge"]["backbones"]["unetr"][0]["merged_over_base"])
     readme = (out / "README.md").read_text()
     assert "## Goals vs measured" in readme and "psnr_vs_params.png" in readme
+    front = runs["front"].read_text()  # the marked block regenerated, the rest kept
+    assert front.startswith("# Project\n\n<!-- benchmarks:start -->") and "\nold\n" not in front
+    assert front.endswith("<!-- benchmarks:end -->\n\nkept\n")
+    assert "`merged_inference_overhead_ratio`" in front
+    assert "| unetr | No-FT | 1/1 |" in front and "| unetr | BitFit" not in front
+    assert "results/README.md" in front
     assert "`minutes_to_within_0p3db`" in readme
 
 

@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     DEFAULT_DATA,
     RESULTS,
+    ROOT,
     clean,
     ensure_data,
     mean_sd,
@@ -96,14 +97,20 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def run_command(args, backbone: str, base: str | None) -> str:
     """The command that makes (or resumes) these rows: the invocation without the flags that
-    only change how it runs (threads, ranks, --aggregate-only), so a reader can rerun it."""
+    only change how it runs (threads, ranks, --keep-going, --aggregate-only), so a reader can
+    rerun it."""
     cmd = ["python", "benchmarks/bench_quality.py", "--backbones", backbone,
            "--steps", str(args.steps), "--val-every", str(args.val_every),
            "--batch", str(args.batch), "--seed", str(args.seed)]
     if args.pairs != ",".join(PAIRS):
         cmd += ["--pairs", args.pairs]
+    if args.only:
+        cmd += ["--only", args.only]
     if args.data != DEFAULT_DATA:
         cmd += ["--data", str(args.data)]
+    out = Path(args.out).expanduser().resolve()
+    if out != RESULTS.resolve():
+        cmd += ["--out", os.path.relpath(out, ROOT) if out.is_relative_to(ROOT) else str(out)]
     if base:
         cmd += ["--base", f"{backbone}={base}"]
     return shlex.join(cmd)

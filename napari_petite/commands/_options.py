@@ -120,8 +120,9 @@ def train_config(args, out_resume: str | None = None):
 
 
 @contextlib.contextmanager
-def stop_on_sigterm(trainer):
-    """SIGTERM ends the run after the current step instead of killing it.
+def stop_on_sigterm():
+    """A :class:`Control` that SIGTERM stops: the run ends after the current step instead of
+    being killed (pass it to :func:`run_with_progress`).
 
     Batch schedulers send SIGTERM when a job's time is up: the best state reached so far is
     still evaluated and written, and the card records the real number of steps and
@@ -132,10 +133,9 @@ def stop_on_sigterm(trainer):
     import threading
 
     from napari_petite.training import distributed as dist
-    from napari_petite.training.engine import Control, Trainer
+    from napari_petite.training.engine import Control
 
     control = Control()
-    trainer.run = lambda _control=None: Trainer.run(trainer, control)
     if threading.current_thread() is not threading.main_thread() or dist.is_initialized():
         yield control
         return
@@ -146,15 +146,16 @@ def stop_on_sigterm(trainer):
         signal.signal(signal.SIGTERM, previous)
 
 
-def run_with_progress(trainer, *, quiet: bool, desc: str):
-    """Drive the engine with a tqdm bar on stderr; return the TrainResult."""
+def run_with_progress(trainer, *, quiet: bool, desc: str, control=None):
+    """Drive the engine (stopped through ``control``, if given) with a tqdm bar on stderr;
+    return the TrainResult."""
     from tqdm import tqdm
 
     from napari_petite.training.engine import Control
 
     bar = tqdm(total=trainer.config.steps, initial=trainer.step, desc=desc, unit="step",
                disable=quiet, file=sys.stderr, dynamic_ncols=True)
-    gen = trainer.run(Control())
+    gen = trainer.run(control or Control())
     try:
         while True:
             event = next(gen)

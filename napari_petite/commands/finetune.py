@@ -67,8 +67,9 @@ def _run(args) -> int:
                       load_pairs(scanner, split.val, window), config, spec)
     if args.resume:
         trainer.load_checkpoint(args.resume)
-    with opt.stop_on_sigterm(trainer):
-        result = opt.run_with_progress(trainer, quiet=args.json or not dist.is_main(),
+    with opt.stop_on_sigterm() as control:
+        result = opt.run_with_progress(trainer, control=control,
+                                       quiet=args.json or not dist.is_main(),
                                        desc=f"{spec.label} on {args.target}")
     training = {
         "config": config.to_dict(), "data": str(dataset.root), "source": args.source or

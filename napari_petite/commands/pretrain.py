@@ -140,8 +140,8 @@ def run(args) -> int:
                       load_pairs(scanner, split.val, window), config, spec)
     if args.resume:
         trainer.load_checkpoint(args.resume)
-    with opt.stop_on_sigterm(trainer):
-        result = opt.run_with_progress(trainer, quiet=args.json,
+    with opt.stop_on_sigterm() as control:
+        result = opt.run_with_progress(trainer, control=control, quiet=args.json,
                                        desc=f"pretrain {args.backbone}-{args.preset} on "
                                        f"{args.source}")
 

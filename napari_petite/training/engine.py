@@ -346,6 +346,12 @@ class Trainer:
 
     # -- resume checkpoints ----------------------------------------------------------------
     @property
+    def _checkpoint_due(self) -> bool:
+        """This step is one of the periodic checkpoints."""
+        every = self.config.checkpoint_every
+        return bool(every and self.config.checkpoint_dir and self.step % every == 0)
+
+    @property
     def _writes_checkpoints(self) -> bool:
         """One writer per run: the single process, or rank 0 under DDP."""
         return self.ddp_model is self.model or is_main()
@@ -464,14 +470,13 @@ class Trainer:
                     self.step % self.config.val_every == 0 or self.step == total):
                 val = self.validate()
                 yield Event("val", self.step, total, val=val, elapsed_s=elapsed)
-            if (self.config.checkpoint_every and self.config.checkpoint_dir
-                    and self.step % self.config.checkpoint_every == 0):
+            if self._checkpoint_due:
                 if self._writes_checkpoints:
                     self.save_checkpoint(self.config.checkpoint_dir)
                 yield Event("checkpoint", self.step, total,
                             message=str(self.config.checkpoint_dir))
-        if stopped and self.config.checkpoint_every and self.config.checkpoint_dir \
-                and self.step % self.config.checkpoint_every and self._writes_checkpoints:
+        if (stopped and self.config.checkpoint_every and self.config.checkpoint_dir
+                and not self._checkpoint_due and self._writes_checkpoints):
             self.save_checkpoint(self.config.checkpoint_dir)  # resume exactly where it stopped
         self._sync_buffers()
         if self.config.keep_best and self.best is not None:

@@ -64,6 +64,7 @@ GREY_MATTER = "grey matter"
 #: the issue's budget for the headline Mix-PEFT ("within 0.05 dB of Full-FT at <= 1 % params")
 MIX_BUDGET_PERCENT = 1.0
 
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -95,7 +95,8 @@ def quality_entries(results: Path) -> list[dict]:
             if stat.get("n") is not None:
                 sd = stat.get("sd")
                 fits = "" if h.get("best_mix_within_budget", True) else \
-                    ", no finished Mix-PEFT fits the 1 % budget: best of any size"
+                    (f", no finished Mix-PEFT fits the {h.get('budget_percent'):g} % budget: "
+                     "best of any size")
                 detail = (f"{h.get('best_mix_label')} ({backbone}, {agg.get('steps')} steps"
                           f"{fits}); "
                           f"mean over {stat['n']} of {n_req} pairs"
@@ -273,6 +274,13 @@ def speed_tables(doc: dict | None) -> list[str]:
     return lines
 
 
+def _quality_cells(method: dict) -> str:
+    """Mean PSNR, gain over No-FT, gap to Full-FT and % params of one aggregated method."""
+    st = method["stats"]
+    return (f"{_f(st['psnr']['mean'], '.2f')} | {_f(st['gain_db']['mean'], '+.2f')} | "
+            f"{_f(st['vs_full_db']['mean'], '+.2f')} | {_f(st['percent']['mean'], '.3f')}")
+
+
 def other_budgets(results: Path) -> list[str]:
     """Short tables of extra bench_quality runs kept in subfolders (``--out results/NAME``),
     e.g. a longer step budget on a subset of rows: do the gaps close with more steps?"""
@@ -288,12 +296,8 @@ def other_budgets(results: Path) -> list[str]:
                   "", "| method | n | PSNR dB | Δ vs No-FT | Δ vs Full-FT | % params | train s |",
                   "|---|---|---|---|---|---|---|"]
         for m in rows:
-            st = m["stats"]
-            lines.append(f"| {m['label']} | {m['n_pairs']} | {_f(st['psnr']['mean'], '.2f')} | "
-                         f"{_f(st['gain_db']['mean'], '+.2f')} | "
-                         f"{_f(st['vs_full_db']['mean'], '+.2f')} | "
-                         f"{_f(st['percent']['mean'], '.3f')} | "
-                         f"{_f(st['train_s']['mean'], '.0f')} |")
+            lines.append(f"| {m['label']} | {m['n_pairs']} | {_quality_cells(m)} | "
+                         f"{_f(m['stats']['train_s']['mean'], '.0f')} |")
     if lines:
         lines = ["", "## Other step budgets", *lines]
     return lines
@@ -365,13 +369,9 @@ def headline_rows(results: Path) -> list[str]:
                 continue
             petite = "PETITE" in m["label"]
             if m["key"] in HEADLINE_KEYS or petite or m["key"] == best:
-                st = m["stats"]
                 name = f"**{m['label']}** (best Mix-PEFT)" if m["key"] == best else m["label"]
                 lines.append(f"| {backbone} | {name} | {m['n_pairs']}/"
-                             f"{agg.get('n_pairs_requested')} | {_f(st['psnr']['mean'], '.2f')}"
-                             f" | {_f(st['gain_db']['mean'], '+.2f')} | "
-                             f"{_f(st['vs_full_db']['mean'], '+.2f')} | "
-                             f"{_f(st['percent']['mean'], '.3f')} |")
+                             f"{agg.get('n_pairs_requested')} | {_quality_cells(m)} |")
     return lines
 
 

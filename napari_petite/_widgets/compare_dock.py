@@ -260,7 +260,7 @@ class CompareDock(JobDock, QWidget):
     def _live(self) -> bool:
         """A job runs and was not asked to stop: a progress report queued before Stop must
         not overwrite the "Stopping…"/"Stopped" status."""
-        return self.job is not None and self.job.running and not self.job.stop_requested.is_set()
+        return not self.is_idle and not self.job.stop_requested.is_set()
 
     def _progress(self, value) -> None:
         if not self._live():

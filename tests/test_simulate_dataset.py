@@ -38,17 +38,19 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cli_dataset(tmp_path_factory, cache):
-    """One vereos subject made through the real command line (with --json)."""
+    """One vereos subject made through the real command line (with --json), its protocol's
+    DRF (4) overridden by --drf 8."""
     out = tmp_path_factory.mktemp("cli") / "ds"
     proc = _petite("make-sample-data", "--out", str(out), "--scanners", "vereos",
-                   "--subjects", "1", "--seed", "5", "--drf", "4", "--json", cache=cache)
+                   "--subjects", "1", "--seed", "5", "--drf", "8", "--json", cache=cache)
     assert proc.returncode == 0, proc.stderr
     return out, json.loads(proc.stdout)
 
 
 def test_layout_is_a_valid_dataset(cli_dataset):
     out, summary = cli_dataset
-    assert summary["scanners"] == ["vereos"] and summary["drf"] == 4.0
+    assert summary["scanners"] == ["vereos"] and summary["drf"] == {"vereos": 8.0}
+    assert summary["drf_source"] == "--drf override"
     ds = discover(out)
     assert list(ds.scanners) == ["vereos"]
     scanner = ds.scanners["vereos"]
@@ -67,9 +69,11 @@ def test_layout_is_a_valid_dataset(cli_dataset):
     meta = json.loads((subject.path / "meta.json").read_text())
     for key in ("suv_factor", "drf", "seed", "scanner", "counts_full", "counts_low", "labels"):
         assert key in meta
-    assert meta["drf"] == 4.0 and meta["seed"] == 5 and meta["scanner"] == "vereos"
+    assert meta["drf"] == 8.0 and meta["seed"] == 5 and meta["scanner"] == "vereos"
+    assert meta["protocol"]["drf_source"] == "override"
+    assert scanner.profile["simulation"]["drf"] == 8.0
     ratio = meta["counts_low"]["prompts"] / meta["counts_full"]["prompts"]
-    assert abs(ratio - 0.25) < 0.005
+    assert abs(ratio - 0.125) < 0.004
     # SUV of grey matter in the FDG range (REFERENCE.md: 6-10)
     gm = np.asarray(labels.dataobj).transpose(2, 1, 0) == 1
     assert 4.0 < truth.data[gm].mean() * meta["suv_factor"] < 11.0
@@ -78,12 +82,43 @@ def test_layout_is_a_valid_dataset(cli_dataset):
 
 def test_same_seed_gives_identical_files(cli_dataset, tmp_path):
     out, _ = cli_dataset
-    again = make_dataset(tmp_path / "again", scanners=["vereos"], subjects=1, seed=5, drf=4)
+    again = make_dataset(tmp_path / "again", scanners=["vereos"], subjects=1, seed=5, drf=8)
     files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(again["out"]) for p in Path(again["out"]).rglob("*")
                            if p.is_file())
     for rel in files:
         assert (out / rel).read_bytes() == (Path(again["out"]) / rel).read_bytes(), rel
+
+
+def test_each_site_scans_with_its_own_protocol(tmp_path, cache):
+    """Without --drf every site keeps its profile's protocol: its DRF thins the counts, its
+    injected activity sets the dose; the source site's subjects do not depend on the others'."""
+    from napari_petite.simulate.profiles import load_profile
+    from napari_petite.simulate.scan import simulate_subject
+
+    summary = make_dataset(tmp_path / "ds", scanners=["mct", "uexplorer"], subjects=1, seed=2)
+    assert summary["drf_source"] == "site protocols"
+    ds = discover(tmp_path / "ds")
+    metas = {}
+    for sid in ("mct", "uexplorer"):
+        profile = load_profile(sid)
+        meta = ds.scanners[sid].subjects[0].meta
+        metas[sid] = meta
+        assert summary["drf"][sid] == meta["drf"] == profile.drf
+        assert ds.scanners[sid].profile["simulation"]["drf"] == profile.drf
+        ratio = meta["counts_low"]["prompts"] / meta["counts_full"]["prompts"]
+        assert abs(ratio * profile.drf - 1) < 0.05, (sid, ratio)
+        assert 0.85 <= meta["injected_mbq"] / profile.injected_mbq <= 1.15
+        assert meta["protocol"]["short_scan_min"] == profile.short_scan_min
+    assert load_profile("mct").drf == 6.0  # the paper's 5 of 30 minutes at the source
+    assert load_profile("uexplorer").drf > 3 * load_profile("mct").drf
+    # a site's dose changes its activity level, not its people: same SUV phantom
+    assert metas["uexplorer"]["injected_mbq"] < metas["mct"]["injected_mbq"]
+    # a DRF override is the same exam thinned differently: identical full-count scan
+    a = simulate_subject(load_profile("mct"), seed=2, index=0)
+    b = simulate_subject(load_profile("mct"), seed=2, index=0, drf=20)
+    np.testing.assert_array_equal(a.full, b.full)
+    assert a.low.std() < b.low.std()
 
 
 def test_other_seed_and_other_subject_differ(cache):

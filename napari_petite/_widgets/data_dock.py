@@ -65,9 +65,12 @@ def profile_summary(profile: dict, scanner) -> str:
 
 
 def sample_dataset_dir() -> Path:
+    """The cached sample dataset, keyed like the sample subjects so that a new simulator or
+    changed profiles simulate it afresh instead of showing stale data."""
     from napari_petite._resources import cache_dir
+    from napari_petite.simulate.napari_sample import cache_key
 
-    return cache_dir() / "sample-dataset"
+    return cache_dir() / f"sample-dataset-{cache_key(SAMPLE_SCANNERS)}"
 
 
 class ScannerDataDock(JobDock, QWidget):

@@ -44,6 +44,17 @@ def _say(text: str, quiet: bool) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
+def _stale(data: Path) -> bool:
+    """The demo's simulated data were made by another simulator version (or are unreadable)."""
+    from napari_petite.simulate.scan import SIMULATOR_VERSION
+
+    try:
+        made = json.loads((data / "dataset.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True
+    return made.get("simulator_version") != SIMULATOR_VERSION
+
+
 def run_demo(out: str | Path = "demo-output", *, backbone: str = "unetr", steps: int = 60,
              seed: int = 0, device: str = "auto", as_json: bool = False) -> int:
     """Run the headless demo into ``out``; returns the exit code."""
@@ -66,9 +77,10 @@ def run_demo(out: str | Path = "demo-output", *, backbone: str = "unetr", steps:
     out = Path(out).expanduser()
     data = out / "data"
     started = time.perf_counter()
-    if not (data / DEMO_TARGET).is_dir():
+    if not (data / DEMO_TARGET).is_dir() or _stale(data):
         _say(f"simulating {DEMO_SOURCE} and {DEMO_TARGET} scans (4 subjects each) ...", as_json)
-        make_dataset(data, scanners=[DEMO_SOURCE, DEMO_TARGET], subjects=4, seed=seed)
+        make_dataset(data, scanners=[DEMO_SOURCE, DEMO_TARGET], subjects=4, seed=seed,
+                     overwrite=True)
     scanner = discover(data).scanner(DEMO_TARGET)
     split = split_subjects([s.id for s in scanner.subjects], n_val=1, n_test=1)
     test = scanner.subject(split.test[0])

@@ -34,9 +34,10 @@ def register(subparsers) -> None:
                    help="comma-separated scanner ids (default: all shipped profiles)")
     p.add_argument("--subjects", type=int, default=6, metavar="N",
                    help="subjects per scanner (default 6)")
-    # default filled in by run(): importing the simulator here would slow every `petite` call
     p.add_argument("--drf", type=float, default=None, metavar="D",
-                   help="dose-reduction factor of the low-count scan, >= 1 (default 6)")
+                   help="dose-reduction factor of the low-count scan for every site, >= 1 "
+                   "(default: each site's own protocol, from its scanner profile; the source "
+                   "site mct keeps 5 of 30 min = 6)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     p.add_argument("--size", default="small", metavar="small|native",
                    help="small (default, reduced grids, fast) or native (the profile's grid)")
@@ -51,10 +52,6 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from napari_petite.simulate.dataset import check_output, check_request, make_dataset
     from napari_petite.simulate.profiles import available_ids
-    from napari_petite.simulate.scan import DEFAULT_DRF
-
-    if args.drf is None:
-        args.drf = DEFAULT_DRF
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, not {args.jobs}.")
     scanners = _scanner_list(args.scanners) if args.scanners is not None else available_ids()
@@ -79,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"Wrote {total} subjects ({', '.join(ids)}; DRF {args.drf:g}, seed {args.seed}, "
-              f"{args.size}) to {summary['out']} in {summary['seconds']:.0f} s.")
+        drfs = ", ".join(f"{sid} {d:g}" for sid, d in summary["drf"].items())
+        print(f"Wrote {total} subjects (DRF {drfs}; seed {args.seed}, {args.size}) to "
+              f"{summary['out']} in {summary['seconds']:.0f} s.")
     return 0

@@ -17,6 +17,9 @@ import numpy as np
 from scipy import ndimage as ndi
 
 #: region label values written to ``labels.nii.gz`` (also stored in meta.json)
+#: injected FDG activity of the reference protocol (MBq; the source site, ~5 mCi)
+REFERENCE_INJECTED_MBQ = 200.0
+
 LABELS: dict[int, str] = {
     0: "background",
     1: "grey matter",
@@ -198,8 +201,13 @@ def _rotation(angles_rad) -> np.ndarray:
 
 
 def make_phantom(rng: np.random.Generator, *, lesions: int | None = None,
-                 hypometabolism: bool | None = None) -> Phantom:
-    """Draw one FDG brain subject (see the module docstring for what varies)."""
+                 hypometabolism: bool | None = None,
+                 injected_mbq: float = REFERENCE_INJECTED_MBQ) -> Phantom:
+    """Draw one FDG brain subject (see the module docstring for what varies).
+
+    ``injected_mbq`` is the site's protocol activity; each subject's dose varies +-15 % around
+    it (the same draw at every site, so a protocol changes the level, not the people).
+    """
     tpl = load_templates()
     coords = _mni_coords(tpl)
     _, y, z = coords
@@ -318,7 +326,9 @@ def make_phantom(rng: np.random.Generator, *, lesions: int | None = None,
     mni_from_scanner[:3, 3] = centre_mni - inverse @ shift
     scanner_to_template = np.linalg.inv(tpl.affine) @ mni_from_scanner
     # --- units ---------------------------------------------------------------------------
-    dose_mbq = float(rng.uniform(170.0, 230.0))  # ~5 mCi brain FDG dose
+    # ~5 mCi brain FDG dose at the reference protocol; scaled after the draw so that the
+    # reference site's subjects stay bit-identical whatever other sites inject
+    dose_mbq = float(rng.uniform(170.0, 230.0)) * (injected_mbq / REFERENCE_INJECTED_MBQ)
     weight_kg = float(rng.uniform(55.0, 95.0))
     bq_per_ml_per_suv = dose_mbq * 1e6 / (weight_kg * 1000.0)
     params = {

@@ -26,7 +26,6 @@ from napari_petite.errors import ConfigError, OutputError
 from napari_petite.simulate.anatomy import LABELS
 from napari_petite.simulate.profiles import ScannerProfile, available_ids, load_profile
 from napari_petite.simulate.scan import (
-    DEFAULT_DRF,
     NOISE_CALIBRATION,
     SIMULATOR_VERSION,
     ScannerSimulator,
@@ -41,7 +40,8 @@ def subject_id(scanner_id: str, index: int) -> str:
     return f"sub-{scanner_id}{index + 1:02d}"
 
 
-def check_request(scanners: Sequence[str], subjects: int, drf: float, size: str) -> list[str]:
+def check_request(scanners: Sequence[str], subjects: int, drf: float | None,
+                  size: str) -> list[str]:
     """Validate the options before any work; return the scanner ids (deduplicated, in order)."""
     ids = available_ids()
     chosen = list(dict.fromkeys(s.strip() for s in scanners if s.strip()))
@@ -53,9 +53,9 @@ def check_request(scanners: Sequence[str], subjects: int, drf: float, size: str)
                           f"{', '.join(ids)}.")
     if not isinstance(subjects, int) or subjects < 1:
         raise ConfigError(f"--subjects must be a whole number >= 1, not {subjects!r}.")
-    if not math.isfinite(drf) or drf < 1:
+    if drf is not None and (not math.isfinite(drf) or drf < 1):
         raise ConfigError(f"--drf must be a number >= 1 (1 = full count, 6 = 5 of 30 min), "
-                          f"not {drf!r}.")
+                          f"not {drf!r}; leave it out to use each site's own protocol.")
     if size not in SIZES:
         raise ConfigError(f"--size must be one of {', '.join(SIZES)}, not {size!r}.")
     return chosen
@@ -116,8 +116,9 @@ def write_subject(folder: Path, scan: SimulatedScan, extra_meta: dict | None = N
     _write_json(folder / "meta.json", meta)
 
 
-def scanner_document(profile: ScannerProfile, size: str) -> dict:
-    """``scanner.json``: the cited profile plus the grid and sampling this dataset used."""
+def scanner_document(profile: ScannerProfile, size: str, drf: float | None = None) -> dict:
+    """``scanner.json``: the cited profile plus the grid, sampling and dose-reduction factor
+    this dataset used (``drf`` given: an override of the site's protocol)."""
     sim = ScannerSimulator(profile, size)
     doc = profile.to_json()
     doc["simulation"] = {
@@ -129,6 +130,8 @@ def scanner_document(profile: ScannerProfile, size: str) -> dict:
         "tof_bins": sim.rec_geo.n_tof,
         "simulation_oversampling": sim.oversample,
         "noise_calibration": NOISE_CALIBRATION,
+        "drf": profile.drf if drf is None else float(drf),
+        "drf_source": "site protocol" if drf is None else "override",
         "units": "Bq/mL",
         "generator": f"napari-petite {__version__}",
         "simulator_version": SIMULATOR_VERSION,
@@ -156,7 +159,7 @@ def make_dataset(
     *,
     scanners: Sequence[str] | None = None,
     subjects: int = 6,
-    drf: float = DEFAULT_DRF,
+    drf: float | None = None,
     seed: int = 0,
     size: str = "small",
     overwrite: bool = False,
@@ -165,8 +168,9 @@ def make_dataset(
 ) -> dict:
     """Simulate ``subjects`` per scanner and write the dataset at ``out`` (all or nothing).
 
-    Returns a summary (paths, settings, per-subject seconds and counts). ``progress`` is
-    called after each finished subject with its summary.
+    ``drf`` overrides every site's protocol dose-reduction factor (``None``: each site's
+    own, from its profile). Returns a summary (paths, settings, per-subject seconds and
+    counts). ``progress`` is called after each finished subject with its summary.
     """
     ids = check_request(list(scanners) if scanners else available_ids(), subjects, drf, size)
     out = check_output(out, overwrite)
@@ -183,8 +187,9 @@ def make_dataset(
     try:
         for sid in ids:
             (tmp / sid).mkdir()
-            _write_json(tmp / sid / "scanner.json", scanner_document(load_profile(sid), size))
-        tasks = [(str(tmp), sid, i, int(seed), size, float(drf))
+            _write_json(tmp / sid / "scanner.json",
+                        scanner_document(load_profile(sid), size, drf))
+        tasks = [(str(tmp), sid, i, int(seed), size, None if drf is None else float(drf))
                  for sid in ids for i in range(subjects)]
         done: list[dict] = []
         if jobs == 1:
@@ -198,8 +203,11 @@ def make_dataset(
                     done.append(fut.result())
                     if progress:
                         progress(done[-1])
-        settings = {"scanners": ids, "subjects": subjects, "drf": float(drf),
+        drfs = {sid: float(drf) if drf is not None else load_profile(sid).drf for sid in ids}
+        settings = {"scanners": ids, "subjects": subjects, "drf": drfs,
+                    "drf_source": "site protocols" if drf is None else "--drf override",
                     "seed": int(seed), "size": size, "units": "Bq/mL",
+                    "simulator_version": SIMULATOR_VERSION,
                     "generator": f"napari-petite {__version__}",
                     "anatomy": "MNI ICBM152 2009a (Fonov et al. 2009, 2011)"}
         _write_json(tmp / "dataset.json", settings)

@@ -20,16 +20,23 @@ _LAYERS = (("low", "low-count"), ("full", "full-count"), ("truth", "truth"))
 SAMPLE_SEED = 0
 
 
-def sample_folder(scanner_id: str) -> Path:
-    """Cache folder of one scanner's sample subject (keyed by the profile's content)."""
-    from napari_petite._resources import cache_dir
+def cache_key(scanner_ids) -> str:
+    """Short hash of the profiles' content, the package and the simulator version: a cached
+    simulation is reused only while all three are what made it."""
     from napari_petite.simulate.profiles import profiles_dir
     from napari_petite.simulate.scan import SIMULATOR_VERSION
 
-    text = (profiles_dir() / f"{scanner_id}.json").read_bytes()
-    stamp = f"{__version__}/{SIMULATOR_VERSION}".encode()
-    key = hashlib.sha1(text + stamp).hexdigest()[:10]
-    return cache_dir() / "samples" / f"{scanner_id}-{key}"
+    digest = hashlib.sha1(f"{__version__}/{SIMULATOR_VERSION}".encode())
+    for sid in scanner_ids:
+        digest.update((profiles_dir() / f"{sid}.json").read_bytes())
+    return digest.hexdigest()[:10]
+
+
+def sample_folder(scanner_id: str) -> Path:
+    """Cache folder of one scanner's sample subject (keyed by :func:`cache_key`)."""
+    from napari_petite._resources import cache_dir
+
+    return cache_dir() / "samples" / f"{scanner_id}-{cache_key([scanner_id])}"
 
 
 def ensure_sample(scanner_id: str) -> Path:

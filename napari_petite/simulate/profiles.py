@@ -1,8 +1,11 @@
 """Scanner profiles: the cited figures that make five simulated sites differ like real ones.
 
 Each profile is a JSON file in ``sample_data/scanners/<id>.json``. Every number is stored as
-``{"value": ..., "source": "..."}`` so that its origin (a NEMA paper, REFERENCE.md or an
-explicit protocol choice) travels with it; loading refuses a number without a source.
+``{"value": ..., "source": "..."}`` so that its origin (a NEMA paper, a published protocol or
+an explicit protocol choice; ``docs/simulation.md`` lists them) travels with it; loading
+refuses a number without a source. Besides the scanner's physics a profile holds the site's
+acquisition protocol (injected activity, full- and short-scan minutes), which sets its
+dose-reduction factor.
 """
 
 from __future__ import annotations
@@ -30,10 +33,15 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "matrix": int,
     "slices": int,
     "voxel_mm": list,
+    "injected_activity_mbq": (int, float),
+    "full_scan_min": (int, float),
+    "short_scan_min": (int, float),
 }
 
-#: ~1e8 trues for a 10-minute mCT FDG brain scan (REFERENCE.md section 3)
+#: ~1e8 trues for a 10-minute mCT FDG brain scan (docs/simulation.md)
 REFERENCE_TRUES = 1.0e8
+#: length of the reference protocol's full-count scan (the source site: 0-30 min)
+REFERENCE_FULL_MIN = 30.0
 #: speed of light in mm/ps, halved: TOF timing FWHM (ps) -> position FWHM (mm)
 MM_PER_PS = 0.299792458 / 2.0
 
@@ -52,7 +60,13 @@ class Grid:
 
 @dataclass(frozen=True)
 class ScannerProfile:
-    """One scanner's physics, reconstruction protocol and output grid (see the JSON files)."""
+    """One scanner's physics, the site's acquisition and reconstruction protocol, and its
+    output grid (see the JSON files).
+
+    The acquisition protocol is what makes sites differ most in practice: how much activity
+    is injected, how long the full scan lasts, and which early part of it the site keeps as
+    its low-count (short) scan; the dose-reduction factor is their ratio.
+    """
 
     id: str
     name: str
@@ -69,7 +83,15 @@ class ScannerProfile:
     psf_modelling: bool
     postfilter_mm: tuple[float, float]  # transaxial, axial
     native_grid: Grid
+    injected_mbq: float
+    full_scan_min: float
+    short_scan_min: float
     raw: dict
+
+    @property
+    def drf(self) -> float:
+        """The site's dose-reduction factor: full-scan over short-scan duration."""
+        return self.full_scan_min / self.short_scan_min
 
     @property
     def tof(self) -> bool:
@@ -81,8 +103,9 @@ class ScannerProfile:
 
     @property
     def full_trues(self) -> float:
-        """Expected trues of a full-dose brain scan on the native grid."""
-        return REFERENCE_TRUES * self.relative_counts
+        """Expected trues of the site's full scan at the reference injected activity: the
+        scanner's count level x the scan length relative to the reference protocol's."""
+        return REFERENCE_TRUES * self.relative_counts * self.full_scan_min / REFERENCE_FULL_MIN
 
     def grid(self, size: str = "small") -> Grid:
         """The output grid: ``native`` (the profile's) or ``small`` (same FOV, >= 64 x 64 x 32).
@@ -166,6 +189,11 @@ def load_profile_file(path: str | Path) -> ScannerProfile:
         raise ConfigError(f"{path.name}: scatter and randoms fractions must lie in [0, 1).")
     if vals["recon_iterations"] < 1 or vals["recon_subsets"] < 1:
         raise ConfigError(f"{path.name}: iterations and subsets must be at least 1.")
+    if vals["injected_activity_mbq"] <= 0 or vals["short_scan_min"] <= 0:
+        raise ConfigError(f"{path.name}: injected activity and scan durations must be positive.")
+    if vals["short_scan_min"] > vals["full_scan_min"]:
+        raise ConfigError(f"{path.name}: the short scan ({vals['short_scan_min']} min) cannot be "
+                          f"longer than the full scan ({vals['full_scan_min']} min).")
     if vals["matrix"] < 16 or vals["slices"] < 4:
         raise ConfigError(f"{path.name}: the grid must be at least 16 x 16 x 4.")
     dz, dy, dx = (float(v) for v in vals["voxel_mm"])
@@ -191,6 +219,9 @@ def load_profile_file(path: str | Path) -> ScannerProfile:
         postfilter_mm=tuple(float(v) for v in vals["postfilter_fwhm_mm"]),  # type: ignore
         native_grid=Grid((int(vals["slices"]), int(vals["matrix"]), int(vals["matrix"])),
                          (dz, dy, dx)),
+        injected_mbq=float(vals["injected_activity_mbq"]),
+        full_scan_min=float(vals["full_scan_min"]),
+        short_scan_min=float(vals["short_scan_min"]),
         raw=doc,
     )
 

@@ -28,24 +28,22 @@ from napari_petite.simulate.acquisition import (
     thin,
     to_columns,
 )
-from napari_petite.simulate.anatomy import Phantom, make_phantom
+from napari_petite.simulate.anatomy import REFERENCE_INJECTED_MBQ, Phantom, make_phantom
 from napari_petite.simulate.osem import osem
 from napari_petite.simulate.profiles import Grid, ScannerProfile
 from napari_petite.simulate.projector import Projector, cached_projector, make_geometry, views_for
 
 #: bumped whenever simulated images change for the same seed (keys cached samples)
-SIMULATOR_VERSION = "1"
+SIMULATOR_VERSION = "2"  # 2: per-site acquisition protocols (dose, scan lengths, DRF)
 #: largest in-plane matrix of the simulation grid (native grids above 128 are not oversampled)
 MAX_SIM_MATRIX = 256
-#: reference injected activity for the profile's count level (MBq; ~5 mCi FDG brain dose)
-REFERENCE_DOSE_MBQ = 200.0
 #: effective-count calibration of the 2D-slice model: scales the profile's trues so that a
 #: full-dose exam has a clinical deep-WM CoV (~10-13 % at the small size, REFERENCE.md
 #: section 3); a 3D scanner's oblique data and 3D reconstruction are not modelled, so raw
 #: trues do not map one-to-one onto image noise. The same scan has the same counts at every
 #: output size (measured: at equal counts small and native grids give similar WM CoV).
 NOISE_CALIBRATION = 0.3
-#: default dose-reduction factor: 5 of 30 minutes
+#: the reference (source-site) protocol's dose-reduction factor: 5 of 30 minutes
 DEFAULT_DRF = 6.0
 
 
@@ -123,7 +121,7 @@ class ScannerSimulator:
 
     def trues_for(self, dose_mbq: float) -> float:
         """Expected full-count trues: the profile's level x dose x calibration."""
-        return self.profile.full_trues * dose_mbq / REFERENCE_DOSE_MBQ * NOISE_CALIBRATION
+        return self.profile.full_trues * dose_mbq / REFERENCE_INJECTED_MBQ * NOISE_CALIBRATION
 
     def expected(self, activity_sim: np.ndarray, mu_sim: np.ndarray, trues: float) -> Expected:
         """Noise-free prompts of volumes on :attr:`sim_grid` and their model on :attr:`grid`."""
@@ -170,9 +168,12 @@ class ScannerSimulator:
         return activity, mu, labels
 
     def simulate(self, phantom: Phantom, rng: np.random.Generator,
-                 drf: float = DEFAULT_DRF) -> SimulatedScan:
-        """Scan ``phantom`` at full count and thinned by ``drf``; reconstruct both."""
+                 drf: float | None = None) -> SimulatedScan:
+        """Scan ``phantom`` at full count and thinned by ``drf`` (default: the site's
+        protocol); reconstruct both."""
         t0 = time.perf_counter()
+        p = self.profile
+        drf = p.drf if drf is None else float(drf)
         activity, mu, labels = self.sample_phantom(phantom)
         exp = self.expected(activity, mu, self.trues_for(phantom.dose_mbq))
         full_counts = poisson(exp.prompts, rng)
@@ -183,6 +184,10 @@ class ScannerSimulator:
             "scanner": self.profile.id,
             "size": self.size,
             "drf": float(drf),
+            "protocol": {"injected_activity_mbq": p.injected_mbq,
+                         "full_scan_min": p.full_scan_min,
+                         "short_scan_min": round(p.full_scan_min / drf, 4),
+                         "drf_source": "site protocol" if drf == p.drf else "override"},
             "units": "Bq/mL",
             "suv_factor": phantom.suv_factor,
             "suv_factor_note": "SUV = value x suv_factor (body weight g / injected Bq)",
@@ -215,10 +220,13 @@ def subject_rngs(seed: int, scanner_id: str, index: int) -> tuple[np.random.Gene
 
 
 def simulate_subject(profile: ScannerProfile, *, seed: int, index: int,
-                     size: str = "small", drf: float = DEFAULT_DRF) -> SimulatedScan:
-    """Subject ``index`` of ``profile`` for ``seed``: deterministic, independent of the others."""
+                     size: str = "small", drf: float | None = None) -> SimulatedScan:
+    """Subject ``index`` of ``profile`` for ``seed``: deterministic, independent of the others.
+
+    ``drf`` overrides the site protocol's dose-reduction factor (``None`` keeps it).
+    """
     rng_phantom, rng_noise = subject_rngs(seed, profile.id, index)
-    phantom = make_phantom(rng_phantom)
+    phantom = make_phantom(rng_phantom, injected_mbq=profile.injected_mbq)
     scan = ScannerSimulator(profile, size).simulate(phantom, rng_noise, drf)
     scan.meta.update({"seed": int(seed), "subject_index": int(index)})
     return scan

@@ -104,6 +104,57 @@ def test_resume_from_checkpoint_continues_the_trace(tmp_path):
     np.testing.assert_allclose(rest, straight[3:], rtol=1e-5)
 
 
+def tiny_gan(spec_methods=("full", "full"), seed=0):
+    torch.manual_seed(seed)
+    model = build_model("cvtgan", "small", **smoke_overrides("cvtgan"))
+    apply_spec(model, MixPEFTSpec("cvtgan", "small", *spec_methods, bitfit=False))
+    return model
+
+
+def gan_trainer(steps=6, seed=0, model=None, **kw):
+    cfg = TrainConfig(steps=steps, batch_size=2, seed=seed, device="cpu", val_every=0,
+                      patch_size=WINDOW, **kw)
+    return Trainer(model or tiny_gan(seed=seed), pairs(), [], cfg)
+
+
+@pytest.mark.parametrize("warmup", [0, 2])
+def test_gan_resume_reproduces_the_straight_trace(tmp_path, warmup):
+    """Full/full CVT-GAN trains its discriminator with its own optimizer: a resumed run must
+    restore that optimizer's moments too (it diverged at step 5 when they were lost)."""
+    straight_tr = gan_trainer(steps=6, seed=2, gan_warmup_steps=warmup)
+    assert straight_tr.d_optimizer is not None
+    straight = losses_of(list(straight_tr.run()))
+    first = gan_trainer(steps=6, seed=2, gan_warmup_steps=warmup, checkpoint_every=3,
+                        checkpoint_dir=str(tmp_path / "ck"))
+    control = Control()
+    for event in first.run(control):
+        if event.kind == "checkpoint":
+            control.stop()
+    resumed = gan_trainer(steps=6, seed=2, gan_warmup_steps=warmup, model=tiny_gan(seed=2))
+    resumed.load_checkpoint(tmp_path / "ck")
+    assert resumed.step == 3 and resumed.d_optimizer.state  # moments restored
+    rest = losses_of(list(resumed.run()))
+    np.testing.assert_allclose(rest, straight[3:], rtol=1e-6)
+
+
+def test_gan_warmup_trains_the_pixel_loss_alone_first():
+    """During the warm-up the generator sees MSE only and the discriminator does not move;
+    after it the pix2pix loss (adversarial + 100 L1, far larger) and the discriminator join."""
+    tr = gan_trainer(steps=4, seed=0, gan_warmup_steps=2)
+    d_before = {k: v.clone() for k, v in tr.model.discriminator.state_dict().items()}
+    gen = tr.run()
+    losses = []
+    for event in gen:
+        if event.kind == "step":
+            losses.append(event.loss)
+            if len(losses) == 2:
+                for k, v in tr.model.discriminator.state_dict().items():
+                    assert torch.equal(v, d_before[k]), k
+    assert max(losses[:2]) < 0.2 < min(losses[2:])
+    assert any(not torch.equal(v, d_before[k])
+               for k, v in tr.model.discriminator.state_dict().items())
+
+
 def test_validation_and_best_state_restored():
     val_pairs = pairs(1, seed=9)
     tr = trainer(steps=4, val=val_pairs, lr=1e-3)

@@ -66,6 +66,10 @@ def add_training(parser, *, steps: int = 200) -> None:
     group.add_argument("--lr", type=float, default=None,
                        help="learning rate for every tensor (default: per-method paper values)")
     group.add_argument("--val-every", type=int, default=50, metavar="N")
+    group.add_argument("--gan-warmup", type=int, default=0, metavar="N",
+                       help="CVT-GAN: train the first N steps with the pixel loss (MSE) alone "
+                       "before the adversarial term and the discriminator join (needed from "
+                       "scratch; default 0)")
     group.add_argument("--seed", type=int, default=0, metavar="S")
     group.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, mps")
     group.add_argument("--bf16", action="store_true", help="bfloat16 autocast (opt-in)")
@@ -114,7 +118,8 @@ def train_config(args, out_resume: str | None = None):
     if args.steps < 1:
         raise ConfigError("--steps must be at least 1.")
     return TrainConfig(steps=args.steps, batch_size=args.batch, lr=args.lr,
-                       val_every=args.val_every, seed=args.seed, device=rank_device(args.device),
+                       val_every=args.val_every, gan_warmup_steps=args.gan_warmup,
+                       seed=args.seed, device=rank_device(args.device),
                        bf16=args.bf16, checkpoint_every=args.checkpoint_every,
                        checkpoint_dir=out_resume)
 

@@ -68,7 +68,12 @@ def command_line(args, overrides: dict[str, Any]) -> str:
     parts += ["--steps", str(args.steps), "--batch", str(args.batch)]
     if args.lr is not None:
         parts += ["--lr", repr(args.lr)]
-    parts += ["--val-every", str(args.val_every), "--seed", str(args.seed),
+    parts += ["--val-every", str(args.val_every)]
+    if args.gan_warmup:
+        parts += ["--gan-warmup", str(args.gan_warmup)]
+    if args.checkpoint_every:
+        parts += ["--checkpoint-every", str(args.checkpoint_every)]
+    parts += ["--seed", str(args.seed),
               "--device", args.device]
     if args.bf16:
         parts.append("--bf16")

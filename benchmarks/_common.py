@@ -108,12 +108,19 @@ def run_json(cmd: Sequence[str], *, env: dict[str, str] | None = None) -> Any:
 
 def ensure_data(data: Path, scanners: Sequence[str]) -> None:
     """Simulate the sample dataset (``petite make-sample-data --size small``) into ``data``
-    when it is missing; refuse a non-empty folder that lacks one of ``scanners``."""
+    when it is missing or was made by another simulator version; refuse a user's folder
+    (not :data:`DEFAULT_DATA`) that is stale or lacks one of ``scanners``."""
+    from napari_petite.simulate.scan import SIMULATOR_VERSION
+
     needed = sorted(set(scanners))
-    if all((data / s).is_dir() for s in needed):
+    made = (read_json(data / "dataset.json") or {}).get("simulator_version")
+    stale = made is not None and made != SIMULATOR_VERSION
+    if all((data / s).is_dir() for s in needed) and not stale:
         return
-    if data.exists() and any(data.iterdir()):
-        raise SystemExit(f"{data} lacks scanner(s) {needed}; pass --data with all of them.")
+    if data.exists() and any(data.iterdir()) and data != DEFAULT_DATA:
+        why = (f"was simulated by simulator version {made}, not {SIMULATOR_VERSION}" if stale
+               else f"lacks scanner(s) {needed}")
+        raise SystemExit(f"{data} {why}; pass --data with a current dataset of all of them.")
     cmd = [sys.executable, "-m", "napari_petite.cli", "make-sample-data", "--out", str(data),
            "--size", "small", "--scanners", ",".join(needed), "--jobs", "2", "--overwrite"]
     print("simulating the dataset:", shlex.join(cmd), file=sys.stderr, flush=True)

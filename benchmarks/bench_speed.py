@@ -321,7 +321,12 @@ def part_flops(args) -> dict:
 # -- (e) time to within 0.3 dB of the run's best validation PSNR ---------------------------
 
 def minutes_within(history: list[dict], tolerance_db: float = 0.3) -> dict:
-    """First wall time at which validation PSNR is within ``tolerance_db`` of the run's best."""
+    """First wall time at which validation PSNR is within ``tolerance_db`` of the run's best.
+
+    Only validations after training began count: the step-0 point is the base model, and a
+    base already within the tolerance says nothing about how fast fine-tuning converges.
+    """
+    history = [h for h in history if h["step"] > 0]
     if not history:
         return {"minutes": None, "reason": "no validation ran"}
     best = max(h["psnr"] for h in history)

@@ -39,7 +39,14 @@ GOALS = {
     "mix_trainable_percent": "<= 1", "peft_full_step_time_ratio": "<= 0.6",
     "peft_full_peak_memory_ratio": "<= 0.5", "merged_inference_overhead_ratio": "<= 1.01",
     "gui_stall_p99_ms": "<= 30", "minutes_to_within_0p3db": "<= 5",
+    "shift_full_minus_noft_db": ">= 1.0", "shift_full_minus_noft_db_cvtgan": ">= 0.7",
+    "base_gain_over_input_db_unetr": ">= 3.0", "base_gain_over_input_db_cvtgan": ">= 2.0",
+    "mix_recovery_fraction": ">= 0.9", "mix_recovery_fraction_cvtgan": ">= 0.9",
+    "few_subjects_mix_minus_full_db": ">= 0", "gui_demo_val_gain_db": ">= 0.5",
 }
+SHIFT_CMD = "python benchmarks/bench_shift.py"
+GUI_DEMO_CMD = ("xvfb-run -a -s '-screen 0 1920x1080x24' python benchmarks/bench_gui_demo.py "
+                "--json benchmarks/results/gui_demo.json --screenshot docs/screenshot.png")
 _OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
 
 
@@ -106,6 +113,81 @@ def quality_entries(results: Path) -> list[dict]:
             out.append(entry(name + suffix, stat.get("mean"), unit, cmd, goal_of=name,
                              detail=detail, reason=reason))
     return out
+
+
+def recovery_entries(results: Path) -> list[dict]:
+    """(best Mix-PEFT at <= 1 % - No-FT) / (Full-FT - No-FT), pair by pair, then the mean."""
+    out = []
+    for backbone in ("unetr", "cvtgan"):
+        suffix = "" if backbone == "unetr" else f"_{backbone}"
+        agg = read_json(results / f"quality_{backbone}.json") or {}
+        methods = {m["key"]: m for m in agg.get("methods", [])}
+        best = (agg.get("headline") or {}).get("best_mix_key")
+        full = methods.get("full-ft", {}).get("per_pair", {})
+        mix = methods.get(best, {}).get("per_pair", {}) if best else {}
+        fractions = [mix[p]["gain_db"] / full[p]["gain_db"] for p in sorted(set(mix) & set(full))
+                     if mix[p].get("gain_db") is not None and full[p].get("gain_db")]
+        value = sum(fractions) / len(fractions) if fractions else None
+        detail = (f"{methods[best]['label']} ({backbone}): per pair "
+                  + ", ".join(f"{f:.2f}" for f in fractions) if fractions else "")
+        out.append(entry(f"mix_recovery_fraction{suffix}", value, "ratio",
+                         agg.get("command") or QUALITY_CMD, detail=detail,
+                         reason="" if agg else f"no quality_{backbone}.json; run "
+                         f"{QUALITY_CMD} --backbones {backbone}"))
+    return out
+
+
+def shift_entries(results: Path) -> list[dict]:
+    """The cross-site shift (bench_shift.py), the small-clinic case, and the shipped bases'
+    gain over their input on the source's held-out subjects (their cards)."""
+    doc = read_json(results / "shift.json") or {}
+    cmd = doc.get("command") or SHIFT_CMD
+    why = "" if doc else f"no shift.json; run {SHIFT_CMD}"
+    out = []
+    for backbone in ("unetr", "cvtgan"):
+        suffix = "" if backbone == "unetr" else f"_{backbone}"
+        b = _dig(doc, "backbones", backbone) or {}
+        stat = b.get("shift_full_minus_noft_db") or {}
+        rows = b.get("rows") or []
+        detail = ", ".join(f"{r['target']} {r['shift_full_minus_noft_db']:+.2f}"
+                           for r in rows if r.get("shift_full_minus_noft_db") is not None)
+        out.append(entry(f"shift_full_minus_noft_db{suffix}", stat.get("mean"), "dB", cmd,
+                         detail=f"{backbone}, mean over {stat.get('n')} pairs: {detail}"
+                         if detail else "", reason=why or "no Full-FT / No-FT rows yet"))
+    few = _dig(doc, "few_subjects", "unetr") or {}
+    d = few.get("mix_minus_full_db") or {}
+    out.append(entry("few_subjects_mix_minus_full_db", d.get("mean"), "dB", cmd,
+                     detail=(f"{few.get('best_mix_label')} vs Full-FT, unetr, "
+                             f"{few.get('n_train')} training subjects per target, mean over "
+                             f"{d.get('n')} pairs" if d.get("mean") is not None else ""),
+                     reason=why or "no few-subject rows yet"))
+    from napari_petite.models.checkpoint import read_card
+    from napari_petite.training.job import shipped_base
+
+    for backbone in ("unetr", "cvtgan"):
+        card = read_card(shipped_base(backbone))
+        metrics = card.get("metrics") or {}
+        low, model = metrics.get("low_vs_full") or {}, metrics.get("model_vs_full") or {}
+        gain = (model["psnr_mask"] - low["psnr_mask"]) if "psnr_mask" in model and \
+            "psnr_mask" in low else None
+        out.append(entry(f"base_gain_over_input_db_{backbone}", gain, "dB",
+                         card.get("command", ""),
+                         detail=(f"{metrics.get('on')}: {low['psnr_mask']:.2f} -> "
+                                 f"{model['psnr_mask']:.2f} dB" if gain is not None else ""),
+                         reason="the card has no held-out metrics"))
+    return out
+
+
+def gui_demo_entries(results: Path) -> list[dict]:
+    doc = read_json(results / "gui_demo.json") or {}
+    gain = doc.get("val_gain_db")
+    detail = (f"{doc.get('spec')} on {doc.get('target')}, {doc.get('steps')} steps in "
+              f"{doc.get('seconds', 0):.0f} s: validation {doc.get('val_step0_psnr', 0):.2f} "
+              f"(base, step 0) -> {doc.get('val_final_psnr', 0):.2f} dB; test subject No-FT "
+              f"{doc.get('test_base_psnr', 0):.2f} vs adapted {doc.get('test_adapted_psnr', 0):.2f}"
+              " dB" if gain is not None else "")
+    return [entry("gui_demo_val_gain_db", gain, "dB", doc.get("command") or GUI_DEMO_CMD,
+                  detail=detail, reason="" if doc else f"no gui_demo.json; run {GUI_DEMO_CMD}")]
 
 
 def speed_entries(results: Path) -> list[dict]:
@@ -314,6 +396,12 @@ def readme(results: Path, entries: list[dict]) -> str:
              f"{m.get('torch', '?')}, load average at start {m.get('load_average_at_start')}."
              if m else "Machine: not recorded (no speed.json).",
              "", "## Goals vs measured", "", *goals_table(entries)]
+    shift = results / "shift.md"
+    if shift.is_file():
+        lines += [""] + [("#" + ln) if ln.startswith("#") else ln
+                         for ln in shift.read_text(encoding="utf-8").splitlines()]
+    else:
+        lines += ["", f"## Cross-site shift: not run yet ({SHIFT_CMD})"]
     lines += ["", "## Quality (mean ± sd over source → target pairs)"]
     for backbone in ("unetr", "cvtgan"):
         path = results / f"quality_{backbone}.md"
@@ -408,7 +496,8 @@ def main(argv=None) -> int:
                         help="README whose marked benchmark block is regenerated")
     args = parser.parse_args(argv)
     results = Path(args.results).expanduser()
-    entries = quality_entries(results) + speed_entries(results) + gui_entries(results)
+    entries = (quality_entries(results) + recovery_entries(results) + shift_entries(results)
+               + speed_entries(results) + gui_entries(results) + gui_demo_entries(results))
     write_json(results / "summary.json", entries)
     from napari_petite.io.atomic import write_text
 

@@ -161,8 +161,26 @@ def test_validation_and_best_state_restored():
     tr.config.val_every = 2
     events = list(tr.run())
     vals = [e.val for e in events if e.kind == "val"]
-    assert len(vals) == 2 and all(np.isfinite(v["psnr"]) for v in vals)
+    # step 0 is the model before training (the base, when fine-tuning), then every 2 steps
+    assert [v["step"] for v in vals] == [0, 2, 4] and all(np.isfinite(v["psnr"]) for v in vals)
     assert events[-1].kind == "done" and events[-1].val["psnr"] == max(v["psnr"] for v in vals)
+
+
+def test_a_run_that_never_beats_its_start_keeps_the_start():
+    """The step-0 validation is the model as given: a run whose steps only make it worse
+    ends with exactly the weights it started from (a fine-tune never loses the base)."""
+    from napari_petite.peft.apply import trainable_state
+
+    model = tiny()
+    before = {k: v.detach().clone() for k, v in trainable_state(model).items()}
+    tr = trainer(steps=3, val=pairs(1, seed=9), lr=0.05, schedule="constant", model=model)
+    tr.config.val_every = 1
+    events = list(tr.run())
+    vals = [e.val for e in events if e.kind == "val"]
+    assert vals[0]["step"] == 0 and max(vals, key=lambda v: v["psnr"])["step"] == 0, vals
+    assert events[-1].val["step"] == 0
+    for name, value in trainable_state(model).items():
+        assert torch.equal(value, before[name]), name
 
 
 def test_resume_keeps_the_best_validated_state(tmp_path):

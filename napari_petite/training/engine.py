@@ -60,6 +60,9 @@ class TrainConfig:
     patch_size: tuple[int, int, int] | None = None  # None: the model's window
     head_fraction: float = 0.9
     val_every: int = 50
+    #: validate once before the first step: the curve's step 0 is the model as given (the
+    #: base, for fine-tuning), and a run that never beats it keeps it
+    val_at_start: bool = True
     keep_best: bool = True
     seed: int = 0
     device: str = "auto"
@@ -501,6 +504,10 @@ class Trainer:
         started = time.perf_counter()
         first_step = self.step
         yield Event("start", self.step, total, message=f"training on {self.device}")
+        if (self.step == 0 and self.val_pairs and self.config.val_every
+                and self.config.val_at_start):
+            yield Event("val", 0, total, val=self.validate(),
+                        elapsed_s=time.perf_counter() - started)
         stopped = False
         while self.step < total:
             if control.paused:

@@ -170,11 +170,11 @@ def run_sweep(args, backbone: str, source: str, target: str, folder: Path,
 
 def load_rows(folder: Path, steps: int, seed: int, base_sha: str) -> tuple[dict[str, dict], dict]:
     """Finished rows of one sweep folder made with this budget, seed and base; and its meta."""
-    from napari_petite.commands.sweep import _done_rows
+    from napari_petite.training.sweep import done_rows
 
     meta = (read_json(folder / "leaderboard.json") or {}).get("meta", {})
     rows = {}
-    for key, row in _done_rows(folder).items():
+    for key, row in done_rows(folder).items():
         fp = row.get("fingerprint") or {}
         if row.get("skipped") or (fp.get("steps"), fp.get("seed"), fp.get("base_sha256")) \
                 != (steps, seed, base_sha):
@@ -222,8 +222,8 @@ def paper_entry(backbone: str, key: str, label: str) -> dict | None:
 def aggregate(backbone: str, pairs: list[tuple[str, str]], work: Path, steps: int,
               seed: int, base: str | None = None) -> dict:
     """Per-method mean ± sd over the pairs, from whatever rows exist."""
-    from napari_petite.commands.sweep import plan_rows
     from napari_petite.training.job import load_base
+    from napari_petite.training.sweep import plan_rows
 
     # the row order and labels of the sweep itself (the same plan as the runs)
     model, _, base_sha = load_base(base, backbone)

@@ -313,8 +313,8 @@ def main(argv=None) -> int:
     work = out / "sweeps"  # shared with bench_quality.py: its finished rows are reused
     if not args.aggregate_only:
         ensure_data(args.data, [s for p in pairs for s in p])
-        from napari_petite.commands.sweep import plan_rows
         from napari_petite.training.job import load_base
+        from napari_petite.training.sweep import plan_rows
 
         for backbone in backbones:
             for source, target in pairs:

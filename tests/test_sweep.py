@@ -11,10 +11,10 @@ import torch
 from test_cli import petite
 from test_ddp import tiny_workspace, torchrun
 
-from napari_petite.commands.sweep import plan_rows, select
 from napari_petite.errors import ConfigError
 from napari_petite.models.registry import build_model
 from napari_petite.training.leaderboard import best_mix, ranked, to_markdown
+from napari_petite.training.sweep import plan_rows, select
 
 
 @pytest.fixture(scope="module")

@@ -518,34 +518,20 @@ class FineTuneDock(JobDock, QWidget):
         config = self.train_config(self.run_folder)
         split = session.split
         backbone = self.backbone.currentText()
-        source, target = session.source, session.target
-        root = str(session.dataset.root)
+        source = session.source
 
         def body(control):
             import torch
 
-            from napari_petite.peft.apply import apply_spec
-            from napari_petite.training.engine import Trainer
-            from napari_petite.training.job import load_base, load_pairs
+            from napari_petite.training.job import JobRequest, build_run
 
-            # leave the GUI a core (REFERENCE.md §2: p99 stall 33 ms with 2 threads, 17 with 1)
+            # leave the GUI a core (a second training thread doubles the GUI's p99 stall)
             torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
-            model, card, sha = load_base(base, backbone)
-            torch.manual_seed(config.seed)
-            apply_spec(model, spec)
-            window = tuple(config.patch_size or model.patch_size)
-            trainer = Trainer(model, load_pairs(scanner, split.train, window),
-                              load_pairs(scanner, split.val, window), config, spec)
-            if resume:
-                trainer.load_checkpoint(resume)
-            result = yield from trainer.run(control)
-            training = {"config": config.to_dict(), "data": root, "source": source or
-                        card.get("source"), "target": target, "split": split.to_dict(),
-                        "steps_done": result.steps_done, "stopped": result.stopped,
-                        "seconds": result.seconds, "device": result.device,
-                        "losses": result.losses}
-            metrics = {"val_best": result.best_val, "val_history": result.val_history}
-            return TrainedModel(model.cpu(), spec, base, sha, training, metrics, config.seed)
+            run = build_run(JobRequest(scanner, split, config, spec=spec, base=base,
+                                       backbone=backbone, resume=resume, source=source))
+            result = yield from run.trainer.run(control)
+            return TrainedModel(run.model.cpu(), spec, base, run.base_sha256,
+                                run.record(result), run.metrics(result), config.seed)
 
         return body
 

@@ -64,12 +64,11 @@ def run_demo(out: str | Path = "demo-output", *, backbone: str = "unetr", steps:
     from napari_petite.io.dataset import discover
     from napari_petite.io.nifti import read_volume, write_like
     from napari_petite.peft.bundle import save_adapter
-    from napari_petite.peft.spec import petite_spec
     from napari_petite.simulate.dataset import make_dataset
-    from napari_petite.training.engine import Control, TrainConfig, Trainer
+    from napari_petite.training.engine import Control, TrainConfig
     from napari_petite.training.evaluation import evaluate_subject
     from napari_petite.training.inference import predict_volume
-    from napari_petite.training.job import adapted_model, load_base, load_pairs, split_subjects
+    from napari_petite.training.job import JobRequest, build_run, drive, load_base, split_subjects
     from napari_petite.training.report import write_report
 
     if steps < 1:
@@ -85,25 +84,25 @@ def run_demo(out: str | Path = "demo-output", *, backbone: str = "unetr", steps:
     split = split_subjects([s.id for s in scanner.subjects], n_val=1, n_test=1)
     test = scanner.subject(split.test[0])
 
-    base_model, _, _ = load_base(None, backbone)
-    spec = petite_spec(backbone, base_model.preset)
-    model, report, base_sha = adapted_model(None, spec, seed=seed, backbone=backbone)
-    window = tuple(model.patch_size)
     config = TrainConfig(steps=steps, seed=seed, device=device, val_every=max(steps // 3, 1))
-    trainer = Trainer(model, load_pairs(scanner, split.train, window),
-                      load_pairs(scanner, split.val, window), config, spec)
+    run = build_run(JobRequest(scanner, split, config, backbone=backbone, source=DEMO_SOURCE))
+    model, spec, report = run.model, run.spec, run.report
     _say(f"fine-tuning {backbone} on {DEMO_TARGET} with {spec.label}: {report.summary()}",
          as_json)
-    for event in trainer.run(Control()):
+
+    def show(event) -> None:
         if event.kind == "step" and (event.step % 10 == 0 or event.step == steps):
             _say(f"  step {event.step}/{steps}  loss {event.loss:.4g}  "
                  f"eta {event.eta_s:.0f} s", as_json)
         elif event.kind == "val" and event.val:
-            _say(f"  validation PSNR {event.val['psnr']:.2f} dB", as_json)
-    adapter = save_adapter(model, spec, out / "adapter", base_sha256=base_sha,
-                           training={"config": config.to_dict(), "split": split.to_dict(),
-                                     "target": DEMO_TARGET, "source": DEMO_SOURCE},
+            _say(f"  validation PSNR {event.val['psnr']:.2f} dB (step {event.step})", as_json)
+
+    result = drive(run, show, Control())
+    adapter = save_adapter(model, spec, out / "adapter", base_sha256=run.base_sha256,
+                           training=run.record(result), metrics=run.metrics(result),
                            seed=seed, overwrite=True)
+    base_model, _, _ = load_base(run.base_path)
+    trainer = run.trainer
 
     _say(f"reconstructing held-out subject {test.id} ...", as_json)
     low = read_volume(test.low)

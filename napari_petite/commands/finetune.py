@@ -40,58 +40,43 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
-    import torch
-
     from napari_petite.errors import OutputError
     from napari_petite.io.dataset import discover
-    from napari_petite.peft.apply import apply_spec, trainable_state
+    from napari_petite.peft.apply import trainable_state
     from napari_petite.peft.bundle import save_adapter
     from napari_petite.training import distributed as dist
-    from napari_petite.training.engine import Trainer
-    from napari_petite.training.job import load_base, load_pairs, split_subjects
+    from napari_petite.training.job import JobRequest, build_run, resolve_base, split_subjects
 
     out = Path(args.out).expanduser()
     if out.exists() and not args.overwrite:
         raise OutputError(f"{out} already exists; choose another --out or add --overwrite.")
-    dataset = discover(args.data)
-    scanner = dataset.scanner(args.target)
+    scanner = discover(args.data).scanner(args.target)
     split = split_subjects([s.id for s in scanner.subjects], n_train=args.n_train,
                            n_val=args.n_val, n_test=args.n_test)
-    model, base_card, base_sha = load_base(args.base, args.backbone)
-    spec = opt.spec_from_args(args, model.name, model.preset)
-    torch.manual_seed(args.seed)
-    report = apply_spec(model, spec)
+    base, card = resolve_base(args.base, args.backbone)
+    spec = opt.spec_from_args(args, card["backbone"], card["preset"])
     config = opt.train_config(args, str(resume_dir(out)) if args.checkpoint_every else None)
-    window = tuple(model.patch_size)
-    trainer = Trainer(model, load_pairs(scanner, split.train, window),
-                      load_pairs(scanner, split.val, window), config, spec)
-    if args.resume:
-        trainer.load_checkpoint(args.resume)
+    run = build_run(JobRequest(scanner, split, config, spec=spec, base=base,
+                               resume=args.resume, source=args.source))
     with opt.stop_on_sigterm() as control:
-        result = opt.run_with_progress(trainer, control=control,
+        result = opt.run_with_progress(run.trainer, control=control,
                                        quiet=args.json or not dist.is_main(),
                                        desc=f"{spec.label} on {args.target}")
-    training = {
-        "config": config.to_dict(), "data": str(dataset.root), "source": args.source or
-        base_card.get("source"), "target": args.target, "split": split.to_dict(),
-        "steps_done": result.steps_done, "stopped": result.stopped, "seconds": result.seconds,
-        "device": result.device, "losses": result.losses,
-    }
-    metrics = {"val_best": result.best_val, "val_history": result.val_history}
+    training = run.record(result)
     if dist.is_initialized():  # every rank's final tensors, so the card proves they agree
-        training["distributed"] = dist.rank_digests(trainable_state(model))
+        training["distributed"] = dist.rank_digests(trainable_state(run.model))
     dist.barrier()
     if not dist.is_main():
         return 0
-    bundle = save_adapter(model, spec, out, base_sha256=base_sha, training=training,
-                          metrics=metrics, seed=args.seed, overwrite=args.overwrite)
-    best = result.best_val
+    bundle = save_adapter(run.model, spec, out, base_sha256=run.base_sha256, training=training,
+                          metrics=run.metrics(result), seed=args.seed,
+                          overwrite=args.overwrite)
+    report, best = run.report, result.best_val
     summary = {
         "adapter": str(bundle), "spec": spec.to_dict(), "label": spec.label,
         "trainable": report.n_trainable, "total": report.n_total, "percent": report.percent,
         "steps": result.steps_done, "seconds": round(result.seconds, 2), "device": result.device,
-        "final_loss": result.losses[-1] if result.losses else None, "val_best": best,
-        "split": split.to_dict(),
+        "final_loss": training["final_loss"], "val_best": best, "split": split.to_dict(),
     }
     val_text = f"; best validation PSNR {best['psnr']:.2f} dB at step {best['step']}" \
         if best else ""

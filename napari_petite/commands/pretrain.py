@@ -107,17 +107,11 @@ def data_description(dataset, scanner, split) -> dict[str, Any]:
 
 
 def run(args) -> int:
-    import torch
-
     from napari_petite.io.atomic import check_destination
     from napari_petite.io.dataset import discover
     from napari_petite.models.checkpoint import SUFFIX, card_path, save_checkpoint
-    from napari_petite.models.registry import build_model
-    from napari_petite.peft.apply import apply_spec
-    from napari_petite.peft.spec import MixPEFTSpec
-    from napari_petite.training.engine import Trainer
     from napari_petite.training.evaluation import evaluate_subjects
-    from napari_petite.training.job import load_pairs, split_subjects
+    from napari_petite.training.job import JobRequest, Scratch, build_run, split_subjects
 
     out = Path(args.out).expanduser()
     if out.suffix != SUFFIX:
@@ -132,23 +126,14 @@ def run(args) -> int:
                            n_val=args.n_val, n_test=args.n_test)
     config = opt.train_config(args, str(out.with_name(out.name + ".resume"))
                               if args.checkpoint_every else None)
-
-    torch.manual_seed(args.seed)
-    try:
-        model = build_model(args.backbone, args.preset, **overrides)
-    except TypeError as err:
-        raise ConfigError(f"Invalid --override for {args.backbone}: {err}.") from None
-    spec = MixPEFTSpec(args.backbone, args.preset, "full", "full", False)
-    report = apply_spec(model, spec)
-    window = tuple(model.patch_size)
-    trainer = Trainer(model, load_pairs(scanner, split.train, window),
-                      load_pairs(scanner, split.val, window), config, spec)
-    if args.resume:
-        trainer.load_checkpoint(args.resume)
+    run = build_run(JobRequest(scanner, split, config,
+                               scratch=Scratch(args.backbone, args.preset, overrides),
+                               resume=args.resume, source=args.source))
     with opt.stop_on_sigterm() as control:
-        result = opt.run_with_progress(trainer, control=control, quiet=args.json,
+        result = opt.run_with_progress(run.trainer, control=control, quiet=args.json,
                                        desc=f"pretrain {args.backbone}-{args.preset} on "
                                        f"{args.source}")
+    model, report, trainer = run.model, run.report, run.trainer
 
     evaluation = evaluate_subjects(model, scanner, split.test, device=trainer.device)
     mean = evaluation["mean"]
@@ -164,16 +149,7 @@ def run(args) -> int:
         "data": data_description(dataset, scanner, split),
         "split": split.to_dict(),
         "overrides": overrides,
-        "training": {
-            "config": config.to_dict(), "spec": spec.to_dict(),
-            "trainable_params": report.n_trainable,
-            "discriminator_params": report.head_trainable,
-            "steps_done": result.steps_done, "stopped": result.stopped,
-            "seconds": round(result.seconds, 1), "device": result.device,
-            "final_loss": result.losses[-1] if result.losses else None,
-            "losses_every_10": [round(v, 6) for v in result.losses[::10]],
-            "val_best": result.best_val, "val_history": result.val_history,
-        },
+        "training": {**run.record(result), **run.metrics(result)},
         "metrics": {
             "on": f"{args.source} test subjects {split.test} (held out from training and "
                   "checkpoint selection)",

@@ -1,18 +1,24 @@
-"""From a dataset and a base checkpoint to a ready-to-train (or ready-to-run) model.
+"""The one job pipeline: from a dataset and a base checkpoint to a driven training run.
 
-The CLI and the napari docks describe a fine-tuning job in the same words (dataset, target
-scanner, subject split, base model, Mix-PEFT spec); this module turns those words into the
-engine's inputs, so neither front end repeats the plumbing.
+Every front end (``petite finetune / pretrain / sweep / demo``, the Fine-tune dock, the
+benchmarks and the tests) describes a run as a :class:`JobRequest` (scanner, split, config,
+base, spec), turns it into a :class:`Run` with :func:`build_run` and drives it with
+:func:`drive` (or ``yield from run.trainer.run(control)`` in a napari worker); the run's
+record for cards is :meth:`Run.record`. Nothing else assembles seed, base, spec, pairs and
+engine, so the CLI and the GUI cannot drift apart.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from napari_petite.errors import CheckpointError, DatasetError
+from napari_petite.errors import CheckpointError, ConfigError, DatasetError
 from napari_petite.io.dataset import Scanner
+from napari_petite.peft.spec import MixPEFTSpec
+from napari_petite.training.engine import TrainConfig
 from napari_petite.training.sampling import TrainingPair, prepare_pair
 
 
@@ -79,34 +85,155 @@ def shipped_base(backbone: str) -> Path:
     return found[0]
 
 
+def resolve_base(base: str | Path | None, backbone: str | None = None) -> tuple[Path, dict]:
+    """The base checkpoint to use and its card, read without building the network.
+
+    No base: the shipped one of ``backbone`` (no backbone either: the shipped UNETR, the
+    paper's best Full-FT/PETITE backbone). A base of another backbone is refused.
+    """
+    from napari_petite.models.checkpoint import read_card
+
+    path = Path(base).expanduser() if base is not None \
+        else shipped_base(backbone or DEFAULT_BACKBONE)
+    card = read_card(path)
+    if backbone is not None and card["backbone"] != backbone:
+        raise CheckpointError(f"{path} holds a {card['backbone']} model, not {backbone}; "
+                              f"choose a {backbone} base or drop --backbone.")
+    return path, card
+
+
 def load_base(base: str | Path | None, backbone: str | None = None, device: str = "cpu"):
     """Load a base checkpoint (or the shipped one for ``backbone``): (model, card, sha256)."""
-    from napari_petite.models.checkpoint import load_checkpoint, read_card
+    from napari_petite.models.checkpoint import load_checkpoint
 
-    if base is None:
-        # no base and no backbone: the shipped UNETR (the paper's best Full-FT/PETITE backbone)
-        base = shipped_base(backbone or DEFAULT_BACKBONE)
-    held = read_card(base)["backbone"]  # refuse a mismatch before building the network
-    if backbone is not None and held != backbone:
-        raise CheckpointError(f"{base} holds a {held} model, not {backbone}; choose a "
-                              f"{backbone} base or drop --backbone.")
+    base, _ = resolve_base(base, backbone)  # refuse a mismatch before building the network
     model, card = load_checkpoint(base, device=device)
     return model, card, card["sha256"]  # load_checkpoint has just checked it against the file
 
 
-def adapted_model(base: str | Path | None, spec, *, seed: int = 0, backbone: str | None = None):
-    """Base model with ``spec`` applied, PEFT tensors initialised from ``seed``.
+@dataclass
+class Scratch:
+    """A network to train from scratch (pre-training) instead of loading a base."""
 
-    Returns (model, report, base_sha256).
+    backbone: str
+    preset: str = "small"
+    overrides: dict = field(default_factory=dict)
+
+
+@dataclass
+class JobRequest:
+    """One training run in the words every front end uses.
+
+    ``scanner`` is the scanner whose subjects train (the target when adapting, the source
+    when pre-training); ``split`` says which of its subjects train, validate and test.
+    ``base`` (a checkpoint; None: the shipped base of ``backbone``) is adapted with ``spec``
+    (None: the paper's PETITE choice for its backbone), unless ``scratch`` names a network to
+    train from scratch with all weights. ``resume`` continues a run from its checkpoint folder.
+    """
+
+    scanner: Scanner
+    split: Split
+    config: TrainConfig
+    spec: MixPEFTSpec | None = None
+    base: str | Path | None = None
+    backbone: str | None = None
+    scratch: Scratch | None = None
+    resume: str | Path | None = None
+    source: str | None = None  # the base's source scanner, for the record
+
+
+@dataclass
+class Run:
+    """A request made real: the model with its spec applied and the engine ready to drive."""
+
+    request: JobRequest
+    model: Any
+    spec: MixPEFTSpec
+    report: Any
+    trainer: Any
+    base_path: Path | None
+    base_card: dict
+    base_sha256: str | None
+
+    def record(self, result) -> dict:
+        """The ``training`` record of adapter cards, base cards and GUI runs (one place)."""
+        req = self.request
+        return {
+            "config": req.config.to_dict(), "spec": self.spec.to_dict(),
+            "data": str(req.scanner.path.parent), "source": req.source
+            or self.base_card.get("source"), "target": req.scanner.id,
+            "split": req.split.to_dict(), "base": None if self.base_path is None
+            else str(self.base_path), "trainable_params": self.report.n_trainable,
+            "discriminator_params": self.report.head_trainable,
+            "steps_done": result.steps_done, "stopped": result.stopped,
+            "seconds": round(result.seconds, 2), "device": result.device,
+            "final_loss": result.losses[-1] if result.losses else None,
+            "losses": list(result.losses),
+        }
+
+    @staticmethod
+    def metrics(result) -> dict:
+        """The validation record (best step and the whole history)."""
+        return {"val_best": result.best_val, "val_history": result.val_history}
+
+
+def build_run(request: JobRequest) -> Run:
+    """Load (or build) the network, apply the spec, read the subjects, make the engine.
+
+    Everything that can be refused is checked before the subjects are read: the base's card,
+    the spec against the network, the config. Seeding follows one order everywhere (seed,
+    then build or apply), so the CLI, the docks and the benchmarks start from the same
+    initial tensors for the same seed.
     """
     import torch
 
+    from napari_petite.models.registry import build_model
     from napari_petite.peft.apply import apply_spec
+    from napari_petite.peft.spec import MixPEFTSpec, petite_spec
+    from napari_petite.training.engine import Trainer, make_optimizers
 
-    model, _, sha = load_base(base, backbone or spec.backbone)
-    torch.manual_seed(seed)
+    seed = request.config.seed
+    if request.scratch is not None:
+        s = request.scratch
+        torch.manual_seed(seed)
+        try:
+            model = build_model(s.backbone, s.preset, **s.overrides)
+        except TypeError as err:
+            raise ConfigError(f"Invalid model option for {s.backbone}: {err}.") from None
+        spec = request.spec or MixPEFTSpec(s.backbone, s.preset, "full", "full", False)
+        base_path, card, sha = None, {}, None
+    else:
+        backbone = request.backbone or (request.spec.backbone if request.spec else None)
+        base_path, _ = resolve_base(request.base, backbone)
+        model, card, sha = load_base(base_path, backbone)
+        spec = request.spec or petite_spec(model.name, model.preset)
+        torch.manual_seed(seed)
     report = apply_spec(model, spec)
-    return model, report, sha
+    window = tuple(request.config.patch_size or model.patch_size)
+    scanner, split = request.scanner, request.split
+    trainer = Trainer(model, load_pairs(scanner, split.train, window),
+                      load_pairs(scanner, split.val, window), request.config, spec,
+                      optimizers=make_optimizers(model, spec, request.config))
+    if request.resume:
+        trainer.load_checkpoint(request.resume)
+    return Run(request, model, spec, report, trainer, base_path, card, sha)
+
+
+def drive(run: Run, on_event=None, control=None):
+    """Run the engine to the end (or to a stop through ``control``); return its TrainResult.
+
+    ``on_event`` sees every engine event; ``control`` (a :class:`Control`) is the one way
+    to pause or stop it. For a generator that yields the events instead (napari workers),
+    use ``yield from run.trainer.run(control)``.
+    """
+    gen = run.trainer.run(control)
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as done:
+            return done.value
+        if on_event is not None:
+            on_event(event)
 
 
 def model_for_inference(base: str | Path | None, adapter: str | Path | None = None, *,

@@ -70,8 +70,17 @@ def test_refuses_missing_or_edited_tensors(bundle):
     card = json.loads((folder / "adapter.json").read_text())
     card.pop("adapter_sha256")  # an edited card: the strict tensor check still catches it
     (folder / "adapter.json").write_text(json.dumps(card))
+    target = build("toy")
     with pytest.raises(CheckpointError, match="missing"):
-        load_adapter(build("toy"), folder)
+        load_adapter(target, folder)
+    # all or nothing: the refused bundle left no PEFT module and no state on the base, so the
+    # same model can take a good adapter at once (it said "already carries PEFT" before)
+    from napari_petite.peft.apply import peft_state
+
+    assert peft_state(target) is None
+    assert not any(isinstance(m, LoRAMixin) for m in target.modules())
+    assert all(p.requires_grad for p in target.parameters())  # as build() made them
+    apply_spec(target, MixPEFTSpec("toy", "small", "lora", "ssf", True))
 
 
 def test_overwrite_rules(bundle, tmp_path):

@@ -46,7 +46,7 @@ def expected_trainable(model, spec: MixPEFTSpec) -> set[str]:
                 if isinstance(mod, NORM_TYPES):
                     want |= {f"{mod_name}.{p}" for p, _ in mod.named_parameters(recurse=False)}
         elif method == "lora":
-            targets = lora_mod.target_sites(sites, spec.method_params("lora")["targets"])
+            targets = lora_mod.target_sites(sites, spec.method_config("lora").targets)
             for name, group in group_by_module(targets).items():
                 for i in range(len(group)):
                     want |= {f"{name}.lora_A.{i}", f"{name}.lora_B.{i}"}

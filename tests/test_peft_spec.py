@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from test_peft_toys import build
 
 from napari_petite.errors import ConfigError
 from napari_petite.peft.apply import apply_spec
 from napari_petite.peft.spec import (
     MixPEFTSpec,
-    default_params,
+    default_config,
     feasible_combinations,
     petite_spec,
 )
@@ -64,13 +65,72 @@ def test_spec_errors_are_config_errors():
 
 
 def test_paper_defaults_per_backbone():
-    assert default_params("unetr", "lora") == {"rank": 4, "alpha": 8.0, "targets": "qk"}
-    assert default_params("cvtgan", "lora") == {"rank": 8, "alpha": 16.0, "targets": "qk"}
-    assert default_params("unetr", "adapter")["reduction"] == 4
-    assert default_params("cvtgan", "adapter")["reduction"] == 8
-    assert default_params("cvtgan", "vpt") == {"tokens": None, "deep": False, "gate": "auto"}
+    from napari_petite.peft.config import LoRAConfig, VPTConfig
+
+    assert default_config("unetr", "lora") == LoRAConfig(rank=4)
+    assert default_config("unetr", "lora").scale_alpha == 8.0
+    assert default_config("cvtgan", "lora").rank == 8
+    assert default_config("cvtgan", "lora").scale_alpha == 16.0
+    assert default_config("unetr", "adapter").reduction == 4
+    assert default_config("cvtgan", "adapter").reduction == 8
+    assert default_config("cvtgan", "vpt") == VPTConfig(tokens=None, deep=False, gate="auto")
     spec = MixPEFTSpec("cvtgan", "small", "vpt", "lora", params={"lora": {"rank": 2}})
-    assert spec.method_params("lora") == {"rank": 2, "alpha": 16.0, "targets": "qk"}
+    lora = spec.method_config("lora")
+    assert (lora.rank, lora.scale_alpha, lora.targets) == (2, 4.0, "qk")  # alpha = 2 x rank
+
+
+@pytest.mark.parametrize(("params", "words"), [
+    ({"adapter": {"reduction": 0}}, "reduction' must lie in"),
+    ({"lora": {"rank": "8"}}, "rank' must be int"),
+    ({"lora": {"targets": "v"}}, "targets' must be one of"),
+    ({"vpt": {"tokens": -1}}, "tokens' must lie in"),
+    ({"vpt": {"gate": "yes"}}, "gate' must be one of"),
+    ({"lora": {"ranks": 8}}, "has no option"),
+    ({"lora": 8}, "must be an object"),
+])
+def test_bad_method_values_are_refused_when_the_spec_is_made(params, words):
+    with pytest.raises(ConfigError, match=words):
+        MixPEFTSpec("unetr", "small", "lora", "adapter", True, params)
+
+
+def test_every_method_has_one_typed_config_with_help():
+    from napari_petite.peft.config import REGISTRY, options
+    from napari_petite.peft.spec import METHODS
+
+    assert set(REGISTRY) == set(METHODS)
+    for method in METHODS:
+        for f in options(method):
+            assert f.metadata["label"] and len(f.metadata["help"]) > 20, (method, f.name)
+
+
+def test_a_failed_apply_leaves_the_model_as_it_was(monkeypatch):
+    """apply_spec is all or nothing: when the decoder's method fails to attach after the
+    encoder's LoRA went in, the model comes back with no PEFT modules and its own
+    requires_grad flags (the old code left LoRA attached and no peft_state)."""
+    from napari_petite.peft import ssf
+    from napari_petite.peft.apply import peft_state
+
+    model = build("toy")
+    before = {n: (p.detach().clone(), p.requires_grad) for n, p in model.named_parameters()}
+    classes = {n: type(m) for n, m in model.named_modules()}
+    x = torch.rand(2, 1, *model.patch_size) + 0.1
+    y = model(x)
+
+    def broken(*_args, **_kw):
+        raise RuntimeError("disk full while building SSF")
+
+    monkeypatch.setattr(ssf, "attach", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        apply_spec(model, MixPEFTSpec("toy", "small", "lora", "ssf"))
+    assert peft_state(model) is None
+    assert {n: type(m) for n, m in model.named_modules()} == classes
+    after = dict(model.named_parameters())
+    assert set(after) == set(before)
+    for name, (value, grad) in before.items():
+        assert torch.equal(after[name], value) and after[name].requires_grad == grad, name
+    torch.testing.assert_close(model(x), y, rtol=0, atol=0)
+    monkeypatch.undo()
+    apply_spec(model, MixPEFTSpec("toy", "small", "lora", "ssf"))  # and it still takes a spec
 
 
 def test_spec_json_round_trip():

@@ -45,8 +45,8 @@ def _row(base, spec, tag: str) -> dict:
         "decoder": spec.decoder,
         "bitfit": spec.bitfit,
         "label": spec.label,
-        "params": {m: spec.method_params(m) for m in {spec.encoder, spec.decoder}
-                   if spec.method_params(m)},
+        "params": {m: spec.method_config(m).to_dict() for m in {spec.encoder, spec.decoder}
+                   if spec.method_config(m).to_dict()},
         "trainable": report.n_trainable,
         "total": report.n_total,
         "percent": round(report.percent, 4),

@@ -1,7 +1,7 @@
 """Mix-PEFT: parameter-efficient fine-tuning of a backbone's encoder and decoder.
 
 One module per method (``none``, ``full``, ``layernorm``, ``bitfit``, ``lora``, ``adapter``,
-``ssf``, ``vpt``, ``ia3``), each exposing ``fits(model, part, sites, params)`` (None or the
+``ssf``, ``vpt``, ``ia3``), each exposing ``why_not(model, part, sites, config)`` (None or the
 reason it cannot act) and ``attach(...)``. ``spec`` holds the Mix-PEFT spec, the paper's
 defaults and the feasible grid; ``apply`` freezes, attaches and counts; ``bundle`` saves and
 loads adapters; ``merge`` folds LoRA/SSF/IA³ into the base weights. Methods read where to act

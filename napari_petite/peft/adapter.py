@@ -17,9 +17,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from napari_petite.errors import ConfigError
 from napari_petite.models.base import Backbone, PartSites
 from napari_petite.peft._sites import get_site_module, hook_output, like, output_widths
+from napari_petite.peft.config import MethodConfig
 
 NAME = "adapter"
 ADDS_MODULES = True
@@ -47,7 +47,7 @@ class Adapter(nn.Module):
         return x + self.up(self.act(self.down(x)))
 
 
-def fits(model: Backbone, part: str, sites: PartSites, params: dict) -> str | None:
+def why_not(model: Backbone, part: str, sites: PartSites, config: MethodConfig) -> str | None:
     if not sites.ffn:
         return f"adapters need feed-forward or block outputs; the {model.name} {part} has none"
     if any(s.out_slice is not None for s in sites.ffn):
@@ -55,10 +55,8 @@ def fits(model: Backbone, part: str, sites: PartSites, params: dict) -> str | No
     return None
 
 
-def attach(model: Backbone, part: str, sites: PartSites, params: dict) -> None:
-    reduction = int(params["reduction"])
-    if reduction < 1:
-        raise ConfigError(f"Adapter reduction must be a positive integer, got {reduction}.")
+def attach(model: Backbone, part: str, sites: PartSites, config: MethodConfig) -> None:
+    reduction = config.reduction
     widths = output_widths(model, sites.ffn)
     kw = like(model)
     for site in sites.ffn:

@@ -1,6 +1,7 @@
 """Apply a Mix-PEFT spec to a backbone: freeze everything, attach, unfreeze, count.
 
-Order: (1) every base parameter is frozen; (2) each part's method attaches its modules (new
+Order: (0) every method's config is validated and checked to fit, before anything changes;
+(1) every base parameter is frozen; (2) each part's method attaches its modules (new
 tensors are trainable) or unfreezes its selection (``full``, ``layernorm``, ``bitfit``);
 (3) the spec's ``bitfit`` flag unfreezes the biases of the encoder and decoder; (4) the
 discriminator (``head``) stays frozen unless both parts are fully fine-tuned (paper).
@@ -24,6 +25,8 @@ from napari_petite.peft.bitfit import unfreeze_biases
 from napari_petite.peft.spec import MixPEFTSpec, check_fits, method_module
 
 TUNED_PARTS = ("encoder", "decoder")
+#: prompt parameters a VPT attach registers on its hosts (empty until then)
+PROMPT_ATTRS = ("prompts", "deep_prompts", "prompt_gate")
 
 
 @dataclass
@@ -59,6 +62,7 @@ class PEFTState:
     report: PEFTReport
     live_parts: tuple[str, ...]  # parts whose norm statistics keep updating (``full``)
     merged: bool = False
+    base_grads: dict[str, bool] = field(default_factory=dict)  # before the spec, for undo
 
 
 def peft_state(model: nn.Module) -> PEFTState | None:
@@ -87,18 +91,23 @@ def apply_spec(model: Backbone, spec: MixPEFTSpec) -> PEFTReport:
     if spec.preset != model.preset:
         raise ConfigError(f"The spec is for preset {spec.preset!r} but the model was built "
                           f"with {model.preset!r}; use matching presets.")
+    configs = {part: spec.method_config(getattr(spec, part)) for part in TUNED_PARTS}
     check_fits(model, spec)
     head_trainable = spec.head_trainable()
     base_names = {n for n, _ in model.named_parameters()}
+    grads = {n: p.requires_grad for n, p in model.named_parameters()}
 
     for p in model.parameters():
         p.requires_grad_(False)
     notes: list[str] = []
-    for part in TUNED_PARTS:
-        method = getattr(spec, part)
-        result = method_module(method).attach(model, part, model.sites(part),
-                                              spec.method_params(method))
-        notes.extend(result or [])
+    try:
+        for part in TUNED_PARTS:
+            result = method_module(getattr(spec, part)).attach(model, part, model.sites(part),
+                                                               configs[part])
+            notes.extend(result or [])
+    except BaseException:
+        _undo(model, grads)  # all or nothing: the caller gets its base model back
+        raise
     if spec.bitfit:
         unfreeze_biases(model, TUNED_PARTS)
     if head_trainable and "head" in model.parts():
@@ -125,8 +134,43 @@ def apply_spec(model: Backbone, spec: MixPEFTSpec) -> PEFTReport:
     )
     live = tuple(p for p in TUNED_PARTS if getattr(spec, p) == "full")
     live += ("head",) if head_trainable else ()
-    model.__dict__["peft_state"] = PEFTState(spec, report, live)
+    model.__dict__["peft_state"] = PEFTState(spec, report, live, base_grads=grads)
     return report
+
+
+def remove_spec(model: Backbone) -> None:
+    """Take an applied (unmerged) spec off again: the model is its base network once more.
+
+    What makes loading transactional: an adapter whose tensors turn out not to fit is removed
+    before the error reaches the caller.
+    """
+    state = peft_state(model)
+    if state is None:
+        return
+    if state.merged:
+        raise ConfigError("This model's PEFT modules were merged into its weights and cannot "
+                          "be taken off; load the base checkpoint again.")
+    _undo(model, state.base_grads)
+    model.__dict__.pop("peft_state", None)
+
+
+def _undo(model: Backbone, grads: dict[str, bool]) -> None:
+    """Take off whatever a failed :func:`apply_spec` attached (LoRA wrappers, output hooks,
+    prompts) and restore every base tensor's ``requires_grad``."""
+    from napari_petite.peft._sites import is_hooked, unhook_output
+    from napari_petite.peft.lora import LoRAMixin, remove_lora
+
+    for module in list(model.modules()):
+        if isinstance(module, LoRAMixin):
+            remove_lora(module, merge=False)
+        for attr in list(module._modules):
+            if is_hooked(module, attr):
+                unhook_output(module, attr)
+        for name in PROMPT_ATTRS:
+            if getattr(module, name, None) is not None and name in module._parameters:
+                module.register_parameter(name, None)
+    for name, p in model.named_parameters():
+        p.requires_grad_(grads.get(name, False))
 
 
 def frozen_norms(model: Backbone) -> list[nn.Module]:

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from torch import nn
 
 from napari_petite.models.base import Backbone, PartSites
+from napari_petite.peft.config import MethodConfig
 
 NAME = "bitfit"
 ADDS_MODULES = False
@@ -31,11 +32,11 @@ def unfreeze_biases(model: Backbone, parts: Iterable[str]) -> None:
         p.requires_grad_(True)
 
 
-def fits(model: Backbone, part: str, sites: PartSites, params: dict) -> str | None:
+def why_not(model: Backbone, part: str, sites: PartSites, config: MethodConfig) -> str | None:
     if not bias_parameters(model, [part]):
         return f"the {model.name} {part} has no bias terms"
     return None
 
 
-def attach(model: Backbone, part: str, sites: PartSites, params: dict) -> None:
+def attach(model: Backbone, part: str, sites: PartSites, config: MethodConfig) -> None:
     unfreeze_biases(model, [part])

@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from napari_petite.errors import CheckpointError, ConfigError, OutputError
 from napari_petite.models.base import Backbone
-from napari_petite.peft.apply import apply_spec, peft_state, trainable_state
+from napari_petite.peft.apply import apply_spec, peft_state, remove_spec, trainable_state
 from napari_petite.peft.spec import MixPEFTSpec
 
 FORMAT = "napari-petite-adapter"
@@ -199,16 +199,19 @@ def load_adapter(model: Backbone, path_dir: str | os.PathLike, *,
     targets = trainable_state(model)
     missing = sorted(set(targets) - set(tensors))
     unexpected = sorted(set(tensors) - set(targets))
-    if missing or unexpected:
+    wrong = [k for k, t in targets.items()
+             if k in tensors and tuple(t.shape) != tuple(tensors[k].shape)]
+    if missing or unexpected or wrong:
+        remove_spec(model)  # all or nothing: nothing was copied, the base stays as it was
+        if wrong:
+            raise CheckpointError(f"The adapter in {folder} has tensors of other shapes than "
+                                  f"this model ({wrong[:5]}); it was saved from a different "
+                                  "setup.")
         raise CheckpointError(
             f"The adapter in {folder} does not fit this model: missing {missing[:5]}"
             f"{' ...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
             f"{' ...' if len(unexpected) > 5 else ''}; it was saved from a different setup."
         )
-    wrong = [k for k, t in targets.items() if tuple(t.shape) != tuple(tensors[k].shape)]
-    if wrong:
-        raise CheckpointError(f"The adapter in {folder} has tensors of other shapes than this "
-                              f"model ({wrong[:5]}); it was saved from a different setup.")
     with torch.no_grad():
         for name, target in targets.items():
             target.copy_(tensors[name].to(device=target.device, dtype=target.dtype))

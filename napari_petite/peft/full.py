@@ -7,6 +7,7 @@ A fully fine-tuned part also keeps its normalisation statistics live during trai
 from __future__ import annotations
 
 from napari_petite.models.base import Backbone, PartSites
+from napari_petite.peft.config import MethodConfig
 
 NAME = "full"
 ADDS_MODULES = False
@@ -17,12 +18,12 @@ def part_parameters(model: Backbone, part: str):
     return [(n, p) for n, p in model.named_parameters() if model.group_of(n) == part]
 
 
-def fits(model: Backbone, part: str, sites: PartSites, params: dict) -> str | None:
+def why_not(model: Backbone, part: str, sites: PartSites, config: MethodConfig) -> str | None:
     if not part_parameters(model, part):
         return f"the {model.name} {part} has no parameters"
     return None
 
 
-def attach(model: Backbone, part: str, sites: PartSites, params: dict) -> None:
+def attach(model: Backbone, part: str, sites: PartSites, config: MethodConfig) -> None:
     for _, p in part_parameters(model, part):
         p.requires_grad_(True)

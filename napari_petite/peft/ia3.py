@@ -25,6 +25,7 @@ from napari_petite.peft._sites import (
     typed_width,
     unhook_output,
 )
+from napari_petite.peft.config import MethodConfig
 
 NAME = "ia3"
 ADDS_MODULES = True
@@ -46,13 +47,13 @@ class IA3(nn.Module):
         return x * self.full_scale().view(channel_shape(x.ndim, self.layout, self.width))
 
 
-def fits(model: Backbone, part: str, sites: PartSites, params: dict) -> str | None:
+def why_not(model: Backbone, part: str, sites: PartSites, config: MethodConfig) -> str | None:
     if not sites.ia3:
         return f"IA3 needs key/value/FFN outputs; the {model.name} {part} declares none"
     return None
 
 
-def attach(model: Backbone, part: str, sites: PartSites, params: dict) -> None:
+def attach(model: Backbone, part: str, sites: PartSites, config: MethodConfig) -> None:
     hook_per_channel(model, sites.ia3, ATTR, IA3)
 
 

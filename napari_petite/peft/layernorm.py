@@ -11,6 +11,7 @@ from torch import nn
 
 from napari_petite.models.base import Backbone, PartSites
 from napari_petite.peft._sites import NORM_TYPES
+from napari_petite.peft.config import MethodConfig
 
 NAME = "layernorm"
 ADDS_MODULES = False
@@ -25,13 +26,13 @@ def norm_parameters(model: Backbone, part: str) -> list[nn.Parameter]:
     return found
 
 
-def fits(model: Backbone, part: str, sites: PartSites, params: dict) -> str | None:
+def why_not(model: Backbone, part: str, sites: PartSites, config: MethodConfig) -> str | None:
     if not norm_parameters(model, part):
         return (f"the {model.name} {part} has no normalisation layer with affine parameters "
                 "(e.g. InstanceNorm without affine), so norm tuning would train nothing")
     return None
 
 
-def attach(model: Backbone, part: str, sites: PartSites, params: dict) -> None:
+def attach(model: Backbone, part: str, sites: PartSites, config: MethodConfig) -> None:
     for p in norm_parameters(model, part):
         p.requires_grad_(True)

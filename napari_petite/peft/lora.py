@@ -29,6 +29,7 @@ from torch import nn
 from napari_petite.errors import ConfigError
 from napari_petite.models.base import Backbone, PartSites, Site
 from napari_petite.peft._sites import get_site_module, group_by_module, like, merged_slices
+from napari_petite.peft.config import MethodConfig
 
 NAME = "lora"
 ADDS_MODULES = True
@@ -214,8 +215,8 @@ def target_sites(sites: PartSites, targets: str) -> tuple[Site, ...]:
     return attention if sites.attention_qk else sites.convs
 
 
-def fits(model: Backbone, part: str, sites: PartSites, params: dict) -> str | None:
-    targets = target_sites(sites, params.get("targets", "qk"))
+def why_not(model: Backbone, part: str, sites: PartSites, config: MethodConfig) -> str | None:
+    targets = target_sites(sites, config.targets)
     if not targets:
         return (f"LoRA needs attention projections or convolutions; the {model.name} {part} "
                 "declares none")
@@ -225,9 +226,9 @@ def fits(model: Backbone, part: str, sites: PartSites, params: dict) -> str | No
     return None
 
 
-def attach(model: Backbone, part: str, sites: PartSites, params: dict) -> None:
-    rank, alpha = int(params["rank"]), float(params["alpha"])
-    for name, group in group_by_module(target_sites(sites, params.get("targets", "qk"))).items():
+def attach(model: Backbone, part: str, sites: PartSites, config: MethodConfig) -> None:
+    rank, alpha = config.rank, config.scale_alpha
+    for name, group in group_by_module(target_sites(sites, config.targets)).items():
         module = get_site_module(model, name)
         width = module.out_channels if hasattr(module, "out_channels") else module.out_features
         slices = merged_slices(group, width)

@@ -1,9 +1,10 @@
 """The Mix-PEFT spec: which method tunes the encoder, which the decoder, plus BitFit.
 
 ``MixPEFTSpec(backbone, preset, encoder, decoder, bitfit, params)`` is what a run, an adapter
-bundle and the GUI agree on (DESIGN.md). ``params`` holds per-method hyper-parameters keyed by
-method name (``{"lora": {"rank": 8}}``); anything not given takes the paper's default for the
-backbone (:func:`default_params`):
+bundle and the GUI agree on (docs/architecture.md). ``params`` holds the per-method values a
+user chose, keyed by method name (``{"lora": {"rank": 8}}``), checked against each method's
+typed config (:mod:`napari_petite.peft.config`) when the spec is made; anything not given takes
+the paper's default for the backbone:
 
 - LoRA: q/k projections (``targets="qk"``; ``"qkv"`` adds v; CNN parts use their convs), rank 4
   on UNETR and rank 8 / alpha 16 on CVT-GAN (alpha = 2 x rank throughout);
@@ -27,6 +28,7 @@ from types import ModuleType
 from typing import Any
 
 from napari_petite.errors import ConfigError
+from napari_petite.peft.config import MethodConfig, method_config
 
 #: every method, in the order the CLI and GUI list them
 METHODS: tuple[str, ...] = (
@@ -41,20 +43,6 @@ LABELS = {"none": "no tuning", "full": "full fine-tuning", "layernorm": "norm tu
 #: the paper's best Mix-PEFT per backbone ("PETITE"), always with BitFit
 PETITE: dict[str, tuple[str, str]] = {"unetr": ("lora", "ssf"), "cvtgan": ("vpt", "lora")}
 
-_GENERIC_DEFAULTS: dict[str, dict[str, Any]] = {
-    "lora": {"rank": 4, "alpha": 8.0, "targets": "qk"},
-    "adapter": {"reduction": 4},
-    "vpt": {"tokens": None, "deep": False, "gate": "auto"},
-    "ssf": {},
-    "ia3": {},
-}
-#: the paper's per-backbone choices (REFERENCE.md §1)
-_BACKBONE_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    "unetr": {"lora": {"rank": 4, "alpha": 8.0}, "adapter": {"reduction": 4}},
-    "cvtgan": {"lora": {"rank": 8, "alpha": 16.0}, "adapter": {"reduction": 8}},
-}
-
-
 def method_module(method: str) -> ModuleType:
     """The module implementing ``method`` (``fits`` / ``attach``)."""
     if method not in METHODS:
@@ -62,11 +50,9 @@ def method_module(method: str) -> ModuleType:
     return importlib.import_module(f"napari_petite.peft.{method}")
 
 
-def default_params(backbone: str, method: str) -> dict[str, Any]:
+def default_config(backbone: str, method: str) -> MethodConfig:
     """The paper's hyper-parameters of ``method`` on ``backbone`` (generic for others)."""
-    params = copy.deepcopy(_GENERIC_DEFAULTS.get(method, {}))
-    params.update(copy.deepcopy(_BACKBONE_DEFAULTS.get(backbone, {}).get(method, {})))
-    return params
+    return method_config(backbone, method)
 
 
 @dataclass
@@ -93,18 +79,16 @@ class MixPEFTSpec:
         for method, values in self.params.items():
             if method == "head":
                 continue
-            allowed = set(_GENERIC_DEFAULTS.get(method, {}))
-            bad = sorted(set(values) - allowed)
-            if bad:
-                raise ConfigError(f"{LABELS[method]} has no option(s) {bad}; its options are "
-                                  f"{', '.join(sorted(allowed)) or 'none'}.")
+            if not isinstance(values, dict):
+                raise ConfigError(f"The {LABELS[method]} options must be an object of "
+                                  f"name: value, not {values!r}.")
+            method_config(self.backbone, method, values)  # refuses bad values now
+        self.head_trainable()  # and a bad discriminator choice
 
     # -- hyper-parameters ----------------------------------------------------------------
-    def method_params(self, method: str) -> dict[str, Any]:
-        """Defaults for this backbone updated with the spec's own values."""
-        params = default_params(self.backbone, method)
-        params.update(self.params.get(method, {}))
-        return params
+    def method_config(self, method: str) -> MethodConfig:
+        """The typed config of ``method``: this backbone's defaults and the spec's values."""
+        return method_config(self.backbone, method, self.params.get(method))
 
     def head_trainable(self) -> bool:
         """Whether the discriminator trains: only under full fine-tuning of both parts.
@@ -159,11 +143,11 @@ def petite_spec(backbone: str, preset: str) -> MixPEFTSpec:
 
 
 # -- feasibility -------------------------------------------------------------------------------
-def why_not(model, part: str, method: str, params: dict[str, Any] | None = None) -> str | None:
+def why_not(model, part: str, method: str, config: MethodConfig | None = None) -> str | None:
     """None when ``method`` can tune ``part`` of ``model``, else the reason it cannot."""
     module = method_module(method)
-    params = default_params(model.name, method) if params is None else params
-    return module.fits(model, part, model.sites(part), params)
+    config = default_config(model.name, method) if config is None else config
+    return module.why_not(model, part, model.sites(part), config)
 
 
 def fitting_methods(model, part: str, candidates: tuple[str, ...] = METHODS) -> list[str]:
@@ -178,7 +162,7 @@ def check_fits(model, spec: MixPEFTSpec) -> None:
     """Raise ConfigError when a part's method does not fit, naming the methods that do."""
     for part in ("encoder", "decoder"):
         method = getattr(spec, part)
-        reason = why_not(model, part, method, spec.method_params(method))
+        reason = why_not(model, part, method, spec.method_config(method))
         if reason is not None:
             mix = [m for m in fitting_methods(model, part, MIX_METHODS) if m != method]
             others = mix or fitting_methods(model, part)

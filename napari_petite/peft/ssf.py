@@ -26,6 +26,7 @@ from napari_petite.peft._sites import (
     hook_per_channel,
     unhook_output,
 )
+from napari_petite.peft.config import MethodConfig
 
 NAME = "ssf"
 ADDS_MODULES = True
@@ -53,13 +54,13 @@ class SSF(nn.Module):
         return x * self.full_scale().view(shape) + self.full_shift().view(shape)
 
 
-def fits(model: Backbone, part: str, sites: PartSites, params: dict) -> str | None:
+def why_not(model: Backbone, part: str, sites: PartSites, config: MethodConfig) -> str | None:
     if not sites.ssf:
         return f"SSF needs declared feature outputs; the {model.name} {part} has none"
     return None
 
 
-def attach(model: Backbone, part: str, sites: PartSites, params: dict) -> None:
+def attach(model: Backbone, part: str, sites: PartSites, config: MethodConfig) -> None:
     hook_per_channel(model, sites.ssf, ATTR, SSF)
 
 

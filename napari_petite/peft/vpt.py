@@ -39,9 +39,9 @@ import math
 import torch
 from torch import nn
 
-from napari_petite.errors import ConfigError
 from napari_petite.models.base import Backbone, PartSites, PromptSite
 from napari_petite.peft._sites import get_site_module, like
+from napari_petite.peft.config import MethodConfig
 
 NAME = "vpt"
 ADDS_MODULES = True
@@ -64,22 +64,21 @@ def gated_prompt_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_
     return image + gate.to(q.dtype) * prompt
 
 
-def host_tokens(site: PromptSite, params: dict) -> int:
-    tokens = params.get("tokens")
-    return site.default_tokens if tokens is None else int(tokens)
+def host_tokens(site: PromptSite, config: MethodConfig) -> int:
+    return site.default_tokens if config.tokens is None else int(config.tokens)
 
 
 def supports_gate(host: nn.Module) -> bool:
     return hasattr(host, GATE_ATTR)
 
 
-def fits(model: Backbone, part: str, sites: PartSites, params: dict) -> str | None:
+def why_not(model: Backbone, part: str, sites: PartSites, config: MethodConfig) -> str | None:
     if not sites.prompts:
         return (f"VPT needs transformer tokens; the {model.name} {part} has no prompt host "
                 "(it is a CNN)")
-    if not any(host_tokens(s, params) > 0 for s in sites.prompts):
+    if not any(host_tokens(s, config) > 0 for s in sites.prompts):
         return f"every prompt host of the {model.name} {part} is set to 0 tokens"
-    if params.get("gate", "auto") is True:
+    if config.gate is True:
         missing = [s.name for s in sites.prompts
                    if not supports_gate(get_site_module(model, s.name))]
         if missing:
@@ -87,18 +86,13 @@ def fits(model: Backbone, part: str, sites: PartSites, params: dict) -> str | No
     return None
 
 
-def attach(model: Backbone, part: str, sites: PartSites, params: dict) -> list[str]:
+def attach(model: Backbone, part: str, sites: PartSites, config: MethodConfig) -> list[str]:
     """Install prompts (and gates); returns notes for the report (ungated hosts)."""
-    deep = bool(params.get("deep", False))
-    gate_mode = params.get("gate", "auto")
-    if gate_mode not in ("auto", True, False):
-        raise ConfigError(f"VPT gate must be 'auto', true or false, got {gate_mode!r}.")
+    deep, gate_mode = config.deep, config.gate
     notes = []
     kw = like(model)
     for site in sites.prompts:
-        n = host_tokens(site, params)
-        if n < 0:
-            raise ConfigError(f"VPT tokens must be >= 0, got {n}.")
+        n = host_tokens(site, config)
         if n == 0:
             continue
         host = get_site_module(model, site.name)

@@ -107,7 +107,6 @@ def main() -> None:
     from napari.qt import get_qapp
     from qtpy.QtCore import QTimer
 
-    from napari_petite._widgets.compare_dock import RECON_NAME
     from napari_petite._widgets.data_dock import sample_dataset_dir
     from napari_petite.commands.gui import open_viewer
     from napari_petite.io.dataset import discover
@@ -173,21 +172,22 @@ def main() -> None:
 
     wait(lambda: not tune.counting)
     base_stall = measure(args.baseline_seconds)
-    tune.steps.setValue(100_000 if args.screenshot is None else 10_000)
-    tune.val_every.setValue(args.val_every)
-    tune.device.setCurrentText("cpu")
+    tune.settings.steps.setValue(100_000 if args.screenshot is None else 10_000)
+    tune.settings.val_every.setValue(args.val_every)
+    tune.settings.device.setCurrentText("cpu")
     tune.start()
-    wait(lambda: len(tune.curves.loss_values) >= 1)  # model built, data read
-    n0, t0 = len(tune.curves.loss_values), time.monotonic()
+    curves = tune.run.curves
+    wait(lambda: len(curves.loss_values) >= 1)  # model built, data read
+    n0, t0 = len(curves.loss_values), time.monotonic()
     train_stall = measure(args.seconds)
-    steps = len(tune.curves.loss_values) - n0
+    steps = len(curves.loss_values) - n0
     rate = steps / (time.monotonic() - t0)
     tune.stop()
     wait(lambda: tune.is_idle)
     print(describe("idle (no training)", base_stall))
     print(describe("while training", train_stall))
     print(f"training: {steps} steps in {args.seconds:.0f} s ({rate:.2f} steps/s), "
-          f"{args.backbone}/{args.preset}, {tune.trainable.text()}")
+          f"{args.backbone}/{args.preset}, {tune.form.trainable.text()}")
     if args.json:
         import json
         import os
@@ -207,9 +207,9 @@ def main() -> None:
     if args.screenshot:
         comp.low.setCurrentText(low.name)
         comp.full.setCurrentText(f"{args.target}/{test_id} full")
-        comp.model.setCurrentIndex(comp.model.findData("adapted"))
+        comp.model.setCurrentIndex(comp.model.count() - 1)  # the run just stopped
         comp.reconstruct()
-        wait(lambda: RECON_NAME in viewer.layers and comp.is_idle)
+        wait(lambda: comp.recon_layer is not None and comp.is_idle)
         # napari's own layer-controls dock is hidden so the three docks fit the picture
         viewer.window._qt_viewer.dockLayerControls.setVisible(False)
         viewer.dims.set_current_step(0, n_slices // 2)

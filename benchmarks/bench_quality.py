@@ -81,6 +81,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", default=None, metavar="KEYS", help="sweep rows to run (all)")
+    p.add_argument("--param", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="method hyper-parameter for the rows using that method, e.g. "
+                        "lora.rank=2 (repeatable; pair it with its own --out)")
     p.add_argument("--threads", type=int, default=2, help="torch threads per process")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
     p.add_argument("--nproc", type=int, default=1,
@@ -107,6 +110,8 @@ def run_command(args, backbone: str, base: str | None) -> str:
         cmd += ["--pairs", args.pairs]
     if args.only:
         cmd += ["--only", args.only]
+    for item in args.param:
+        cmd += ["--param", item]
     if args.data != DEFAULT_DATA:
         cmd += ["--data", str(args.data)]
     out = Path(args.out).expanduser().resolve()
@@ -152,6 +157,8 @@ def run_sweep(args, backbone: str, source: str, target: str, folder: Path,
         cli += ["--base", base]
     if args.only:
         cli += ["--only", args.only]
+    for item in args.param:
+        cli += ["--param", item]
     launcher = [sys.executable]
     if args.nproc > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone",
@@ -220,14 +227,14 @@ def paper_entry(backbone: str, key: str, label: str) -> dict | None:
 
 
 def aggregate(backbone: str, pairs: list[tuple[str, str]], work: Path, steps: int,
-              seed: int, base: str | None = None) -> dict:
+              seed: int, base: str | None = None, params: dict | None = None) -> dict:
     """Per-method mean ± sd over the pairs, from whatever rows exist."""
     from napari_petite.training.job import load_base
     from napari_petite.training.sweep import plan_rows
 
     # the row order and labels of the sweep itself (the same plan as the runs)
     model, _, base_sha = load_base(base, backbone)
-    plans = [p for p in plan_rows(model) if not p.skipped]
+    plans = [p for p in plan_rows(model, params) if not p.skipped]
     per_pair: dict[str, dict[str, dict]] = {}
     metas = {}
     for source, target in pairs:
@@ -420,7 +427,12 @@ def main(argv=None) -> int:
 
     os.makedirs(out, exist_ok=True)
     for backbone in backbones:
-        agg = aggregate(backbone, pairs, work, args.steps, args.seed, bases.get(backbone))
+        from napari_petite.commands._options import parse_params
+
+        params = parse_params(args.param)
+        agg = aggregate(backbone, pairs, work, args.steps, args.seed, bases.get(backbone),
+                        params)
+        agg["params"] = params
         agg["command"] = run_command(args, backbone, bases.get(backbone))
         agg["failed_sweeps"] = failed
         write_json(out / f"quality_{backbone}.json", agg)

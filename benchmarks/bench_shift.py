@@ -35,7 +35,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DEFAULT_DATA, RESULTS, ensure_data, mean_sd, read_json, thread_env, write_json
-from bench_quality import BACKBONES, MIX_BUDGET_PERCENT, PAIRS, load_rows, pairs_of, sweep_dir
+from bench_quality import (
+    BACKBONES,
+    MIX_BUDGET_PERCENT,
+    PAIRS,
+    bases_of,
+    load_rows,
+    pairs_of,
+    sweep_dir,
+)
 
 #: the sweep rows this script needs from every pair
 ROWS = ("no-ft", "full-ft")
@@ -50,10 +58,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pairs", default=",".join(PAIRS), help="comma-separated SOURCE:TARGET")
     p.add_argument("--data", default=None, metavar="DIR",
                    help=f"dataset (default {DEFAULT_DATA}, simulated when missing)")
+    p.add_argument("--base", action="append", default=[], metavar="BACKBONE=FILE",
+                   help="base checkpoint per backbone (default: the shipped one)")
+    p.add_argument("--indomain-steps", type=int, default=None, metavar="N",
+                   help="budget of the in-domain reference (default: the base card's)")
     p.add_argument("--steps", type=int, default=100,
                    help="fine-tuning budget of the Full-FT and Mix-PEFT rows (default 100, as "
                         "bench_quality.py)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-every", type=int, default=25, help="as bench_quality.py")
     p.add_argument("--few-subjects", type=int, default=2, metavar="N",
                    help="target training subjects of the small-clinic runs (0: skip them)")
     p.add_argument("--few-backbones", default="unetr", help="backbones of the small-clinic runs")
@@ -73,29 +86,39 @@ def _petite(args, cli: list[str]) -> int:
                           check=False).returncode
 
 
-def base_card(backbone: str) -> dict:
-    from napari_petite.models.checkpoint import read_card
+def base_path(args, backbone: str) -> Path:
     from napari_petite.training.job import shipped_base
 
-    return read_card(shipped_base(backbone))
+    return Path(args.bases.get(backbone) or shipped_base(backbone))
+
+
+def base_card(args, backbone: str) -> dict:
+    from napari_petite.models.checkpoint import read_card
+
+    return read_card(base_path(args, backbone))
 
 
 def indomain_command(args, backbone: str, target: str, out: Path) -> list[str]:
     """``petite pretrain`` on the target with the base's recipe: same preset, overrides,
     steps, batch, learning rate, warm-up and validation interval; the sweep's split."""
-    card = base_card(backbone)
-    cfg = card["training"]["config"]
+    card = base_card(args, backbone)
+    cfg = (card.get("training") or {}).get("config") or {}
+    steps = args.indomain_steps or cfg.get("steps")
+    if not steps:
+        raise SystemExit(f"the {backbone} base card records no training budget; pass "
+                         "--indomain-steps")
     cli = ["pretrain", "--data", str(args.data), "--source", target, "--backbone", backbone,
            "--preset", card["preset"]]
-    for key, value in (card.get("overrides") or {}).items():
+    overrides = card.get("overrides") or {k: v for k, v in card["config"].items()}
+    for key, value in overrides.items():
         cli += ["--override", f"{key}={json.dumps(value, separators=(',', ':'))}"]
-    cli += ["--n-val", "1", "--steps", str(cfg["steps"]), "--batch", str(cfg["batch_size"]),
-            "--val-every", str(cfg["val_every"]), "--seed", str(args.seed),
+    cli += ["--n-val", "1", "--steps", str(steps), "--batch", str(cfg.get("batch_size", 2)),
+            "--val-every", str(cfg.get("val_every", 50)), "--seed", str(args.seed),
             "--device", args.device, "--out", str(out), "--overwrite", "--json"]
     if cfg.get("lr") is not None:
         cli += ["--lr", repr(cfg["lr"])]
     if cfg.get("gan_warmup_steps"):
-        cli += ["--gan-warmup", str(cfg["gan_warmup_steps"])]
+        cli += ["--gan-warmup", str(min(cfg["gan_warmup_steps"], steps))]
     return cli
 
 
@@ -116,7 +139,8 @@ def run_indomain(args, backbone: str, target: str) -> Path:
 def run_sweep(args, backbone: str, source: str, target: str, folder: Path, *,
               only: str, n_train: int | None = None) -> int:
     cli = ["sweep", "--data", str(args.data), "--source", source, "--target", target,
-           "--backbone", backbone, "--steps", str(args.steps), "--val-every", "25",
+           "--backbone", backbone, "--base", str(base_path(args, backbone)),
+           "--steps", str(args.steps), "--val-every", str(args.val_every),
            "--seed", str(args.seed), "--device", args.device, "--only", only,
            "--out", str(folder), "--json"]
     if n_train is not None:
@@ -156,11 +180,12 @@ def explain(target: dict, source: dict) -> str:
         word = "fewer" if ratio < 1 else "more"
         parts.append(f"DRF {target['drf']:g} at {target['injected_mbq']:g} MBq: "
                      f"{max(ratio, 1 / ratio):.1f}x {word} low-count counts than the source's")
-    if target["postfilter_mm"] != source["postfilter_mm"]:
+    known = {k for k in ("postfilter_mm", "psf") if None not in (target[k], source[k])}
+    if "postfilter_mm" in known and target["postfilter_mm"] != source["postfilter_mm"]:
         pf = target["postfilter_mm"]
         parts.append("no post-filter" if not pf else f"{pf:g} mm post-filter "
                      f"(source {source['postfilter_mm']:g})")
-    if target["psf"] != source["psf"]:
+    if "psf" in known and target["psf"] != source["psf"]:
         parts.append("PSF modelling" if target["psf"] else "no PSF modelling")
     if target["voxel_mm"] and source["voxel_mm"] and target["voxel_mm"] != source["voxel_mm"]:
         parts.append("voxels " + "x".join(f"{v:.2f}" for v in target["voxel_mm"]) + " mm")
@@ -188,8 +213,8 @@ def aggregate(args, backbones, pairs, work: Path) -> dict:
 
     out: dict[str, Any] = {"steps": args.steps, "seed": args.seed, "backbones": {}}
     for backbone in backbones:
-        _, _, sha = load_base(None, backbone)
-        card = base_card(backbone)
+        _, _, sha = load_base(base_path(args, backbone), backbone)
+        card = base_card(args, backbone)
         rows_out = []
         for source, target in pairs:
             rows, meta = load_rows(sweep_dir(work, backbone, source, target), args.steps,
@@ -211,7 +236,8 @@ def aggregate(args, backbones, pairs, work: Path) -> dict:
             })
         shifts = mean_sd([r["shift_full_minus_noft_db"] for r in rows_out])
         out["backbones"][backbone] = {
-            "base_sha256": sha, "base_steps": card["training"]["config"]["steps"],
+            "base_sha256": sha, "base_steps": ((card.get("training") or {}).get("config")
+                                               or {}).get("steps"),
             "source_protocol": protocol(args.data, pairs[0][0]) if pairs else None,
             "rows": rows_out, "shift_full_minus_noft_db": shifts,
         }
@@ -231,22 +257,26 @@ def few_aggregate(args, pairs, work: Path) -> dict:
         return {}
     out = {}
     for backbone in [b for b in args.few_backbones.split(",") if b]:
-        _, _, sha = load_base(None, backbone)
+        _, _, sha = load_base(base_path(args, backbone), backbone)
         per_pair = {f"{s}->{t}": load_rows(few_dir(args, backbone, s, t), args.steps,
                                            args.seed, sha)[0] for s, t in pairs}
         mixes = sorted({k for rows in per_pair.values() for k in rows if k.startswith("mix-")})
-        means = {}
+        means, small = {}, set()
         for key in mixes:
             rows = [r[key] for r in per_pair.values() if key in r]
-            if len(rows) == len(pairs) and all((r.get("percent") or 100) <= MIX_BUDGET_PERCENT
-                                               for r in rows):
+            if len(rows) == len(pairs):
                 means[key] = sum(r["psnr"] for r in rows) / len(rows)
-        best = max(means, key=means.get) if means else None
+                if all((r.get("percent") or 100) <= MIX_BUDGET_PERCENT for r in rows):
+                    small.add(key)
+        # the best within the 1 % budget; the best of any size (flagged) when none fits
+        pool = {k: v for k, v in means.items() if k in small} or means
+        best = max(pool, key=pool.get) if pool else None
         diffs = [rows[best]["psnr"] - rows["full-ft"]["psnr"] for rows in per_pair.values()
                  if best in rows and "full-ft" in rows] if best else []
         noft = [rows["full-ft"]["psnr"] - rows["no-ft"]["psnr"] for rows in per_pair.values()
                 if "full-ft" in rows and "no-ft" in rows]
         out[backbone] = {"n_train": args.few_subjects, "best_mix_key": best,
+                         "within_budget": bool(small),
                          "best_mix_label": next((r[best]["label"] for r in per_pair.values()
                                                  if best in r), None),
                          "mix_minus_full_db": mean_sd(diffs),
@@ -306,13 +336,14 @@ def recorded_command(argv: list[str]) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    args.bases = bases_of(args.base)
     backbones = [b for b in args.backbones.split(",") if b]
     pairs = pairs_of(args.pairs)
     args.data = Path(args.data).expanduser() if args.data else DEFAULT_DATA
     out = Path(args.out).expanduser()
     work = out / "sweeps"  # shared with bench_quality.py: its finished rows are reused
     if not args.aggregate_only:
-        ensure_data(args.data, [s for p in pairs for s in p])
+        ensure_data(args.data, [target for _, target in pairs])
         from napari_petite.training.job import load_base
         from napari_petite.training.sweep import plan_rows
 
@@ -323,7 +354,7 @@ def main(argv=None) -> int:
                 run_indomain(args, backbone, target)
         for backbone in [b for b in args.few_backbones.split(",") if b] \
                 if args.few_subjects else []:
-            model, _, _ = load_base(None, backbone)
+            model, _, _ = load_base(base_path(args, backbone), backbone)
             keys = [p.key for p in plan_rows(model) if p.kind == "mix" or p.key in ROWS]
             for source, target in pairs:
                 run_sweep(args, backbone, source, target, few_dir(args, backbone, source, target),

@@ -15,7 +15,7 @@ class InputError(PetiteError):
 
 
 class DatasetError(PetiteError):
-    """A dataset folder does not follow the layout described in DESIGN.md."""
+    """A dataset folder does not follow the dataset layout the README describes."""
 
 
 class CheckpointError(PetiteError):

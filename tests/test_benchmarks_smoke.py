@@ -26,7 +26,11 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 REQUIRED = {"mix_minus_full_psnr_db", "mix_minus_noft_psnr_db", "mix_trainable_percent",
             "peft_full_step_time_ratio", "peft_full_peak_memory_ratio",
             "merged_inference_overhead_ratio", "gui_stall_p99_ms", "gui_stall_max_ms",
-            "minutes_to_within_0p3db", "train_flops_fraction_of_matmul"}
+            "minutes_to_within_0p3db", "train_flops_fraction_of_matmul",
+            "shift_full_minus_noft_db", "shift_full_minus_noft_db_cvtgan",
+            "base_gain_over_input_db_unetr", "base_gain_over_input_db_cvtgan",
+            "mix_recovery_fraction", "mix_recovery_fraction_cvtgan",
+            "few_subjects_mix_minus_full_db", "gui_demo_val_gain_db"}
 
 
 def _script(name: str, *args: str) -> list[str]:
@@ -58,6 +62,14 @@ def runs(tmp_path_factory):
     for name, proc in procs.items():
         stdout, stderr = proc.communicate(timeout=600)
         done[name] = (proc.returncode, stdout, stderr)
+    # the shift table reuses the quality sweep's No-FT row and trains Full-FT, the in-domain
+    # reference (from scratch on the target) and the one-subject Full-FT / Mix-PEFT rows
+    shift = subprocess.run(_script(
+        "bench_shift.py", "--backbones", "unetr", "--pairs", "site-a:site-b", "--steps", "1",
+        "--val-every", "1", "--indomain-steps", "2", "--few-subjects", "1",
+        "--work", str(root / "indomain"), *common), capture_output=True, text=True,
+        timeout=600)
+    done["shift"] = (shift.returncode, shift.stdout, shift.stderr)
     front = root / "FRONT.md"  # stands in for the project README (never touched by tests)
     front.write_text("# Project\n\n<!-- benchmarks:start -->\nold\n<!-- benchmarks:end -->\n"
                      "\nkept\n")
@@ -78,8 +90,10 @@ def test_quality_tables_from_a_real_sweep(runs):
     for suffix in ("md", "csv", "json"):
         assert (out / f"quality_unetr.{suffix}").is_file()
     assert (out / "psnr_vs_params.png").stat().st_size > 1000
+    # the quality run's two rows, and the Full-FT row bench_shift.py added beside them (it
+    # reused the No-FT row: same fingerprint)
     assert sorted(p.name for p in (out / "sweeps/unetr/site-a-site-b/rows").iterdir()) \
-        == ["bitfit.json", "no-ft.json"]
+        == ["bitfit.json", "full-ft.json", "no-ft.json"]
     agg = json.loads((out / "quality_unetr.json").read_text())
     methods = {m["key"]: m for m in agg["methods"]}
     assert {"no-ft", "full-ft", "bitfit", "mix-lora-ssf"} <= set(methods)
@@ -138,10 +152,31 @@ def test_speed_parts(runs):
     assert flops[0]["flops_per_step"] < flops[1]["flops_per_step"]  # PEFT skips weight grads
     assert parts["flops"]["matmul_flops_per_s"] > 0
     conv = parts["convergence"]
-    assert [h["step"] for h in conv["history"]] == [1, 2]
+    assert [h["step"] for h in conv["history"]] == [0, 1, 2]  # step 0: the base model
     within = conv["within_0p3db"]
-    assert within["best_psnr_db"] == max(h["psnr"] for h in conv["history"])
+    # convergence counts training only: the step-0 point (the base) is not a training result
+    assert within["best_psnr_db"] == max(h["psnr"] for h in conv["history"] if h["step"])
     assert within["psnr_db"] >= within["best_psnr_db"] - 0.3 and within["minutes"] > 0
+
+
+def test_shift_table_from_real_runs(runs):
+    """No-FT and Full-FT rows, an in-domain model trained from scratch on the target and the
+    few-subject rows all end up in shift.json, with the protocol beside them."""
+    _ok(runs, "shift")
+    doc = json.loads((runs["out"] / "shift.json").read_text())
+    (row,) = doc["backbones"]["unetr"]["rows"]
+    assert row["pair"] == "site-a->site-b"
+    assert math.isfinite(row["no_ft"]["psnr"]) and math.isfinite(row["full_ft"]["psnr"])
+    assert row["shift_full_minus_noft_db"] == pytest.approx(
+        row["full_ft"]["psnr"] - row["no_ft"]["psnr"])
+    assert math.isfinite(row["in_domain"]["psnr"]) and row["in_domain"]["steps"] == 2
+    assert row["input"]["psnr"] is not None and isinstance(row["explanation"], str)
+    few = doc["few_subjects"]["unetr"]
+    assert few["n_train"] == 1 and few["best_mix_key"].startswith("mix-")
+    assert math.isfinite(few["mix_minus_full_db"]["mean"])
+    assert "--threads" not in doc["command"]
+    text = (runs["out"] / "shift.md").read_text()
+    assert "| site-a->site-b |" in text and "Few subjects" in text
 
 
 def test_summary_names_goals_and_missing_inputs(runs):

@@ -226,7 +226,8 @@ def adapter_other_backbone(folder, models):
     low, out = _volume(folder), folder / "out"
     return Case(_predict(low, out, models, "--adapter", str(models.adapter_unetr)),
                 "holds a cvtgan model, not unetr", ("adapter", models.adapter_unetr,
-                                                    models.base), [low], [out])
+                                                    models.base), [low], [out],
+                gui_message="trained on a unetr base .* not on the chosen cvtgan base")
 
 
 def _copy_bundle(src: Path, dest: Path) -> Path:
@@ -418,7 +419,7 @@ class Gui:
         if full is not None:
             full_layer = self.open(full)
             comp.full.setCurrentText(full_layer.name)
-        comp.model.setCurrentIndex(comp.model.findData("base"))
+        comp.model.setCurrentIndex(comp.model.findData("base model"))
         comp.reconstruct()
         self.qtbot.waitUntil(lambda: comp.is_idle, timeout=60_000)
         return comp
@@ -430,10 +431,10 @@ def gui_reader(gui: Gui, path: Path):
 
 
 def gui_reconstruct(gui: Gui, low: Path, full: Path | None = None):
-    from napari_petite._widgets.compare_dock import RECON_NAME
+    from napari_petite._widgets.model_choice import BASE, recon_name
 
     gui.reconstruct(low, full)
-    return RECON_NAME in gui.viewer.layers
+    return recon_name(BASE) in gui.viewer.layers
 
 
 def gui_dataset(gui: Gui, root: Path):
@@ -448,7 +449,7 @@ def gui_adapter(gui: Gui, bundle: Path, base: Path):
     tune.set_base(base)
     tune.load_adapter(bundle)
     gui.qtbot.waitUntil(lambda: tune.is_idle, timeout=60_000)
-    assert tune.session.trained is None and tune.start_button.isEnabled()
+    assert tune.session.trained is None and tune.run.start_button.isEnabled()
 
 
 def gui_export(gui: Gui, low: Path, dest: Path, fault: str | None = None):

@@ -167,7 +167,7 @@ def _docks(viewer, base, data_root):
     assert data.open_dataset(data_root)
     data.n_test.setValue(3)
     data.n_val.setValue(0)
-    comp.model.setCurrentIndex(comp.model.findData("base"))
+    comp.model.setCurrentIndex(comp.model.findData("base model"))
     return data, comp
 
 
@@ -181,7 +181,9 @@ def _reconstruct_started(qtbot, viewer, comp, path):
 @pytest.mark.gui
 def test_gui_faults_leave_nothing_partial_and_docks_usable(make_napari_viewer, qtbot, base,
                                                            tmp_path, monkeypatch):
-    from napari_petite._widgets.compare_dock import RECON_NAME
+    from napari_petite._widgets.model_choice import BASE, recon_name
+
+    RECON_NAME = recon_name(BASE)  # the base model's reconstruction
 
     viewer = make_napari_viewer()
     data_root = _dataset(tmp_path / "data")
@@ -234,11 +236,11 @@ def test_gui_faults_leave_nothing_partial_and_docks_usable(make_napari_viewer, q
     # closing napari while a batch export runs stops it; no partial file remains
     out2 = tmp_path / "export-2"
     comp.batch_export(out2)
-    job = comp.job
-    qtbot.waitUntil(lambda: job.running, timeout=30_000)
+    task = comp.task
+    qtbot.waitUntil(lambda: task.running, timeout=30_000)
     viewer.close()
-    assert job.stop_requested.is_set()
-    assert job.shutdown(timeout=60)
+    assert task.control.stopped
+    assert task.shutdown(timeout=60)
     if (out2 / "site").is_dir():
         assert "metrics.json" not in _final_names(out2 / "site")
         assert not [p for p in (out2 / "site").iterdir() if "partial" in p.name]

@@ -83,6 +83,40 @@ def test_refuses_missing_or_edited_tensors(bundle):
     apply_spec(target, MixPEFTSpec("toy", "small", "lora", "ssf", True))
 
 
+def test_bundles_are_shareable_like_any_file(bundle):
+    """A bundle is for colleagues: folder and files get 0o777 / 0o666 minus the umask (they
+    were mkdtemp's private 0o700 and 0o600 when the bundle hand-rolled its folder write)."""
+    import os
+    import stat
+
+    from napari_petite.io.atomic import DIR_MODE, FILE_MODE
+
+    _, _, folder = bundle
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE(folder.stat().st_mode) == DIR_MODE == 0o777 & ~mask
+    for name in ("adapter.safetensors", "adapter.json"):
+        assert stat.S_IMODE((folder / name).stat().st_mode) == FILE_MODE == 0o666 & ~mask
+
+
+def test_atomic_dir_is_all_or_nothing(tmp_path):
+    from napari_petite.io.atomic import atomic_dir
+
+    dest = tmp_path / "out"
+    with pytest.raises(RuntimeError), atomic_dir(dest) as tmp:
+        (tmp / "half.txt").write_text("x")
+        raise RuntimeError("crash mid-write")
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its temporary copy
+    with atomic_dir(dest) as tmp:
+        (tmp / "a.txt").write_text("first")
+    with pytest.raises(OutputError, match="already exists"), atomic_dir(dest):
+        pass
+    with atomic_dir(dest, overwrite=True) as tmp:
+        (tmp / "b.txt").write_text("second")
+    assert sorted(p.name for p in dest.iterdir()) == ["b.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
 def test_overwrite_rules(bundle, tmp_path):
     model, spec, folder = bundle
     with pytest.raises(OutputError, match="already exists"):

@@ -40,7 +40,7 @@ def test_vpt_on_cnn_decoder_names_what_fits():
     with pytest.raises(ConfigError) as err:
         apply_spec(model, MixPEFTSpec("unetr", "small", "lora", "vpt"))
     msg = str(err.value)
-    assert "VPT needs transformer tokens" in msg and "CNN" in msg
+    assert "need a transformer" in msg and "convolutional network" in msg
     assert msg.endswith("Choose adapter or ssf for the decoder.") or \
         "Choose lora, adapter or ssf for the decoder." in msg
 

@@ -183,7 +183,7 @@ def test_docks_refuse_pickles_without_running_them(make_napari_viewer, qtbot, ev
     for base in (evil["pt"], evil["disguised"]):
         tune.set_base(base)
         n = len(errors())
-        tune.steps.setValue(1)
+        tune.settings.steps.setValue(1)
         tune.start()
         qtbot.waitUntil(lambda n=n: tune.is_idle and len(errors()) > n, timeout=60_000)
         assert re.search("pickle-based|cannot be read as safetensors", errors()[-1])

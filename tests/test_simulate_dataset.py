@@ -74,7 +74,7 @@ def test_layout_is_a_valid_dataset(cli_dataset):
     assert scanner.profile["simulation"]["drf"] == 8.0
     ratio = meta["counts_low"]["prompts"] / meta["counts_full"]["prompts"]
     assert abs(ratio - 0.125) < 0.004
-    # SUV of grey matter in the FDG range (REFERENCE.md: 6-10)
+    # SUV of grey matter in the FDG range (docs/simulation.md: 6-10)
     gm = np.asarray(labels.dataobj).transpose(2, 1, 0) == 1
     assert 4.0 < truth.data[gm].mean() * meta["suv_factor"] < 11.0
     assert not list(out.parent.glob(".*partial*"))

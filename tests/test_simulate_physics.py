@@ -1,4 +1,4 @@
-"""Physics checks of the simulator (REFERENCE.md section 3) on small exams.
+"""Physics checks of the simulator (docs/simulation.md) on small exams.
 
 GM mean unchanged across dose-reduction factors, white-matter noise growing as sqrt(DRF),
 point-source FWHM near the profile's NEMA figure, TOF less noisy than non-TOF at equal counts

@@ -80,17 +80,17 @@ def _load(qtbot, viewer, data, gui_dataset, subject="sub-02"):
     return viewer.layers[f"tgt/{subject} low"]
 
 
-def _setup_training(tune, base, steps=2000):
+def _setup_training(tune, base, steps=2000, val_every=3):
     tune.set_base(base)
-    tune.steps.setValue(steps)
-    tune.val_every.setValue(3)
-    tune.batch.setValue(1)
-    tune.device.setCurrentText("cpu")
+    settings = tune.settings
+    settings.steps.setValue(steps)
+    settings.val_every.setValue(val_every)
+    settings.batch.setValue(1)
+    settings.device.setCurrentText("cpu")
 
 
 def test_full_flow(make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path, monkeypatch):
     import napari_petite.training.engine as engine
-    from napari_petite._widgets.compare_dock import DIFF_NAME, RECON_NAME
     from napari_petite._widgets.finetune_dock import trainable_line
     from napari_petite.io.dataset import discover
     from napari_petite.io.nifti import read_volume
@@ -100,40 +100,42 @@ def test_full_flow(make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path,
     viewer = make_napari_viewer()
     data, tune, comp = _docks(viewer)
 
-    # load: scale = spacing, contrast linked
+    # load: scale = spacing, contrast linked, the low-count scan is the one shown
     low = _load(qtbot, viewer, data, gui_dataset)
     subject = discover(gui_dataset).scanner("tgt").subject("sub-02")
     full = viewer.layers["tgt/sub-02 full"]
     for layer in (low, full, viewer.layers["tgt/sub-02 truth"]):
         assert np.allclose(layer.scale, subject.spacing)
+    assert low.visible and not full.visible
     assert data.session.split.test == ["sub-02"] and data.session.split.train == ["sub-00"]
     full.contrast_limits = (1.0, 777.0)
     assert tuple(low.contrast_limits) == pytest.approx((1.0, 777.0))
 
     # choose methods: the line equals apply_spec's report on the real base network
     _setup_training(tune, unetr_base)
+    form = tune.form
     for enc, dec, bitfit in (("lora", "ssf", True), ("adapter", "ia3", False),
                              ("full", "none", False)):
-        _pick(tune.encoder, enc)
-        _pick(tune.decoder, dec)
-        tune.bitfit.setChecked(bitfit)
+        _pick(form.encoder, enc)
+        _pick(form.decoder, dec)
+        form.bitfit.setChecked(bitfit)
         qtbot.waitUntil(lambda: not tune.counting, timeout=30_000)
         model, _ = load_checkpoint(unetr_base)
         report = apply_spec(model, tune.spec())
-        assert tune.trainable.text() == trainable_line(report.n_trainable, report.n_total,
+        assert form.trainable.text() == trainable_line(report.n_trainable, report.n_total,
                                                        report.percent)
-    _pick(tune.decoder, "vpt")  # does not fit a CNN decoder: the dock switches away
+    _pick(form.decoder, "vpt")  # does not fit a CNN decoder: the dock switches away
     qtbot.waitUntil(lambda: not tune.counting, timeout=30_000)
-    assert tune.decoder.currentData() != "vpt"
-    vpt_row = tune.decoder.findData("vpt")
-    assert not tune.decoder.model().item(vpt_row).isEnabled()  # CNN decoder: no VPT
-    assert "no prompt host" in tune.decoder.model().item(vpt_row).toolTip()
-    _pick(tune.encoder, "lora")
-    _pick(tune.decoder, "ssf")
-    tune.bitfit.setChecked(True)
+    assert form.decoder.currentData() != "vpt"
+    vpt_row = form.decoder.findData("vpt")
+    assert not form.decoder.model().item(vpt_row).isEnabled()  # CNN decoder: no VPT
+    assert "convolutional" in form.decoder.model().item(vpt_row).toolTip()
+    form.reset("unetr")  # the recommended recipe, marked
+    assert (form.encoder.currentData(), form.decoder.currentData()) == ("lora", "ssf")
+    assert form.recommended.text().startswith("✓")
     qtbot.waitUntil(lambda: not tune.counting, timeout=30_000)
 
-    # start -> loss points -> stop within one step -> idle
+    # start -> step-0 point and loss points -> stop within one step -> idle
     reads = {}
 
     class SpyControl(engine.Control):
@@ -150,56 +152,77 @@ def test_full_flow(make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path,
             reads["at_stop"] = SpyControl.checks
             super().stop()
 
-    monkeypatch.setattr(engine, "Control", SpyControl)
+    import napari_petite._widgets.tasks as tasks
+
+    monkeypatch.setattr(tasks, "Control", SpyControl)
+    tune.settings.val_every.setValue(0)  # every step counts: the run is kept however it goes
     tune.start()
-    assert not tune.start_button.isEnabled()
-    qtbot.waitUntil(lambda: len(tune.curves.loss_values) >= 4, timeout=60_000)
-    qtbot.waitUntil(lambda: tune.curves.redraws > 0 and len(tune.curves.val_psnr) >= 1,
-                    timeout=60_000)
+    assert not tune.run.start_button.isEnabled()
+    curves = tune.run.curves
+    qtbot.waitUntil(lambda: len(curves.loss_values) >= 4, timeout=60_000)
+    qtbot.waitUntil(lambda: curves.redraws > 0, timeout=60_000)
     tune.stop()
     qtbot.waitUntil(lambda: tune.is_idle, timeout=30_000)
     trained = tune.session.trained
     assert trained is not None and trained.training["stopped"]
     assert trained.training["steps_done"] <= reads["at_stop"]  # the step under way, no more
-    assert tune.start_button.isEnabled() and not tune.stop_button.isEnabled()
-    assert tune.curves.loss_curve.getData()[0] is not None
+    assert tune.run.start_button.isEnabled() and not tune.run.stop_button.isEnabled()
+    assert curves.loss_curve.getData()[0] is not None
 
-    # the stopped run left a resumable checkpoint at its last step; Resume continues it
+    # the stopped run left a resumable checkpoint at its last step; opening it continues it
+    # with its own budget (not the form's) and its curves
     done = trained.training["steps_done"]
     saved = json.loads((tune.run_folder / "resume.json").read_text())
-    assert saved["step"] == done and str(tune.run_folder) in tune.status.text()
-    tune.steps.setValue(done + 2)
+    assert saved["step"] == done and str(tune.run_folder) in tune.run.status.text()
+    tune.settings.steps.setValue(5)  # the form says 5; the run's own budget is 2000
     tune.start(resume=tune.run_folder)
+    assert tune.settings.steps.value() == 2000  # the form shows what runs
+    qtbot.waitUntil(lambda: len(curves.loss_values) >= done + 2, timeout=60_000)
+    assert curves.loss_values[:done] == pytest.approx(trained.training["losses"])
+    tune.stop()
     qtbot.waitUntil(lambda: tune.is_idle, timeout=60_000)
     resumed = tune.session.trained
-    assert resumed is not trained and not resumed.training["stopped"]
-    assert resumed.training["steps_done"] == done + 2
+    assert resumed is not trained and resumed.name != trained.name
+    assert resumed.training["steps_done"] > done
     assert resumed.training["losses"][:done] == trained.training["losses"]
 
-    # save and load the adapter bundle
+    # save and load the adapter bundle: it joins the model list under its own name
     bundle = tune.save_adapter(tmp_path / "adapter")
     assert (bundle / "adapter.safetensors").is_file()
     tune.load_adapter(bundle)
     qtbot.waitUntil(lambda: tune.is_idle, timeout=30_000)
-    assert tune.session.trained.bundle == bundle
+    names = [m.name for m in tune.session.models]
+    assert len(names) == len(set(names)) == 3 and tune.session.trained.bundle == bundle
+    listed = [comp.model.itemText(i) for i in range(comp.model.count())]
+    assert listed == ["base model", *names]
 
-    # reconstruct with the adapted model: same scale and geometry, no source path
+    # reconstruct with the base, then with the loaded adapter: two layers, two columns
     assert comp.low.currentText() == low.name and comp.full.currentText() == full.name
-    assert comp.model.currentData() == "adapted"
+    assert comp.model.currentData() == names[-1]
+    _pick(comp.model, "base model")
     comp.reconstruct()
-    qtbot.waitUntil(lambda: RECON_NAME in viewer.layers and comp.is_idle, timeout=60_000)
-    recon = viewer.layers[RECON_NAME]
+    qtbot.waitUntil(lambda: comp.recon_layer is not None and comp.is_idle, timeout=60_000)
+    base_layer = comp.recon_layer
+    _pick(comp.model, names[-1])
+    comp.reconstruct()
+    qtbot.waitUntil(lambda: comp.recon_layer.name != base_layer.name and comp.is_idle,
+                    timeout=60_000)
+    recon = comp.recon_layer
+    assert base_layer.name in viewer.layers and recon.name == f"reconstructed · {names[-1]}"
     assert np.allclose(recon.scale, low.scale)
     assert np.allclose(recon.metadata["affine"], low.metadata["affine"])
     assert recon.metadata["source_path"] is None and recon.data.shape == low.data.shape
     assert viewer.canvas.grid.enabled
+    headers = [comp.table.horizontalHeaderItem(i).text() for i in range(comp.table.columnCount())]
+    assert headers == ["low-count", "base model", names[-1]]
     labels = [comp.table.verticalHeaderItem(i).text() for i in range(comp.table.rowCount())]
     assert "PSNR head (dB)" in labels and "bias lesion (%)" in labels
     recon.contrast_limits = (2.0, 555.0)
     assert tuple(full.contrast_limits) == pytest.approx((2.0, 555.0))
     comp.show_difference()
-    lo, hi = viewer.layers[DIFF_NAME].contrast_limits
-    assert lo == pytest.approx(-hi) and hi > 0
+    diff = next(lay for lay in viewer.layers if lay.name.startswith("difference"))
+    lo, hi = diff.contrast_limits
+    assert lo == pytest.approx(-hi) and hi > 0 and diff.colormap.name == "RdBu_r"
     comp.show_overlay()
     assert recon.blending == "additive" and not viewer.canvas.grid.enabled
 
@@ -214,41 +237,112 @@ def test_full_flow(make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path,
     png = comp.export_report(tmp_path / "out" / "report.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # batch export of the target's test subjects
+    # batch export of the target's test subjects, with the library's metrics
     comp.batch_export(tmp_path / "batch")
     qtbot.waitUntil(lambda: (tmp_path / "batch" / "tgt" / "metrics.json").is_file()
                     and comp.is_idle, timeout=60_000)
     doc = json.loads((tmp_path / "batch" / "tgt" / "metrics.json").read_text())
     assert [r["subject"] for r in doc["subjects"]] == ["sub-02"]
+    assert doc["model"].startswith(names[-1])
     written = read_volume(tmp_path / "batch" / "tgt" / "sub-02_reconstructed.nii.gz")
     assert np.allclose(written.affine, src.affine)
 
 
-@pytest.mark.parametrize("damage", ["wrong backbone", "corrupted"])
-def test_bad_base_notifies_and_dock_stays_usable(make_napari_viewer, qtbot, gui_dataset,
-                                                  unetr_base, tmp_path, damage):
+def test_a_run_stopped_before_it_improved_keeps_the_previous_model(
+        make_napari_viewer, qtbot, gui_dataset, unetr_base):
+    """Stop right after Start: the model list (and the compare dock's choice) stays as it
+    was; the old dock replaced the adapted model with an untrained copy under the same
+    label."""
+    viewer = make_napari_viewer()
+    data, tune, comp = _docks(viewer)
+    _load(qtbot, viewer, data, gui_dataset)
+    _setup_training(tune, unetr_base, steps=3, val_every=0)
+    tune.start()
+    qtbot.waitUntil(lambda: tune.is_idle, timeout=60_000)
+    first = tune.session.trained
+    assert first is not None and comp.model.currentData() == first.name
+    _setup_training(tune, unetr_base, steps=100_000, val_every=1)
+    tune.start()
+    tune.stop()  # at once: the run stops before it can improve on its start
+    qtbot.waitUntil(lambda: tune.is_idle, timeout=60_000)
+    assert [m.name for m in tune.session.models] == [first.name]
+    assert tune.session.trained is first and comp.model.currentData() == first.name
+    assert "nothing" in tune.run.status.text()
+
+
+def test_only_runs_that_beat_their_start_join_the_model_list(qtbot):
+    """The rule behind the dock: a run whose best validation is step 0 (the model it started
+    from) adds nothing; runs and bundles get names of their own, never reused."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from napari_petite._widgets.state import Session, TrainedModel
+
+    class Viewer:  # the session only keeps a weak reference to its viewer
+        pass
+
+    viewer = Viewer()
+    spec = SimpleNamespace(label="enc LoRA + dec SSF + BitFit")
+
+    def model(best_step, steps=5, **kw):
+        metrics = {} if best_step is None else {"val_best": {"step": best_step, "psnr": 30.0}}
+        return TrainedModel(None, spec, None, "0" * 64, {"steps_done": steps,
+                                                          "target": "tgt"}, metrics, **kw)
+
+    assert not model(0).improved and model(3).improved
+    assert model(None).improved and not model(None, steps=0).improved
+    session = Session(viewer)
+    names = [session.add_model(model(3)), session.add_model(model(4)),
+             session.add_model(model(2, bundle=Path("/x/ad")), loaded=True),
+             session.add_model(model(2, bundle=Path("/y/ad")), loaded=True)]
+    assert names == ["run 1: enc LoRA + dec SSF + BitFit on tgt",
+                     "run 2: enc LoRA + dec SSF + BitFit on tgt", "bundle ad", "bundle ad (2)"]
+
+
+def test_backbone_switch_takes_its_base_and_refuses_other_adapters(
+        make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path):
+    from napari_petite.training.job import shipped_base
+
     viewer = make_napari_viewer()
     data, tune, _ = _docks(viewer)
     _load(qtbot, viewer, data, gui_dataset)
-    if damage == "wrong backbone":
-        bad = _base(tmp_path, "cvtgan")
-        expected = "cvtgan"
-    else:
-        bad = tmp_path / "broken" / unetr_base.name
-        bad.parent.mkdir()
-        blob = bytearray(unetr_base.read_bytes())
-        blob[-100:] = b"\0" * 100
-        bad.write_bytes(bytes(blob))
-        for sib in unetr_base.parent.glob(unetr_base.stem + "*.json"):
-            (bad.parent / sib.name).write_bytes(sib.read_bytes())
-        expected = "sha256"
-    _setup_training(tune, bad, steps=3)
+    _setup_training(tune, unetr_base, steps=2, val_every=0)
+    tune.start()
+    qtbot.waitUntil(lambda: tune.is_idle and tune.session.trained is not None, timeout=60_000)
+    bundle = tune.save_adapter(tmp_path / "unetr-adapter")
+    tune.chooser.backbone.setCurrentText("cvtgan")
+    assert tune.chooser.path == shipped_base("cvtgan") and tune.session.base_path == \
+        shipped_base("cvtgan")
+    assert tune.chooser.info.text().startswith("cvtgan small")
+    assert tune.form.encoder.currentData() == "vpt"  # CVT-GAN's recommended recipe
+    tune.set_base(unetr_base)  # a checkpoint brings its own backbone with it
+    assert tune.chooser.backbone.currentText() == "unetr"
+    tune.chooser.backbone.setCurrentText("cvtgan")
+    n_errors, n_models = len(_errors()), len(tune.session.models)
+    tune.load_adapter(bundle)
+    assert tune.is_idle and len(_errors()) == n_errors + 1
+    assert "unetr base" in _errors()[-1] and "choose its base first" in _errors()[-1]
+    assert len(tune.session.models) == n_models
+
+
+def test_bad_base_notifies_and_dock_stays_usable(make_napari_viewer, qtbot, gui_dataset,
+                                                  unetr_base, tmp_path):
+    viewer = make_napari_viewer()
+    data, tune, _ = _docks(viewer)
+    _load(qtbot, viewer, data, gui_dataset)
+    bad = tmp_path / "broken" / unetr_base.name
+    bad.parent.mkdir()
+    blob = bytearray(unetr_base.read_bytes())
+    blob[-100:] = b"\0" * 100
+    bad.write_bytes(bytes(blob))
+    for sib in unetr_base.parent.glob(unetr_base.stem + "*.json"):
+        (bad.parent / sib.name).write_bytes(sib.read_bytes())
+    _setup_training(tune, bad, steps=3, val_every=0)
     n_errors = len(_errors())
     tune.start()
     qtbot.waitUntil(lambda: tune.is_idle and len(_errors()) > n_errors, timeout=30_000)
-    assert expected in _errors()[-1]
-    assert "Traceback" not in _errors()[-1]
-    assert tune.start_button.isEnabled() and tune.session.trained is None
+    assert "sha256" in _errors()[-1] and "Traceback" not in _errors()[-1]
+    assert tune.run.start_button.isEnabled() and tune.session.trained is None
     # usable again: a good base trains
     tune.set_base(unetr_base)
     tune.start()
@@ -256,40 +350,55 @@ def test_bad_base_notifies_and_dock_stays_usable(make_napari_viewer, qtbot, gui_
     assert tune.session.trained.training["steps_done"] == 3
 
 
-def test_closing_viewer_during_training_is_clean(make_napari_viewer, qtbot, gui_dataset,
-                                                 unetr_base):
+def test_closing_viewer_during_training_stops_through_the_control(
+        make_napari_viewer, qtbot, gui_dataset, unetr_base):
+    """Closing napari stops the run like Stop does: it ends on its own at-stop checkpoint
+    (not the last periodic one), which then continues with the run's own budget."""
+    from napari_petite._widgets.run_panel import DISPLAY_MS
+
     viewer = make_napari_viewer()
     data, tune, _ = _docks(viewer)
     _load(qtbot, viewer, data, gui_dataset)
-    _setup_training(tune, unetr_base, steps=100_000)
+    _setup_training(tune, unetr_base, steps=100_000, val_every=0)
     tune.start()
-    job = tune.job
-    qtbot.waitUntil(lambda: len(tune.curves.loss_values) >= 2, timeout=60_000)
+    task, folder = tune.task, tune.run_folder
+    curves = tune.run.curves
+    qtbot.waitUntil(lambda: len(curves.loss_values) >= 2, timeout=60_000)
     tune.toggle_pause()
-    qtbot.waitUntil(lambda: tune.status.text().startswith("Paused"), timeout=30_000)
-    n_paused = len(tune.curves.loss_values)
-    from napari_petite._widgets.finetune_dock import DISPLAY_MS
-
+    assert tune.run.pause_button.text() == "Continue"
+    qtbot.waitUntil(lambda: tune.run.status.text().startswith("Paused"), timeout=30_000)
+    n_paused = len(curves.loss_values)
     qtbot.wait(DISPLAY_MS + 300)  # one display refresh: it must not hide "Paused"
-    assert len(tune.curves.loss_values) == n_paused  # no steps while paused
-    assert tune.status.text().startswith("Paused")
+    assert len(curves.loss_values) == n_paused  # no steps while paused
+    assert tune.run.status.text().startswith("Paused")
     tune.toggle_pause()
-    qtbot.waitUntil(lambda: len(tune.curves.loss_values) > n_paused, timeout=30_000)
+    qtbot.waitUntil(lambda: len(curves.loss_values) > n_paused + 1, timeout=30_000)
     viewer.close()
-    assert job.shutdown(timeout=30)  # the thread has left the training loop
-    assert job.stop_requested.is_set()
+    assert task.shutdown(timeout=30)  # the thread has left the training loop
+    assert task.control.stopped
+    # the at-stop checkpoint: the steps done when napari closed (there was none before
+    # step 25 when closing quit the worker instead of stopping the run)
+    saved = json.loads((folder / "resume.json").read_text())
+    assert saved["step"] >= n_paused + 2 and len(saved["losses"]) == saved["step"]
+    assert saved["config"]["steps"] == 100_000
     qtbot.wait(200)  # late signals (if any) must not reach deleted widgets
+
+    from napari_petite._widgets.finetune_dock import read_saved_run
+
+    request, (losses, _vals) = read_saved_run(folder)
+    assert request.config.steps == 100_000 and request.base == str(unetr_base)
+    assert len(losses) == saved["step"]
 
 
 def test_closing_the_dock_stops_training(make_napari_viewer, qtbot, gui_dataset, unetr_base):
     viewer = make_napari_viewer()
     data, tune, _ = _docks(viewer)
     _load(qtbot, viewer, data, gui_dataset)
-    _setup_training(tune, unetr_base, steps=100_000)
+    _setup_training(tune, unetr_base, steps=100_000, val_every=0)
     tune.start()
-    job = tune.job
-    qtbot.waitUntil(lambda: len(tune.curves.loss_values) >= 1, timeout=60_000)
+    task = tune.task
+    qtbot.waitUntil(lambda: len(tune.run.curves.loss_values) >= 1, timeout=60_000)
     viewer.window.remove_dock_widget(tune)  # what the dock's close button does
-    assert job.stop_requested.is_set()
-    assert job.shutdown(timeout=30)
+    assert task.control.stopped
+    assert task.shutdown(timeout=30)
     qtbot.wait(200)

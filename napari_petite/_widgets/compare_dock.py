@@ -1,10 +1,13 @@
-"""The "Reconstruct & compare" dock: run the base or adapted model on a low-count layer,
-look at the result beside the full-count image, measure it, and export it.
+"""The "Reconstruct & compare" dock: run a model of the session on a low-count scan, look at
+the result beside the full-count scan, measure it, export it.
 
-The "reconstructed" layer gets the input layer's scale and NIfTI geometry (affine, header,
-units) but no source path, so it can be saved anywhere except over the file it came from.
-Inference and export run in workers with progress in napari's activity dock; Stop takes
-effect between sliding windows.
+It composes :class:`.model_choice.ModelChoice`, :class:`.metrics_table.MetricsTable` and the
+views of :mod:`.views`; measuring and exporting are the library's
+(:func:`~napari_petite.training.evaluation.compare_to_full`,
+:func:`~napari_petite.training.evaluation.export_subjects`). Each model's reconstruction is
+its own layer ("reconstructed · <model>") with the input's scale and NIfTI geometry but no
+source path, so it can be saved anywhere except over the file it came from, and the metrics
+table keeps one column per model reconstructed on the same scan.
 """
 
 from __future__ import annotations
@@ -12,30 +15,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtWidgets import (
-    QComboBox,
-    QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
-    QHeaderView,
-    QLabel,
-    QPushButton,
-    QTableWidget,
-    QTableWidgetItem,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from napari_petite._widgets.data_dock import ROLE_KEY
-from napari_petite._widgets.jobs import Job, JobDock, notify_failure
-from napari_petite._widgets.state import session_for
+from napari_petite._widgets import views
+from napari_petite._widgets.metrics_table import MetricsTable
+from napari_petite._widgets.model_choice import ModelChoice, recon_name
+from napari_petite._widgets.state import ROLE_KEY, session_for
+from napari_petite._widgets.tasks import Task, TaskDock, notify_failure
 from napari_petite.errors import ConfigError, InputError, PetiteError
 from napari_petite.training.evaluation import label_names
-from napari_petite.training.report import metric_rows, write_report
 
-RECON_NAME = "reconstructed"
-DIFF_NAME = "difference (reconstructed − full)"
-NONE = "—"
+LOW_COLUMN = "low-count"
 
 
 def layer_volume(layer):
@@ -48,155 +38,77 @@ def layer_volume(layer):
 def derived_metadata(layer, **extra) -> dict:
     """Metadata of a layer computed from ``layer``: same geometry, no source path."""
     meta = {k: v for k, v in layer.metadata.items() if k in
-            ("affine", "nifti_header", "units", "spacing")}
+            ("affine", "nifti_header", "units", "spacing", ROLE_KEY)}
     meta["source_path"] = None
     meta.update(extra)
     return meta
 
 
-class CompareDock(JobDock, QWidget):
+def _buttons(*specs) -> tuple[QHBoxLayout, list[QPushButton]]:
+    row, out = QHBoxLayout(), []
+    for text, slot, tip in specs:
+        button = QPushButton(text)
+        button.clicked.connect(slot)
+        button.setToolTip(tip)
+        row.addWidget(button)
+        out.append(button)
+    return row, out
+
+
+class CompareDock(TaskDock, QWidget):
     """Reconstruction, side-by-side / overlay / difference views, metrics and export."""
 
     def __init__(self, napari_viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
-        self.job: Job | None = None
-        self.metrics: dict = {}
+        self.task: Task | None = None
         self.recon_layer = None
-
-        self.low = QComboBox()
-        self.full = QComboBox()
-        self.model = QComboBox()
-        self.model.addItem("base model", "base")
-        self.model.addItem("adapted model (this session)", "adapted")
-        form = QFormLayout()
-        form.addRow("low-count layer", self.low)
-        form.addRow("full-count layer", self.full)
-        form.addRow("model", self.model)
-
-        self.run_button = QPushButton("Reconstruct")
-        self.run_button.clicked.connect(self.reconstruct)
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.clicked.connect(self.stop)
-        run_row = QHBoxLayout()
-        run_row.addWidget(self.run_button)
-        run_row.addWidget(self.stop_button)
-
-        self.grid_button = QPushButton("Side by side")
-        self.grid_button.clicked.connect(self.show_grid)
-        self.overlay_button = QPushButton("Overlay")
-        self.overlay_button.clicked.connect(self.show_overlay)
-        self.diff_button = QPushButton("Difference")
-        self.diff_button.clicked.connect(self.show_difference)
-        view_row = QHBoxLayout()
-        for b in (self.grid_button, self.overlay_button, self.diff_button):
-            view_row.addWidget(b)
-
-        self.table = QTableWidget(0, 2)
-        self.table.setHorizontalHeaderLabels(["low vs full", "recon. vs full"])
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.table.setMinimumHeight(150)
-
-        self.export_button = QPushButton("Export NIfTI…")
-        self.export_button.clicked.connect(self._export_dialog)
-        self.report_button = QPushButton("PNG report…")
-        self.report_button.clicked.connect(self._report_dialog)
-        self.batch_button = QPushButton("Batch: test subjects…")
-        self.batch_button.setToolTip("Reconstruct every test subject of the target scanner and "
-                                     "write NIfTI volumes + metrics.json into a folder.")
-        self.batch_button.clicked.connect(self._batch_dialog)
-        export_row = QHBoxLayout()
-        for b in (self.export_button, self.report_button, self.batch_button):
-            export_row.addWidget(b)
-
+        self._scan: str | None = None  # the low-count layer the table's columns belong to
+        self._columns: dict[str, dict] = {}
+        self.choice = ModelChoice(napari_viewer, self.session)
+        run_row, (self.run_button, self.stop_button) = _buttons(
+            ("Reconstruct", self.reconstruct, "Run the chosen model on the low-count scan"),
+            ("Stop", self.stop, "Stop between two windows; nothing is added"))
+        view_row, (self.grid_button, self.overlay_button, self.diff_button) = _buttons(
+            ("Side by side", self.show_grid, "low | reconstructed | full, linked"),
+            ("Overlay", self.show_overlay, "green full + magenta reconstruction: grey agrees"),
+            ("Difference", self.show_difference, "reconstructed − full, blue under, red over"))
+        self.table = MetricsTable()
+        export_row, (self.export_button, self.report_button, self.batch_button) = _buttons(
+            ("Export NIfTI…", self._export_dialog, "the reconstruction with the scan's geometry"),
+            ("PNG report…", self._report_dialog, "slices and metrics on one page"),
+            ("Batch: test subjects…", self._batch_dialog,
+             "reconstruct every test subject of the target into a folder with metrics.json"))
         self.status = QLabel("Load a subject in 'Scanner data', then Reconstruct.")
         self.status.setWordWrap(True)
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(run_row)
-        layout.addLayout(view_row)
+        layout.addWidget(self.choice)
+        for row in (run_row, view_row):
+            layout.addLayout(row)
         layout.addWidget(self.table, 1)
         layout.addLayout(export_row)
         layout.addWidget(self.status)
-
-        events = self.viewer.layers.events
-        for ev in (events.inserted, events.removed):
-            ev.connect(self._refresh_layers)
-        self.session.trained_changed.connect(self._model_choice)
-        self._refresh_layers()
-        self._model_choice()
         self._set_busy(False)
         self.stop_on_destroy()
 
-    # -- layer choice ------------------------------------------------------------------------
-    def _images(self, kind: str | None = None) -> list:
-        from napari.layers import Image
+    # shortcuts the tests and the benchmarks use
+    @property
+    def low(self):
+        return self.choice.low
 
-        out = []
-        for layer in self.viewer.layers:
-            if not isinstance(layer, Image) or layer.ndim != 3 or layer.rgb:
-                continue
-            role = layer.metadata.get(ROLE_KEY, {})
-            if kind is None or role.get("kind") == kind:
-                out.append(layer)
-        return out
+    @property
+    def full(self):
+        return self.choice.full
 
-    def _refresh_layers(self, *_) -> None:
-        for combo, kind in ((self.low, "low"), (self.full, "full")):
-            current = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            if combo is self.full:
-                combo.addItem(NONE)
-            names = [lay.name for lay in self._images() if lay.name not in (RECON_NAME,
-                                                                            DIFF_NAME)]
-            combo.addItems(names)
-            if current in names:
-                combo.setCurrentText(current)
-            else:
-                preferred = [lay.name for lay in self._images(kind)]
-                if preferred:
-                    combo.setCurrentText(preferred[-1])
-            combo.blockSignals(False)
+    @property
+    def model(self):
+        return self.choice.model
 
-    def _model_choice(self, *_) -> None:
-        if self.session.trained is not None:
-            self.model.setItemText(1, f"adapted: {self.session.trained.label}")
-            self.model.setCurrentIndex(1)
-        else:
-            self.model.setItemText(1, "adapted model (train or load one first)")
-
-    def _layer(self, combo):
-        name = combo.currentText()
-        return self.viewer.layers[name] if name and name != NONE and name in self.viewer.layers \
-            else None
-
-    def _model_loader(self):
-        """A callable (run in the worker) returning (model, description)."""
-        choice = self.model.currentData()
-        if choice == "adapted":
-            trained = self.session.trained
-            if trained is None:
-                raise ConfigError("No adapted model yet: train one in 'Fine-tune' (or load an "
-                                  "adapter there), or choose the base model.")
-            return lambda: (trained.model, f"adapted ({trained.label})")
-        base = self.session.base_path
-        if base is None:
-            raise ConfigError("Choose a base checkpoint in the 'Fine-tune' dock first.")
-
-        def load():
-            from napari_petite.training.job import load_base
-
-            model, card, _ = load_base(base)
-            return model, f"base {card['backbone']}/{card['preset']}"
-
-        return load
-
-    # -- reconstruct ---------------------------------------------------------------------------
+    # -- reconstruct -----------------------------------------------------------------------
     def reconstruct(self) -> None:
         """Run the chosen model on the low-count layer in a worker."""
-        low_layer, full_layer = self._layer(self.low), self._layer(self.full)
+        low_layer, full_layer = self.choice.layer(self.low), self.choice.layer(self.full)
         try:
             if low_layer is None:
                 raise InputError("Choose a low-count image layer (load a subject in 'Scanner "
@@ -205,7 +117,7 @@ class CompareDock(JobDock, QWidget):
                 raise InputError(f"{full_layer.name} has shape {full_layer.data.shape} but "
                                  f"{low_layer.name} has {low_layer.data.shape}; choose the "
                                  "matching full-count layer or none.")
-            loader = self._model_loader()
+            name, loader = self.choice.loader()
         except PetiteError as err:
             notify_failure(err)
             return
@@ -214,32 +126,28 @@ class CompareDock(JobDock, QWidget):
         labels, names = self._labels_for(low_layer)
         holder: dict = {}
 
-        def body():
+        def body(control):
+            from napari_petite.training.evaluation import compare_to_full
             from napari_petite.training.inference import Stopped, predict_volume
-            from napari_petite.training.masks import head_mask
-            from napari_petite.training.metrics import compare
 
             model, description = loader()
             try:
-                recon = predict_volume(model, low, progress=lambda d, t: holder["job"].emit(
-                    (d, t)), should_stop=holder["job"].stop_requested.is_set)
+                recon = predict_volume(model, low, progress=lambda d, t: holder["task"].emit(
+                    (d, t)), should_stop=lambda: control.stopped)
             except Stopped:
                 return None
             metrics = {}
             if full is not None:
                 yield "metrics"
-                mask = head_mask(full)
-                metrics = {"low": compare(low, full, mask=mask, labels=labels,
-                                          label_names=names),
-                           "recon": compare(recon, full, mask=mask, labels=labels,
-                                            label_names=names)}
+                metrics = compare_to_full(low, {name: recon}, full, labels=labels, names=names)
             return recon, metrics, description
 
-        job = Job(body, desc="reconstructing", total=1, on_yield=self._progress,
-                  on_done=lambda r: self._show_result(r, low_layer, full_layer))
-        holder["job"] = job
-        self.status.setText(f"Reconstructing {low_layer.name}…")
-        self._start(job)
+        task = Task(body, desc="reconstructing", total=1, on_yield=self._progress,
+                    on_done=lambda r: self._show_result(r, name, low_layer, full_layer),
+                    torch=True)
+        holder["task"] = task
+        self.status.setText(f"Reconstructing {low_layer.name} with {name}…")
+        self._start(task)
 
     def _labels_for(self, low_layer):
         role = low_layer.metadata.get(ROLE_KEY)
@@ -257,137 +165,89 @@ class CompareDock(JobDock, QWidget):
                 return np.asarray(layer.data), label_names(meta)
         return None, None
 
-    def _live(self) -> bool:
-        """A job runs and was not asked to stop: a progress report queued before Stop must
-        not overwrite the "Stopping…"/"Stopped" status."""
-        return not self.is_idle and not self.job.stop_requested.is_set()
-
     def _progress(self, value) -> None:
-        if not self._live():
+        if not self.live:
             return
         if isinstance(value, tuple):
             done, total = value
-            pbar = getattr(self.job.worker, "pbar", None)
+            pbar = getattr(self.task.worker, "pbar", None)
             if pbar is not None and pbar.total != total:
                 pbar.total = total
             self.status.setText(f"Reconstructing: window batch {done}/{total}…")
-            self.job.set_progress(done)
+            self.task.set_progress(done)  # last: it may handle the task's end re-entrantly
         elif value == "metrics":
             self.status.setText("Computing metrics…")
 
-    def _show_result(self, result, low_layer, full_layer) -> None:
+    def _show_result(self, result, name, low_layer, full_layer) -> None:
         if not isinstance(result, tuple):
             if result is None:
                 self.status.setText("Stopped; nothing was added.")
             return
+        recon, metrics, description = result
+        self.recon_layer = self._add_recon(recon, name, description, low_layer, full_layer)
+        if self._scan != low_layer.name:  # another scan: its own columns (names, not
+            self._scan, self._columns = low_layer.name, {}  # objects: napari hands proxies)
+        if metrics:
+            self._columns = {LOW_COLUMN: metrics["low"],
+                             **{k: v for k, v in self._columns.items() if k != LOW_COLUMN},
+                             name: metrics[name]}
+            self.table.show_columns(self._columns)
+        self.status.setText(f"Reconstructed {low_layer.name} with {description}.")
+        self.show_grid()
+
+    def _add_recon(self, recon, name, description, low_layer, full_layer):
         from napari.experimental import link_layers
 
         from napari_petite.io.layers import PET_COLORMAP
 
-        recon, metrics, description = result
+        layer_name = recon_name(name)
         meta = derived_metadata(low_layer, model=description,
                                 **{ROLE_KEY: {**low_layer.metadata.get(ROLE_KEY, {}),
-                                              "kind": "reconstructed"}})
-        for name in (RECON_NAME, DIFF_NAME):
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
-        self.recon_layer = self.viewer.add_image(
-            recon, name=RECON_NAME, scale=low_layer.scale, translate=low_layer.translate,
+                                              "kind": "reconstructed", "model": name}})
+        if layer_name in self.viewer.layers:  # the same model again on a scan: replaced
+            self.viewer.layers.remove(layer_name)
+        layer = self.viewer.add_image(
+            recon, name=layer_name, scale=low_layer.scale, translate=low_layer.translate,
             metadata=meta, colormap=PET_COLORMAP, contrast_limits=low_layer.contrast_limits,
             blending="translucent")
-        linked = [lay for lay in (low_layer, full_layer, self.recon_layer) if lay is not None]
+        linked = [lay for lay in (low_layer, full_layer, layer) if lay is not None]
         link_layers(linked, ("contrast_limits", "gamma"))
-        self.metrics = metrics
-        self._fill_table(metrics)
-        self.status.setText(f"Reconstructed {low_layer.name} with the {description} model.")
-        self.show_grid()
+        return layer
 
-    def _fill_table(self, metrics: dict) -> None:
-        rows = metric_rows(metrics.get("low"), metrics.get("recon"))
-        self.table.setRowCount(len(rows))
-        self.table.setVerticalHeaderLabels([r[0] for r in rows])
-        for i, (_, lo, rc) in enumerate(rows):
-            self.table.setItem(i, 0, QTableWidgetItem(lo))
-            self.table.setItem(i, 1, QTableWidgetItem(rc))
-
-    # -- views ---------------------------------------------------------------------------------
+    # -- views -----------------------------------------------------------------------------
     def _trio(self):
-        low, full = self._layer(self.low), self._layer(self.full)
-        layers = self.viewer.layers
-        recon = layers[RECON_NAME] if RECON_NAME in layers else None  # noqa: SIM401 (no .get)
-        return low, recon, full
-
-    def _only(self, shown) -> None:
-        for layer in self.viewer.layers:
-            layer.visible = layer in shown
+        recon = self.recon_layer if self.recon_layer is not None and \
+            self.recon_layer.name in self.viewer.layers else None
+        return self.choice.layer(self.low), recon, self.choice.layer(self.full)
 
     def show_grid(self) -> None:
         """low | reconstructed | full side by side (napari grid mode)."""
-        from napari_petite.io.layers import PET_COLORMAP
-
-        shown = [lay for lay in self._trio() if lay is not None]
-        if not shown:
-            return
-        for layer in shown:
-            layer.colormap = PET_COLORMAP
-            layer.blending = "translucent"
-            layer.opacity = 1.0
-        self._only(shown)
-        # grid draws the list bottom-up: put the trio last, in reading order
-        for i, layer in enumerate(reversed(shown)):
-            self.viewer.layers.move(self.viewer.layers.index(layer), len(self.viewer.layers) - 1
-                                    - i)
-        grid = self.viewer.canvas.grid
-        grid.shape = (1, len(shown))
-        grid.stride = 1
-        grid.enabled = True
+        views.side_by_side(self.viewer, self._trio())
 
     def show_overlay(self) -> None:
-        """Reconstructed (magenta) over full (green), additive: grey where they agree."""
         low, recon, full = self._trio()
-        if recon is None:
-            return
-        self.viewer.canvas.grid.enabled = False
-        shown = [lay for lay in (full or low, recon) if lay is not None]
-        self._only(shown)
-        shown[0].colormap, shown[0].blending = "green", "additive"
-        recon.colormap, recon.blending = "magenta", "additive"
+        if recon is not None:
+            views.overlay(self.viewer, full or low, recon)
 
     def show_difference(self) -> None:
-        """reconstructed − full with a diverging colormap and symmetric contrast limits."""
-        from napari_petite.io.layers import DIFF_COLORMAP
-
         _low, recon, full = self._trio()
         if recon is None or full is None:
             notify_failure(ConfigError("The difference needs a reconstruction and a full-count "
                                        "layer; reconstruct first and choose the full layer."))
             return
-        diff = np.asarray(recon.data, np.float32) - np.asarray(full.data, np.float32)
-        lim = float(np.percentile(np.abs(diff), 99.5)) or 1.0
-        if DIFF_NAME in self.viewer.layers:
-            self.viewer.layers.remove(DIFF_NAME)
-        layer = self.viewer.add_image(diff, name=DIFF_NAME, scale=recon.scale,
-                                      translate=recon.translate, colormap=DIFF_COLORMAP,
-                                      contrast_limits=(-lim, lim),
-                                      metadata=derived_metadata(recon))
-        self.viewer.canvas.grid.enabled = False
-        self._only([layer])
+        views.difference(self.viewer, recon, full, derived_metadata(recon))
 
-    # -- export --------------------------------------------------------------------------------
+    # -- export ----------------------------------------------------------------------------
     def _recon_or_fail(self):
-        if RECON_NAME not in self.viewer.layers:
+        if self._trio()[1] is None:
             notify_failure(ConfigError("Nothing to export yet: press Reconstruct first."))
             return None
-        return self.viewer.layers[RECON_NAME]
+        return self.recon_layer
 
     def _inputs(self) -> list[Path]:
         """Files the loaded layers came from: exports may never replace them."""
-        paths = []
-        for layer in self.viewer.layers:
-            src = layer.metadata.get("source_path")
-            if src:
-                paths.append(Path(src))
-        return paths
+        return [Path(src) for layer in self.viewer.layers
+                if (src := layer.metadata.get("source_path"))]
 
     def _export_dialog(self) -> None:
         if self._recon_or_fail() is None:
@@ -426,14 +286,18 @@ class CompareDock(JobDock, QWidget):
         """Write the PNG report (slices + metrics) of the current reconstruction."""
         from napari.utils.notifications import show_info
 
+        from napari_petite.training.report import write_report
+
         low, recon, full = self._trio()
         if self._recon_or_fail() is None or low is None:
             return None
+        name = recon.metadata.get(ROLE_KEY, {}).get("model")
         try:
             out = write_report(
                 path, low=np.asarray(low.data), recon=np.asarray(recon.data),
                 full=None if full is None else np.asarray(full.data), spacing=recon.scale,
-                metrics_low=self.metrics.get("low"), metrics_recon=self.metrics.get("recon"),
+                metrics_low=self._columns.get(LOW_COLUMN),
+                metrics_recon=self._columns.get(name),
                 title=f"{low.name}: {recon.metadata.get('model', '')}", inputs=self._inputs(),
                 overwrite=overwrite)
         except PetiteError as err:
@@ -454,83 +318,52 @@ class CompareDock(JobDock, QWidget):
             if scanner is None or split is None or not split.test:
                 raise ConfigError("Choose a target scanner with test subjects in 'Scanner "
                                   "data' first.")
-            loader = self._model_loader()
+            name, loader = self.choice.loader()
         except PetiteError as err:
             notify_failure(err)
             return
-        folder = Path(folder).expanduser()
-        ids = list(split.test)
-        holder: dict = {}
+        ids, holder = list(split.test), {}
 
-        def body():
-            import json
-
-            from napari_petite.io.atomic import write_text
-            from napari_petite.io.nifti import write_like
-            from napari_petite.training.evaluation import summarise
-            from napari_petite.training.inference import Stopped, predict_volume
-            from napari_petite.training.masks import head_mask
-            from napari_petite.training.metrics import compare
+        def body(control):
+            from napari_petite.training.evaluation import export_subjects
 
             model, description = loader()
-            rows = []
-            for k, sid in enumerate(ids):
-                subject = scanner.subject(sid)
-                from napari_petite.io.nifti import read_volume
+            out = export_subjects(model, scanner, ids, folder, description=description,
+                                  should_stop=lambda: control.stopped,
+                                  on_subject=lambda k, n: holder["task"].emit((k, n)))
+            yield "done"
+            return None if out is None else (len(ids), out)
 
-                low, full = read_volume(subject.low), read_volume(subject.full)
-                labels = read_volume(subject.labels).data if subject.labels else None
-                try:
-                    recon = predict_volume(model, low.data,
-                                           should_stop=holder["job"].stop_requested.is_set)
-                except Stopped:
-                    return None
-                out = folder / scanner.id / f"{sid}_reconstructed.nii.gz"
-                out.parent.mkdir(parents=True, exist_ok=True)
-                write_like(out, recon, low, inputs=[subject.full])
-                mask = head_mask(full.data)
-                names = label_names(subject.meta)
-                rows.append({"subject": sid, "file": str(out),
-                             "low": compare(low.data, full.data, mask=mask, labels=labels,
-                                            label_names=names),
-                             "recon": compare(recon, full.data, mask=mask, labels=labels,
-                                              label_names=names)})
-                yield (k + 1, len(ids))
-            doc = {"model": description, "scanner": scanner.id, "subjects": rows,
-                   "mean": summarise(rows)}
-            write_text(folder / scanner.id / "metrics.json",
-                       json.dumps(doc, indent=2, default=float) + "\n", overwrite=True)
-            return len(rows), folder / scanner.id
-
-        def done(result):
-            if result is None:
-                self.status.setText("Stopped; the volumes exported so far are kept, without "
-                                    "a metrics.json.")
-            elif isinstance(result, tuple):
-                from napari.utils.notifications import show_info
-
-                self.status.setText(f"Exported {result[0]} test subject(s) to {result[1]}.")
-                show_info(self.status.text())
-
-        job = Job(body, desc=f"exporting {scanner.id} test subjects", total=len(ids),
-                  on_yield=self._batch_progress, on_done=done)
-        holder["job"] = job
-        self.status.setText(f"Exporting {len(ids)} test subject(s) of {scanner.id}…")
-        self._start(job)
+        task = Task(body, desc=f"exporting {scanner.id} test subjects", total=len(ids),
+                    on_yield=self._batch_progress, on_done=self._batch_done, torch=True)
+        holder["task"] = task
+        self.status.setText(f"Exporting {len(ids)} test subject(s) of {scanner.id} with "
+                            f"{name}…")
+        self._start(task)
 
     def _batch_progress(self, value) -> None:
-        if self._live():
+        if self.live and isinstance(value, tuple):
             self.status.setText(f"Exported {value[0]}/{value[1]} test subjects…")
-            self.job.set_progress(value[0])
+            self.task.set_progress(value[0])
 
-    # -- jobs ----------------------------------------------------------------------------------
-    def _start(self, job: Job) -> None:
-        self._run_job(job, busy="Still working; wait or press Stop.",
-                      failed=lambda f: f"Failed: {f.message}")
+    def _batch_done(self, result) -> None:
+        if result is None:
+            self.status.setText("Stopped; the volumes exported so far are kept, without a "
+                                "metrics.json.")
+        elif isinstance(result, tuple):
+            from napari.utils.notifications import show_info
+
+            self.status.setText(f"Exported {result[0]} test subject(s) to {result[1]}.")
+            show_info(self.status.text())
+
+    # -- tasks -----------------------------------------------------------------------------
+    def _start(self, task: Task) -> None:
+        self._run_task(task, busy="Still working; wait or press Stop.",
+                       failed=lambda f: f"Failed: {f.message}")
 
     def stop(self) -> None:
-        if self._live():
-            self.job.stop()
+        if self.live:
+            self.task.stop()
             self.status.setText("Stopping…")
 
     def _set_busy(self, busy: bool) -> None:

@@ -1,20 +1,36 @@
-"""Live training curves: loss per step and validation PSNR, drawn with pyqtgraph.
+"""Live training curves that answer "is it helping?": smoothed loss and validation PSNR.
 
-Points arrive as fast as the engine yields (tiny models: hundreds per second); redrawing on
-every point would make the GUI stutter, so points are buffered and the plots are redrawn only
-when something changed, by a QTimer at most every ``redraw_ms`` milliseconds or by the owner
-(``redraw_ms=None``: the Fine-tune dock redraws them with its other display updates).
+The validation curve starts at step 0 with the model before training (the base, when
+fine-tuning) drawn as a dashed reference line, and its axis always spans at least
+``MIN_PSNR_SPAN_DB``, so a 0.01 dB wobble does not look like a steep rise. The loss is noisy
+from patch to patch: an exponential moving average is drawn over the faint raw points
+(``show_raw`` toggles them). Points are buffered and pushed to the plots only by
+:meth:`redraw` (a QTimer at most every ``redraw_ms``, or the owner when ``redraw_ms=None``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QVBoxLayout, QWidget
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import QCheckBox, QVBoxLayout, QWidget
 
 #: minimum time between two redraws of the curves
 REDRAW_MS = 200
+#: the validation axis spans at least this many dB
+MIN_PSNR_SPAN_DB = 1.0
+#: weight of the newest point in the loss's moving average
+SMOOTHING = 0.1
+
+
+def smoothed(values: list[float], alpha: float = SMOOTHING) -> np.ndarray:
+    """Exponential moving average (the first value starts it)."""
+    out = np.empty(len(values))
+    acc = None
+    for i, v in enumerate(values):
+        acc = v if acc is None else (1 - alpha) * acc + alpha * v
+        out[i] = acc
+    return out
 
 
 class TrainingCurves(QWidget):
@@ -31,20 +47,33 @@ class TrainingCurves(QWidget):
         pg.setConfigOptions(antialias=True)
         self.plots = pg.GraphicsLayoutWidget()
         self.plots.setBackground("#262930")
-        self.loss_plot = self.plots.addPlot(row=0, col=0, title="training loss")
+        self.loss_plot = self.plots.addPlot(row=0, col=0, title="training loss (smoothed)")
         self.loss_plot.setLogMode(y=True)
         self.loss_plot.showGrid(x=True, y=True, alpha=0.25)
         self.loss_plot.setLabel("bottom", "step")
-        self.psnr_plot = self.plots.addPlot(row=1, col=0, title="validation PSNR (dB, head)")
+        self.psnr_plot = self.plots.addPlot(
+            row=1, col=0, title="validation PSNR in the head (dB); dashed: before training")
         self.psnr_plot.showGrid(x=True, y=True, alpha=0.25)
         self.psnr_plot.setLabel("bottom", "step")
-        self.loss_curve = self.loss_plot.plot(pen=pg.mkPen("#f0a030", width=1.5))
+        self.psnr_plot.setLabel("left", "PSNR", units="dB")
+        self.raw_curve = self.loss_plot.plot(pen=None, symbol="o", symbolSize=2,
+                                             symbolPen=None, symbolBrush=(240, 160, 48, 70))
+        self.loss_curve = self.loss_plot.plot(pen=pg.mkPen("#f0a030", width=2))
         self.psnr_curve = self.psnr_plot.plot(pen=pg.mkPen("#50c0f0", width=2), symbol="o",
                                               symbolSize=6, symbolBrush="#50c0f0")
+        self.start_line = pg.InfiniteLine(angle=0, movable=False,
+                                          pen=pg.mkPen("#c0c0c0", width=1,
+                                                       style=Qt.PenStyle.DashLine))
+        self.start_line.setVisible(False)
+        self.psnr_plot.addItem(self.start_line)
+        self.show_raw = QCheckBox("raw loss points")
+        self.show_raw.setChecked(True)
+        self.show_raw.toggled.connect(self.raw_curve.setVisible)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.plots)
-        self.setMinimumHeight(200)
+        layout.addWidget(self.plots, 1)
+        layout.addWidget(self.show_raw)
+        self.setMinimumHeight(220)
         self._timer = QTimer(self)
         self._timer.timeout.connect(self.redraw)
         if redraw_ms is not None:
@@ -68,13 +97,35 @@ class TrainingCurves(QWidget):
         self.val_psnr.append(psnr)
         self._dirty = True
 
+    @property
+    def start_psnr(self) -> float | None:
+        """Validation PSNR before training (step 0), when measured."""
+        return self.val_psnr[self.val_steps.index(0)] if 0 in self.val_steps else None
+
+    def gain_text(self) -> str:
+        """" · validation +0.84 dB over the base" once there is a point after step 0."""
+        start = self.start_psnr
+        if start is None or len(self.val_psnr) < 2:
+            return ""
+        return f" · validation {max(self.val_psnr) - start:+.2f} dB over step 0"
+
     def redraw(self) -> None:
         """Push buffered points to the plots (called by the timer; cheap when idle)."""
         if not self._dirty:
             return
         self._dirty = False
         self.redraws += 1
-        self.loss_curve.setData(np.asarray(self.loss_steps, float),
-                                np.asarray(self.loss_values, float))
+        steps = np.asarray(self.loss_steps, float)
+        self.raw_curve.setData(steps, np.asarray(self.loss_values, float))
+        self.loss_curve.setData(steps, smoothed(self.loss_values) if self.loss_values else
+                                np.asarray([], float))
         self.psnr_curve.setData(np.asarray(self.val_steps, float),
                                 np.asarray(self.val_psnr, float))
+        start = self.start_psnr
+        self.start_line.setVisible(start is not None)
+        if start is not None:
+            self.start_line.setValue(start)
+        if self.val_psnr:
+            lo, hi = min(self.val_psnr), max(self.val_psnr)
+            pad = max(0.0, MIN_PSNR_SPAN_DB - (hi - lo)) / 2 + 0.05
+            self.psnr_plot.setYRange(lo - pad, hi + pad, padding=0)

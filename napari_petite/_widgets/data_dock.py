@@ -27,15 +27,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_petite._widgets.jobs import Job, JobDock, notify_failure
-from napari_petite._widgets.state import session_for
+from napari_petite._widgets.state import ROLE_KEY, session_for
+from napari_petite._widgets.tasks import Task, TaskDock, notify_failure
 from napari_petite.errors import PetiteError
 
 #: what the "Sample dataset" button generates (small grids: seconds per subject)
 SAMPLE_SCANNERS = ("mct", "vision")
 SAMPLE_SUBJECTS = 4
-#: layer metadata key naming the dataset subject and volume kind a layer came from
-ROLE_KEY = "petite"
 
 
 def profile_summary(profile: dict, scanner) -> str:
@@ -73,14 +71,14 @@ def sample_dataset_dir() -> Path:
     return cache_dir() / f"sample-dataset-{cache_key(SAMPLE_SCANNERS)}"
 
 
-class ScannerDataDock(JobDock, QWidget):
+class ScannerDataDock(TaskDock, QWidget):
     """Dataset folder, scanners and subjects, layer loading, source/target and split."""
 
     def __init__(self, napari_viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
-        self.job: Job | None = None
+        self.task: Task | None = None
 
         self.folder = QLineEdit()
         self.folder.setPlaceholderText("dataset folder (<root>/<scanner>/<subject>/)")
@@ -218,7 +216,7 @@ class ScannerDataDock(JobDock, QWidget):
             self.open_dataset(folder)
             return
 
-        def body():
+        def body(_control):
             from napari_petite.simulate.dataset import make_dataset
 
             done = []
@@ -228,7 +226,7 @@ class ScannerDataDock(JobDock, QWidget):
             return folder
 
         self.status.setText("Simulating the sample dataset (first time only)…")
-        self._run(Job(body, desc="simulating sample dataset",
+        self._run(Task(body, desc="simulating sample dataset",
                       on_done=lambda r: self.open_dataset(r) if isinstance(r, Path) else None))
 
     # -- split -------------------------------------------------------------------------------
@@ -273,7 +271,7 @@ class ScannerDataDock(JobDock, QWidget):
     def load_subject(self, subject) -> None:
         """Read the subject's volumes in a worker, then add them as linked layers."""
 
-        def body():
+        def body(_control):
             from napari_petite.io.layers import volume_to_layer_data
             from napari_petite.io.nifti import read_volume
 
@@ -291,8 +289,8 @@ class ScannerDataDock(JobDock, QWidget):
             return out
 
         self.status.setText(f"Reading {subject.scanner}/{subject.id}…")
-        self._run(Job(body, desc=f"reading {subject.scanner}/{subject.id}",
-                      on_done=self._add_layers))
+        self._run(Task(body, desc=f"reading {subject.scanner}/{subject.id}",
+                       on_done=self._add_layers))
 
     def _add_layers(self, result) -> None:
         if not isinstance(result, list):
@@ -314,7 +312,8 @@ class ScannerDataDock(JobDock, QWidget):
                 layer.visible = False
         for layer in images:
             layer.contrast_limits = limits
-            if layer.metadata[ROLE_KEY]["kind"] == "truth":
+            # the low-count scan is the one to read: full and truth are toggles, not on top
+            if layer.metadata[ROLE_KEY]["kind"] != "low":
                 layer.visible = False
         if len(images) > 1:
             link_layers(images, ("contrast_limits", "gamma", "colormap"))
@@ -326,9 +325,9 @@ class ScannerDataDock(JobDock, QWidget):
                             "mm (z, y, x)." if images else "")
 
     # -- jobs --------------------------------------------------------------------------------
-    def _run(self, job: Job) -> None:
-        self._run_job(job, busy="The dock is still busy; wait for the current step.",
-                      failed=lambda _: "Failed; see the notification.")
+    def _run(self, task: Task) -> None:
+        self._run_task(task, busy="The dock is still busy; wait for the current step.",
+                       failed=lambda _: "Failed; see the notification.")
 
     def _set_busy(self, busy: bool) -> None:
         self.load_button.setEnabled(not busy)

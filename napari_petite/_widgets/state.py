@@ -15,10 +15,17 @@ from typing import Any
 
 from qtpy.QtCore import QObject, Signal
 
+#: layer metadata key naming the dataset subject and volume kind a layer came from
+ROLE_KEY = "petite"
+
 
 @dataclass
 class TrainedModel:
-    """A model adapted in this session (or loaded from a bundle), ready to run or save."""
+    """A model adapted in this session (or loaded from a bundle), ready to run or save.
+
+    ``name`` is given by :meth:`Session.add_model` and is unique in the session: every run
+    and every loaded bundle stays selectable under its own name.
+    """
 
     model: Any
     spec: Any
@@ -28,10 +35,19 @@ class TrainedModel:
     metrics: dict = field(default_factory=dict)
     seed: int = 0
     bundle: Path | None = None
+    name: str = ""
 
     @property
     def label(self) -> str:
         return self.spec.label
+
+    @property
+    def improved(self) -> bool:
+        """It beat its starting point on validation (or trained without validating)."""
+        best = self.metrics.get("val_best")
+        if best is None:
+            return bool(self.training.get("steps_done")) or self.bundle is not None
+        return best.get("step", 0) > 0
 
 
 class Session(QObject):
@@ -40,7 +56,7 @@ class Session(QObject):
     dataset_changed = Signal()
     selection_changed = Signal()
     base_changed = Signal()
-    trained_changed = Signal()
+    models_changed = Signal()
 
     def __init__(self, viewer) -> None:
         super().__init__()
@@ -50,7 +66,17 @@ class Session(QObject):
         self.target: str | None = None
         self.split = None  # napari_petite.training.job.Split
         self.base_path: Path | None = None
-        self.trained: TrainedModel | None = None
+        self.base_card: dict | None = None
+        self.models: list[TrainedModel] = []
+        self._runs = 0
+
+    @property
+    def trained(self) -> TrainedModel | None:
+        """The newest adapted model (run or loaded bundle), if any."""
+        return self.models[-1] if self.models else None
+
+    def model_named(self, name: str) -> TrainedModel | None:
+        return next((m for m in self.models if m.name == name), None)
 
     @property
     def viewer(self):
@@ -70,13 +96,30 @@ class Session(QObject):
         self.source, self.target, self.split = source, target, split
         self.selection_changed.emit()
 
-    def set_base(self, path: Path | None) -> None:
+    def set_base(self, path: Path | None, card: dict | None = None) -> None:
         self.base_path = Path(path) if path else None
+        self.base_card = card
         self.base_changed.emit()
 
-    def set_trained(self, trained: TrainedModel | None) -> None:
-        self.trained = trained
-        self.trained_changed.emit()
+    def add_model(self, model: TrainedModel, *, loaded: bool = False) -> str:
+        """Keep ``model`` under a new name of its own (nothing is replaced); return it.
+
+        ``loaded``: it came from a bundle on disk (named after its folder), not a run here.
+        """
+        if loaded and model.bundle is not None:
+            stem = f"bundle {model.bundle.name}"
+        else:
+            self._runs += 1
+            target = model.training.get("target") or "?"
+            stem = f"run {self._runs}: {model.spec.label} on {target}"
+        name, n = stem, 1
+        while self.model_named(name) is not None:
+            n += 1
+            name = f"{stem} ({n})"
+        model.name = name
+        self.models.append(model)
+        self.models_changed.emit()
+        return name
 
 
 def unwrap(viewer):

@@ -55,8 +55,7 @@ def add_spec(parser) -> None:
                        help="decoder method (default: the paper's PETITE choice)")
     group.add_argument("--bitfit", action=argparse.BooleanOptionalAction, default=True,
                        help="also train every bias of encoder and decoder (default on)")
-    group.add_argument("--param", action="append", default=[], metavar="METHOD.KEY=VALUE",
-                       help="method hyper-parameter, e.g. lora.rank=8 (repeatable)")
+    add_params(group)
 
 
 def add_training(parser, *, steps: int = 200) -> None:
@@ -99,16 +98,26 @@ def spec_from_args(args, backbone: str, preset: str):
     from napari_petite.peft.spec import PETITE, MixPEFTSpec
 
     default_enc, default_dec = PETITE.get(backbone, ("lora", "ssf"))
+    return MixPEFTSpec(backbone, preset, args.encoder or default_enc,
+                       args.decoder or default_dec, args.bitfit, parse_params(args.param))
+
+
+def add_params(parser) -> None:
+    parser.add_argument("--param", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                        help="method hyper-parameter, e.g. lora.rank=8 (repeatable)")
+
+
+def parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["lora.rank=8", "vpt.deep=true"]`` -> ``{"lora": {"rank": 8}, "vpt": {...}}``."""
     params: dict[str, dict[str, Any]] = {}
-    for item in args.param:
+    for item in items:
         key, sep, value = item.partition("=")
         method, dot, name = key.partition(".")
         if not sep or not dot or not name:
             raise ConfigError(f"--param {item!r} must look like METHOD.KEY=VALUE, e.g. "
                               "lora.rank=8.")
         params.setdefault(method, {})[name] = _parse_value(value)
-    return MixPEFTSpec(backbone, preset, args.encoder or default_enc,
-                       args.decoder or default_dec, args.bitfit, params)
+    return params
 
 
 def train_config(args, out_resume: str | None = None):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-#: trainable percentages the paper reports (REFERENCE.md §1), for comparison
+#: trainable percentages the paper reports (docs/paper.md), for comparison
 PAPER_PERCENT = {
     ("cvtgan", "petite"): 0.32,
     ("unetr", "petite"): 0.51,

@@ -39,6 +39,7 @@ def register(sub) -> None:
                         help="comma-separated row keys to run, e.g. no-ft,full-ft,mix-lora-ssf "
                         "(keys: no-ft, full-ft, layernorm, bitfit, lora, adapter, ssf, vpt, "
                         "ia3, mix-ENC-DEC)")
+    opt.add_params(parser)
     parser.add_argument("--save-adapters", action="store_true",
                         help="also write each row's adapter bundle under OUT/adapters/KEY")
     opt.add_output(parser, what="sweep folder (leaderboard files, rows/, adapters/)")
@@ -83,7 +84,7 @@ def _run(args) -> int:
                           "least 1.")
     base, _ = resolve_base(args.base, args.backbone)
     base_model, base_card, base_sha = load_base(base)
-    plans = select(plan_rows(base_model), args.only)
+    plans = select(plan_rows(base_model, opt.parse_params(args.param)), args.only)
     config = opt.train_config(args)
     config.ddp = False  # rows are spread over ranks; each row trains in one process
     source = args.source or base_card.get("source")
@@ -92,7 +93,7 @@ def _run(args) -> int:
             "data": str(dataset.root), "base": str(args.base or "shipped"),
             "base_sha256": base_sha, "steps": config.steps, "seed": config.seed,
             "batch": config.batch_size, "device": config.device, "split": split.to_dict(),
-            "world_size": dist.world_size()}
+            "params": opt.parse_params(args.param), "world_size": dist.world_size()}
     del base_model
     setup = SweepSetup(scanner, split, base, base_sha, config, out, meta, source,
                        args.save_adapters)

@@ -1,8 +1,11 @@
-"""Atomic file output that never lands over an input.
+"""Atomic output that never lands over an input: files and folders.
 
 Every file the tool writes goes to a temporary name in the destination folder first and is
-renamed into place only when complete, so a crash, a Stop or a full disk never leaves a
-partial file under the final name.
+renamed into place only when complete (:func:`atomic_path`, :func:`atomic_write`); a folder
+(an adapter bundle, a simulated dataset, a sample subject) is built under a hidden temporary
+name and renamed into place whole (:func:`atomic_dir`). Either way a crash, a Stop or a full
+disk never leaves a partial result under the final name, and what is finished gets the usual
+modes (0o666 / 0o777 minus the umask), not the private modes of temporary files.
 """
 
 from __future__ import annotations
@@ -72,19 +75,25 @@ def _can_create_in(folder: Path) -> bool:
     return True
 
 
-def _file_mode() -> int:
-    """The mode ``open()`` would give a new file (0o666 minus the umask).
+def _umask() -> int:
+    """The process umask, read once at import from the main thread: ``os.umask`` can only be
+    read by setting it, and doing that later, from a worker thread, races with other threads
+    creating files.
 
-    ``mkstemp`` creates its file 0o600; renamed as is, every export, adapter and checkpoint
-    would be unreadable to colleagues sharing the results folder. Read once, at import, from
-    the main thread: ``os.umask`` can only be read by setting it.
+    ``mkstemp`` creates its file 0o600 and ``mkdtemp`` its folder 0o700; renamed as they are,
+    every export, adapter, checkpoint and dataset would be unreadable to colleagues sharing
+    the results folder, so finished ones get the modes ``open()`` and ``mkdir`` would give.
     """
     mask = os.umask(0o022)
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
 
 
-FILE_MODE = _file_mode()
+_UMASK = _umask()
+#: the mode ``open()`` gives a new file (0o666 minus the umask)
+FILE_MODE = 0o666 & ~_UMASK
+#: the mode ``mkdir`` gives a new folder (0o777 minus the umask)
+DIR_MODE = 0o777 & ~_UMASK
 
 
 @contextlib.contextmanager
@@ -136,3 +145,51 @@ def atomic_write(
 def write_text(path: str | os.PathLike, text: str, **kwargs) -> Path:
     """Atomically write UTF-8 text (JSON sidecars, reports)."""
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), **kwargs)
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a hidden temporary folder beside ``dest``; rename it onto ``dest`` only when the
+    block succeeds, so a crash, a Stop or a full disk never leaves half a folder under the
+    final name. Everything in the finished folder gets :data:`DIR_MODE` / :data:`FILE_MODE`,
+    whichever library wrote it; an existing ``dest`` is refused
+    unless ``overwrite``, and then moved aside first and removed only once the new folder is
+    in place (restored if the rename fails)."""
+    import shutil
+
+    dest = Path(dest).expanduser()
+    if dest.exists() and not dest.is_dir():
+        raise OutputError(f"{dest} exists and is not a folder; choose a folder name.")
+    if dest.exists() and not overwrite:
+        raise OutputError(f"{dest} already exists; choose another folder or allow "
+                          "overwriting (--overwrite on the command line).")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    except OSError as err:
+        raise OutputError(f"Cannot write into {dest.parent} ({err.strerror}); choose a writable "
+                          "location.") from None
+    try:
+        yield tmp
+        for path in (tmp, *tmp.rglob("*")):  # writers differ (safetensors makes 0o600 files)
+            if not path.is_symlink():
+                os.chmod(path, DIR_MODE if path.is_dir() else FILE_MODE)
+        old = None
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+            os.replace(dest, old / dest.name)
+        try:
+            os.replace(tmp, dest)
+        except OSError:
+            if old is not None:
+                os.replace(old / dest.name, dest)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as err:
+        raise OutputError(f"Could not write {dest}: {err.strerror or err}. Nothing was left "
+                          "under that name; free some space or choose another location.") \
+            from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

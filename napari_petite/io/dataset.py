@@ -1,4 +1,4 @@
-"""Multi-scanner dataset discovery and validation (layout in DESIGN.md).
+"""Multi-scanner dataset discovery and validation (layout in the README).
 
 ``<root>/<scanner-id>/<subject-id>/`` holds ``low.nii.gz`` and ``full.nii.gz`` (same shape and
 affine), optionally ``truth.nii.gz``, ``labels.nii.gz`` and ``meta.json``;

@@ -17,7 +17,7 @@ from napari_petite.io.nifti import Volume, affine_from_spacing
 #: napari colormap used for PET activity layers (perceptually uniform, dark background)
 PET_COLORMAP = "inferno"
 #: diverging colormap for difference images
-DIFF_COLORMAP = "twilight_shifted"
+DIFF_COLORMAP = "RdBu_r"
 
 _LABEL_HINTS = ("label", "seg", "mask", "aseg", "parc")
 

@@ -33,8 +33,8 @@ torch 2.13, MONAI 1.6.1, minimum over repeats (``benchmarks/bench_backbone_step.
 interleaved runs on the project's shared 2-core machine, other jobs running)::
 
     hidden mlp  heads feature  params    step, min per run (range over runs)
-    768    3072 12    16       92.70 M   3.40-8.5 s; 3.3-4.0 s idle (REFERENCE.md §2)  paper
-    192    768  12    12        7.83 M   1.62-1.95 s; 1.26 s idle (REFERENCE.md §2)
+    768    3072 12    16       92.70 M   3.40-8.5 s; 3.3-4.0 s on an idle machine  paper
+    192    768  12    12        7.83 M   1.62-1.95 s; 1.26 s on an idle machine
     192    768  12    10        7.37 M   1.25-1.77 s
     192    768  12    8         6.98 M   0.73-1.03 s quiet, up to 1.4 s busy            small
 
@@ -208,7 +208,7 @@ class UNETRBackbone(Backbone):
         "paper": dict(hidden_size=768, mlp_dim=3072, num_heads=12, feature_size=16,
                       patch_size=(64, 64, 64), qkv_bias=True, dropout_rate=0.0, residual=False),
         # train step 64³ x 2 on 2 CPU threads 0.73-0.87 s (budget 1.5 s), 6.98 M parameters;
-        # feature size 12 (REFERENCE: 1.26 s idle) measured 1.6-1.95 s on the shared machine
+        # feature size 12 (1.26 s on an idle machine) measured 1.6-1.95 s on the shared machine
         # residual: output = input + UNETR(input), see the module docstring
         "small": dict(hidden_size=192, mlp_dim=768, num_heads=12, feature_size=8,
                       patch_size=(64, 64, 64), qkv_bias=True, dropout_rate=0.0, residual=True),

@@ -5,7 +5,7 @@ zero (weight and bias), so the model is unchanged at initialisation *and* learns
 step ``up`` receives the gradient ``act(down(x))^T g`` (non-zero because ``down`` is random);
 from the second step on, with ``up`` non-zero, gradient also reaches ``down``. The released
 PETITE code zeroed both projections, so ``act(down(x)) = act(0) = 0`` and no weight ever
-received gradient — only the up-projection bias learned (REFERENCE.md §1).
+received gradient — only the up-projection bias learned (docs/paper.md).
 
 Token sites (``(..., C)``) use Linear projections; channel sites (``(B, C, D, H, W)``) use 1x1x1
 Conv3d. The adapter sits at ``<site>.adapter`` (``.down``, ``.up``) and runs from a forward

@@ -1,6 +1,6 @@
 """Adapter bundles: the few tensors a PEFT run trained, pinned to the base they adapt.
 
-A bundle is a folder (DESIGN.md) holding
+A bundle is a folder holding
 
 - ``adapter.safetensors``: only the trainable tensors — PEFT modules, BitFit biases, norm
   parameters, whole parts under ``full`` — plus the running statistics of norm layers in fully
@@ -8,10 +8,13 @@ A bundle is a folder (DESIGN.md) holding
 - ``adapter.json``: the Mix-PEFT spec, the base checkpoint's sha256, the model config, the
   training config, metrics, seed, and every tensor's name, shape and dtype.
 
-The folder is written under a temporary sibling name and renamed into place, so a crash never
-leaves a half-written bundle under the final name. Loading rebuilds the PEFT modules from the
-spec on a base model, refuses another backbone/preset/config or base checkpoint, and loads
-the tensors strictly (a missing or unexpected tensor is an error, never silently skipped).
+The folder is written under a temporary sibling name and renamed into place
+(:func:`napari_petite.io.atomic.atomic_dir`), so a crash never leaves a half-written bundle
+under the final name, and it gets the usual modes (a bundle is meant to be shared).
+
+Loading rebuilds the PEFT modules from the spec on a base model, refuses another backbone,
+preset, config or base checkpoint, and loads the tensors strictly (a missing or unexpected
+tensor is an error, never silently skipped); a refused bundle leaves the model as it was.
 Nothing is ever unpickled.
 """
 
@@ -20,15 +23,14 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from napari_petite.errors import CheckpointError, ConfigError, OutputError
+from napari_petite.errors import CheckpointError, ConfigError
+from napari_petite.io.atomic import atomic_dir
 from napari_petite.models.base import Backbone
 from napari_petite.peft.apply import apply_spec, peft_state, remove_spec, trainable_state
 from napari_petite.peft.spec import MixPEFTSpec
@@ -88,23 +90,9 @@ def save_adapter(
         raise ConfigError("base_sha256 must be the 64-hex sha256 of the base checkpoint file "
                           "the adapter was trained from.")
     dest = Path(path_dir).expanduser()
-    if dest.exists() and not dest.is_dir():
-        raise OutputError(f"{dest} exists and is not a folder; choose a folder name for the "
-                          "adapter bundle.")
-    if dest.exists() and not overwrite:
-        raise OutputError(f"{dest} already exists; choose another folder or allow overwriting "
-                          "(--overwrite on the command line).")
-    parent = dest.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=parent))
-    except OSError as err:
-        raise OutputError(f"Cannot write into {parent} ({err.strerror}); choose a writable "
-                          "location.") from None
-
     tensors = {k: v.detach().to("cpu").contiguous().clone()
                for k, v in trainable_state(model).items()}
-    try:
+    with atomic_dir(dest, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT})
         card = {
             "format": FORMAT,
@@ -128,19 +116,6 @@ def save_adapter(
         }
         (tmp / CARD).write_text(json.dumps(card, indent=2, default=_json_default) + "\n",
                                 encoding="utf-8")
-        if dest.exists():  # overwrite: move the old bundle aside only once the new one is whole
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=parent))
-            os.replace(dest, old / dest.name)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
-    except OSError as err:
-        raise OutputError(f"Could not write the adapter bundle {dest}: {err.strerror or err}. "
-                          "Nothing was left under that name.") from None
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 

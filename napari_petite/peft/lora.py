@@ -6,7 +6,7 @@ zero, so the model is unchanged at initialisation and ``B`` gets gradient on the
 Convolutions get the update over the *whole* kernel: ``A`` has ``in/groups * prod(kernel)``
 columns (for ConvTranspose ``out/groups * prod(kernel)``), so depthwise, grouped, dilated and
 strided 3D kernels work. ``loralib`` 0.1.2 sizes the product for 2D kernels only, which breaks
-every Conv3d (REFERENCE.md §1). A convolution runs once with ``W + delta`` (the delta of a
+every Conv3d (docs/paper.md). A convolution runs once with ``W + delta`` (the delta of a
 depthwise kernel is tiny); a Linear adds the cheap low-rank path ``x A^T B^T`` instead.
 
 Wrapping is done by swapping the module's class for a LoRA subclass of its own class, as

@@ -74,8 +74,8 @@ def supports_gate(host: nn.Module) -> bool:
 
 def why_not(model: Backbone, part: str, sites: PartSites, config: MethodConfig) -> str | None:
     if not sites.prompts:
-        return (f"VPT needs transformer tokens; the {model.name} {part} has no prompt host "
-                "(it is a CNN)")
+        return (f"prompt tokens (VPT) need a transformer, and the {model.name} {part} is a "
+                "convolutional network")
     if not any(host_tokens(s, config) > 0 for s in sites.prompts):
         return f"every prompt host of the {model.name} {part} is set to 0 tokens"
     if config.gate is True:

@@ -1,6 +1,6 @@
 """Acquisition physics: from an activity image to full- and low-count prompt sinograms.
 
-Chain (REFERENCE.md section 3): activity -> 3D Gaussian PSF -> line integrals (TOF-binned)
+Chain (docs/simulation.md): activity -> 3D Gaussian PSF -> line integrals (TOF-binned)
 -> attenuation exp(-integral of mu) -> axial sensitivity and detector efficiencies -> trues
 scaled to the profile's count level -> + smooth scatter + flat randoms -> Poisson = full
 count. The low-count scan is a **binomial thinning** of the full-count prompts with

@@ -1,7 +1,7 @@
 """FDG brain phantoms built from real anatomy (MNI ICBM152 2009a grey / white matter maps).
 
 Each subject is drawn from a seeded generator: a random affine (scale, rotation, shift), GM
-level and GM:WM ratio, regional SUVR modulation (REFERENCE.md section 3), a smooth GM texture,
+level and GM:WM ratio, regional SUVR modulation (docs/simulation.md), a smooth GM texture,
 0-3 hot or cold lesions, an optional hypometabolic region, skull and scalp shells, an
 attenuation map and a region label map. Everything is built once on the 2 mm template grid and
 then sampled onto whatever scanner grid asks for it (:meth:`Phantom.sample`).
@@ -16,10 +16,9 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage as ndi
 
-#: region label values written to ``labels.nii.gz`` (also stored in meta.json)
 #: injected FDG activity of the reference protocol (MBq; the source site, ~5 mCi)
 REFERENCE_INJECTED_MBQ = 200.0
-
+#: region label values written to ``labels.nii.gz`` (also stored in meta.json)
 LABELS: dict[int, str] = {
     0: "background",
     1: "grey matter",
@@ -40,7 +39,7 @@ LABELS: dict[int, str] = {
 }
 LABEL_ID = {name: value for value, name in LABELS.items()}
 
-#: FDG SUVR to pons of 537 normals (REFERENCE.md section 3); "cortex" is an assumption
+#: FDG SUVR to pons of 537 normals (docs/simulation.md); "cortex" is an assumption
 #: for the generic cortical ribbon, which the table does not list
 REGION_SUVR = {
     "precuneus": 1.50,

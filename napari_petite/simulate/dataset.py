@@ -1,10 +1,10 @@
-"""Write a multi-scanner sample dataset in the layout of DESIGN.md, all or nothing.
+"""Write a multi-scanner sample dataset in the dataset layout of the README, all or nothing.
 
 ``<root>/<scanner-id>/scanner.json`` and ``<root>/<scanner-id>/<subject-id>/`` with
 ``low.nii.gz``, ``full.nii.gz``, ``truth.nii.gz`` (Bq/mL, same grid), ``labels.nii.gz``
 (uint8, same grid) and ``meta.json``. Everything is written into a hidden sibling folder that
-is renamed onto the requested name only when complete, so an interrupted run never leaves a
-half dataset under the final name.
+is renamed onto the requested name only when complete (``io.atomic.atomic_dir``), so an
+interrupted run never leaves a half dataset under the final name.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +22,7 @@ import numpy as np
 
 from napari_petite import __version__
 from napari_petite.errors import ConfigError, OutputError
+from napari_petite.io.atomic import atomic_dir
 from napari_petite.simulate.anatomy import LABELS
 from napari_petite.simulate.profiles import ScannerProfile, available_ids, load_profile
 from napari_petite.simulate.scan import (
@@ -176,15 +176,8 @@ def make_dataset(
     out = check_output(out, overwrite)
     jobs = max(1, int(jobs))
     t0 = time.perf_counter()
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    except OSError as err:
-        raise OutputError(f"Cannot write in {out.parent} ({err.strerror}); choose a writable "
-                          "--out location.") from None
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp's private 0700 would make the dataset unshareable
-    try:
+    # check_output has applied the dataset's own rules (an empty folder may be reused)
+    with atomic_dir(out, overwrite=True) as tmp:
         for sid in ids:
             (tmp / sid).mkdir()
             _write_json(tmp / sid / "scanner.json",
@@ -211,27 +204,6 @@ def make_dataset(
                     "generator": f"napari-petite {__version__}",
                     "anatomy": "MNI ICBM152 2009a (Fonov et al. 2009, 2011)"}
         _write_json(tmp / "dataset.json", settings)
-        _replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     done.sort(key=lambda d: (d["scanner"], d["subject"]))
     return {"out": str(out), **settings, "seconds": round(time.perf_counter() - t0, 3),
             "subjects_written": done}
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    """Rename the finished folder onto ``out``; an old dataset is moved aside first."""
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / out.name)
-    try:
-        os.replace(tmp, out)
-    except OSError as err:
-        if old is not None:
-            os.replace(old / out.name, out)
-        raise OutputError(f"Could not move the new dataset to {out} ({err.strerror}); "
-                          "nothing was changed there.") from None
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

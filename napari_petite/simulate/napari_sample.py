@@ -8,9 +8,6 @@ here: the functions return layer data tuples, built like the NIfTI reader's.
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from napari_petite import __version__
@@ -48,21 +45,14 @@ def ensure_sample(scanner_id: str) -> Path:
     folder = sample_folder(scanner_id)
     if all((folder / f"{name}.nii.gz").is_file() for name, _ in _LAYERS):
         return folder
+    from napari_petite.io.atomic import atomic_dir
+
     profile = load_profile(scanner_id)
     scan = simulate_subject(profile, seed=SAMPLE_SEED, index=0, size="small")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
-    try:
+    # overwrite: an incomplete earlier attempt, or another process that got there first
+    # (the same seed gives the same files)
+    with atomic_dir(folder, overwrite=True) as tmp:
         write_subject(tmp, scan, {"subject": f"sample-{scanner_id}"})
-        if folder.exists():  # an incomplete earlier attempt
-            shutil.rmtree(folder, ignore_errors=True)
-        try:
-            os.replace(tmp, folder)
-        except OSError:
-            if not folder.is_dir():  # another process finished first otherwise
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

@@ -1,6 +1,6 @@
 """Checks of simulated exams: white-matter noise, PSNR, regional means, point-source FWHM.
 
-These are the numbers the simulator is judged by (REFERENCE.md sections 3 and 4), shared by
+These are the numbers the simulator is judged by (docs/simulation.md and docs/metrics.md), shared by
 the tests and ``benchmarks/bench_simulate.py`` so both measure the same thing.
 """
 
@@ -33,7 +33,7 @@ def wm_cov(image: np.ndarray, labels: np.ndarray, spacing_zyx) -> float:
 
 
 def psnr(reference: np.ndarray, image: np.ndarray) -> float:
-    """PSNR (dB) = 20 log10(max(reference) / RMSE), UDPET style (REFERENCE.md section 4)."""
+    """PSNR (dB) = 20 log10(max(reference) / RMSE), UDPET style (docs/metrics.md)."""
     rmse = float(np.sqrt(np.mean((reference.astype(np.float64) - image) ** 2)))
     return float(20.0 * np.log10(float(reference.max()) / max(rmse, 1e-30)))
 

@@ -38,7 +38,7 @@ SIMULATOR_VERSION = "2"  # 2: per-site acquisition protocols (dose, scan lengths
 #: largest in-plane matrix of the simulation grid (native grids above 128 are not oversampled)
 MAX_SIM_MATRIX = 256
 #: effective-count calibration of the 2D-slice model: scales the profile's trues so that a
-#: full-dose exam has a clinical deep-WM CoV (~10-13 % at the small size, REFERENCE.md
+#: full-dose exam has a clinical deep-WM CoV (~10-13 % at the small size, docs/simulation.md
 #: section 3); a 3D scanner's oblique data and 3D reconstruction are not modelled, so raw
 #: trues do not map one-to-one onto image noise. The same scan has the same counts at every
 #: output size (measured: at equal counts small and native grids give similar WM CoV).

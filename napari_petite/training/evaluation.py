@@ -1,12 +1,14 @@
 """Evaluate a model on dataset subjects: low vs full, reconstruction vs full (and vs truth).
 
-Shared by ``petite evaluate``, ``petite sweep`` and the napari compare dock so the numbers in
-the leaderboard, the CLI and the GUI come from one definition (REFERENCE.md §4).
+Shared by ``petite evaluate``, ``petite sweep``, the benchmarks and the napari compare dock
+(its metrics table and its batch export) so the numbers in the leaderboard, the CLI and the
+GUI come from one definition (docs/metrics.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -31,6 +33,25 @@ def label_names(meta: dict | None) -> dict[int, str]:
     return out
 
 
+def compare_to_full(low: np.ndarray, recons: dict[str, np.ndarray], full: np.ndarray, *,
+                    labels: np.ndarray | None = None, names: dict[int, str] | None = None,
+                    truth: np.ndarray | None = None) -> dict:
+    """Low-count and every reconstruction against the full-count image (head mask from the
+    full-count image), and against the truth when given: ``{"low": ..., name: ...,
+    "low_vs_truth": ..., name + "_vs_truth": ...}``."""
+    mask = head_mask(full)
+
+    def against(image, reference):
+        return compare(image, reference, mask=mask, labels=labels, label_names=names)
+
+    out = {"low": against(low, full)}
+    out.update({name: against(image, full) for name, image in recons.items()})
+    if truth is not None:
+        out["low_vs_truth"] = against(low, truth)
+        out.update({f"{name}_vs_truth": against(image, truth) for name, image in recons.items()})
+    return out
+
+
 def evaluate_subject(model, subject: Subject, *, device=None, progress=None,
                      should_stop=None, recon=None) -> dict:
     """Metrics of one subject; returns {"low": {...}, "recon": {...}, "recon_vs_truth": {...}}.
@@ -42,23 +63,49 @@ def evaluate_subject(model, subject: Subject, *, device=None, progress=None,
 
     low, full = read_volume(subject.low), read_volume(subject.full)
     labels = read_volume(subject.labels).data if subject.labels else None
-    names = label_names(subject.meta)
-    mask = head_mask(full.data)
+    truth = read_volume(subject.truth).data if subject.truth else None
     if recon is None:
         recon = predict_volume(model, low.data, device=device, progress=progress,
                                should_stop=should_stop)
-    row = {
-        "subject": subject.id,
-        "low": compare(low.data, full.data, mask=mask, labels=labels, label_names=names),
-        "recon": compare(recon, full.data, mask=mask, labels=labels, label_names=names),
-    }
-    if subject.truth:
-        truth = read_volume(subject.truth).data
-        row["recon_vs_truth"] = compare(recon, truth, mask=mask, labels=labels,
-                                        label_names=names)
-        row["low_vs_truth"] = compare(low.data, truth, mask=mask, labels=labels,
-                                      label_names=names)
-    return row
+    row = compare_to_full(low.data, {"recon": recon}, full.data, labels=labels,
+                          names=label_names(subject.meta), truth=truth)
+    return {"subject": subject.id, **row}
+
+
+def export_subjects(model, scanner: Scanner, ids: Sequence[str], folder, *, description: str,
+                    should_stop=None, on_subject: Callable[[int, int], None] | None = None
+                    ) -> Path | None:
+    """Reconstruct ``ids`` into ``folder/<scanner>/<id>_reconstructed.nii.gz`` (the input's
+    geometry and units) and write ``metrics.json`` with every subject's metrics and their mean.
+
+    Returns the folder, or None when ``should_stop`` stopped it (finished volumes are whole
+    files and stay; no metrics.json is written for a partial set).
+    """
+    import json
+
+    from napari_petite.io.atomic import write_text
+    from napari_petite.io.nifti import read_volume, write_like
+    from napari_petite.training.inference import Stopped, predict_volume
+
+    out = Path(folder).expanduser() / scanner.id
+    rows = []
+    for k, sid in enumerate(ids):
+        subject = scanner.subject(sid)
+        low = read_volume(subject.low)
+        try:
+            recon = predict_volume(model, low.data, should_stop=should_stop)
+        except Stopped:
+            return None
+        path = write_like(out / f"{sid}_reconstructed.nii.gz", recon, low,
+                          inputs=[subject.low, subject.full])
+        rows.append({"file": str(path), **evaluate_subject(model, subject, recon=recon)})
+        if on_subject is not None:
+            on_subject(k + 1, len(ids))
+    doc = {"model": description, "scanner": scanner.id, "subjects": rows,
+           "mean": summarise(rows)}
+    write_text(out / "metrics.json", json.dumps(doc, indent=2, default=float) + "\n",
+               overwrite=True)
+    return out
 
 
 def evaluate_subjects(model, scanner: Scanner, ids: Sequence[str], *, device=None,

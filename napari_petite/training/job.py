@@ -141,6 +141,35 @@ class JobRequest:
     resume: str | Path | None = None
     source: str | None = None  # the base's source scanner, for the record
 
+    def to_dict(self) -> dict:
+        """What repeats this request (JSON): a GUI run folder keeps it as ``run.json``, so
+        continuing the run uses its own data, base, methods and step budget, not the form's."""
+        return {"data": str(self.scanner.path.parent), "target": self.scanner.id,
+                "split": self.split.to_dict(), "config": self.config.to_dict(),
+                "spec": None if self.spec is None else self.spec.to_dict(),
+                "base": None if self.base is None else str(self.base),
+                "backbone": self.backbone, "source": self.source,
+                "scratch": None if self.scratch is None else asdict(self.scratch)}
+
+    @classmethod
+    def from_dict(cls, doc: dict, *, resume: str | Path | None = None) -> JobRequest:
+        """The request :meth:`to_dict` wrote (the dataset is read again from its folder)."""
+        from napari_petite.io.dataset import discover
+
+        try:
+            scanner = discover(doc["data"]).scanner(doc["target"])
+            config = TrainConfig(**{**doc["config"], "patch_size": (
+                tuple(doc["config"]["patch_size"]) if doc["config"].get("patch_size")
+                else None)})
+            return cls(scanner, Split(**doc["split"]), config,
+                       spec=MixPEFTSpec.from_dict(doc["spec"]) if doc.get("spec") else None,
+                       base=doc.get("base"), backbone=doc.get("backbone"),
+                       scratch=Scratch(**doc["scratch"]) if doc.get("scratch") else None,
+                       resume=resume, source=doc.get("source"))
+        except (KeyError, TypeError) as err:
+            raise CheckpointError(f"The run description lacks or mangles {err}; it was not "
+                                  "written by this version. Start a new run.") from None
+
 
 @dataclass
 class Run:

@@ -3,7 +3,7 @@
 A row is a plain dict (JSON-able) that ``petite sweep`` fills per method: key, label, encoder,
 decoder, bitfit, trainable / total parameters, percent, train seconds, peak memory, and the
 head-mask PSNR / SSIM / NRMSE (mean over the target's held-out test subjects). Rows that did
-not run carry ``skipped`` with the reason. The paper's averages (REFERENCE.md §1) are printed
+not run carry ``skipped`` with the reason. The paper's averages (docs/paper.md) are printed
 beside ours for orientation only: they are min-max-scaled real scans over 20 scanner pairs, ours
 are one pair in the input's units, so only the ordering is comparable, not the decibels.
 """

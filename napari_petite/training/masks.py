@@ -1,6 +1,6 @@
 """Head mask: where the activity is, so metrics and patch sampling ignore empty background.
 
-Zeros outside the head inflate PSNR and SSIM (REFERENCE.md §4) and waste training patches;
+Zeros outside the head inflate PSNR and SSIM (docs/metrics.md) and waste training patches;
 both use this one definition.
 """
 

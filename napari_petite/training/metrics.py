@@ -1,4 +1,4 @@
-"""Image-quality metrics exactly as REFERENCE.md §4 (UDPET-style), whole volume and in a mask.
+"""Image-quality metrics exactly as docs/metrics.md (UDPET-style), whole volume and in a mask.
 
 - NRMSE = RMSE / (max - min of the reference)
 - PSNR  = 20 log10(max(reference) / RMSE)

@@ -17,22 +17,26 @@ METRIC_ROWS = (("PSNR head (dB)", "psnr_mask"), ("SSIM head", "ssim_mask"),
                ("SSIM volume", "ssim"), ("NRMSE volume", "nrmse"))
 
 
-def metric_rows(low: dict | None, recon: dict | None) -> list[tuple[str, str, str]]:
-    """Rows (name, low vs full, reconstructed vs full) including regional bias in %."""
+def metric_columns(columns: dict[str, dict | None]) -> list[tuple[str, list[str]]]:
+    """Rows (name, one cell per column) of the metrics and the regional bias in %; a column
+    is one image against the full-count one (low-count, the base model, each adapted one)."""
 
     def fmt(d, key):
         return "-" if not d or key not in d else f"{d[key]:.4g}"
 
-    rows = [(name, fmt(low, key), fmt(recon, key)) for name, key in METRIC_ROWS
-            if (low and key in low) or (recon and key in recon)]
-    regions = sorted(set((low or {}).get("regional_bias_pct", {}))
-                     | set((recon or {}).get("regional_bias_pct", {})))
+    values = [c or {} for c in columns.values()]
+    rows = [(name, [fmt(d, key) for d in values]) for name, key in METRIC_ROWS
+            if any(key in d for d in values)]
+    regions = sorted({r for d in values for r in d.get("regional_bias_pct", {})})
     for region in regions:
-        lo = (low or {}).get("regional_bias_pct", {}).get(region)
-        rc = (recon or {}).get("regional_bias_pct", {}).get(region)
-        rows.append((f"bias {region} (%)", "-" if lo is None else f"{lo:+.2f}",
-                     "-" if rc is None else f"{rc:+.2f}"))
+        cells = [d.get("regional_bias_pct", {}).get(region) for d in values]
+        rows.append((f"bias {region} (%)", ["-" if c is None else f"{c:+.2f}" for c in cells]))
     return rows
+
+
+def metric_rows(low: dict | None, recon: dict | None) -> list[tuple[str, str, str]]:
+    """Rows (name, low vs full, reconstructed vs full) including regional bias in %."""
+    return [(name, *cells) for name, cells in metric_columns({"low": low, "recon": recon})]
 
 
 def write_report(path, *, low: np.ndarray, recon: np.ndarray, full: np.ndarray | None,

@@ -36,16 +36,26 @@ class RowPlan:
     skipped: str = ""
 
 
-def plan_rows(model) -> list[RowPlan]:
-    """Every row of the sweep on ``model``'s backbone, feasibility decided by the spec API."""
+def plan_rows(model, params: dict | None = None) -> list[RowPlan]:
+    """Every row of the sweep on ``model``'s backbone, feasibility decided by the spec API.
+
+    ``params`` (``{"lora": {"rank": 2}}``) go to the rows that use those methods only, so a
+    sweep that changes LoRA's rank reuses its finished rows without LoRA.
+    """
     from napari_petite.peft.spec import PETITE, MixPEFTSpec, feasible_combinations, why_not
 
     name, preset = model.name, model.preset
+    params = params or {}
+
+    def spec(enc: str, dec: str, bitfit: bool) -> MixPEFTSpec:
+        mine = {m: dict(v) for m, v in params.items() if m in (enc, dec)}
+        return MixPEFTSpec(name, preset, enc, dec, bitfit, mine)
+
     rows = [RowPlan("no-ft", "No-FT", "baseline", None),
-            RowPlan("full-ft", "Full-FT", "baseline",
-                    MixPEFTSpec(name, preset, "full", "full", False))]
+            RowPlan("full-ft", "Full-FT", "baseline", spec("full", "full", False))]
     for method, label in SINGLE.items():
-        reasons = {part: why_not(model, part, method) for part in ("encoder", "decoder")}
+        config = spec(method, method, False).method_config(method)
+        reasons = {part: why_not(model, part, method, config) for part in ("encoder", "decoder")}
         fits = [part for part, reason in reasons.items() if reason is None]
         if not fits:
             rows.append(RowPlan(method, label, "single", skipped="; ".join(
@@ -55,13 +65,12 @@ def plan_rows(model) -> list[RowPlan]:
         note = "; ".join(f"{part} left frozen ({reason})" for part, reason in reasons.items()
                          if reason is not None)
         rows.append(RowPlan(method, label, "single",
-                            MixPEFTSpec(name, preset, parts["encoder"], parts["decoder"], False),
-                            note=note))
+                            spec(parts["encoder"], parts["decoder"], False), note=note))
     petite = PETITE.get(name)
-    for spec in feasible_combinations(model):
-        tag = " (PETITE)" if (spec.encoder, spec.decoder) == petite else ""
-        rows.append(RowPlan(f"mix-{spec.encoder}-{spec.decoder}", f"Mix: {spec.label}{tag}",
-                            "mix", spec))
+    for mix in feasible_combinations(model):
+        tag = " (PETITE)" if (mix.encoder, mix.decoder) == petite else ""
+        rows.append(RowPlan(f"mix-{mix.encoder}-{mix.decoder}", f"Mix: {mix.label}{tag}",
+                            "mix", spec(mix.encoder, mix.decoder, True)))
     return rows
 
 
@@ -157,10 +166,13 @@ class SweepSetup:
 def fingerprint(plan: RowPlan, setup: SweepSetup) -> dict:
     """What makes a finished row reusable: same spec, budget, seed, base, target and split."""
     c = setup.config
-    return {"spec": plan.spec.to_dict() if plan.spec else None, "steps": c.steps,
-            "seed": c.seed, "batch": c.batch_size, "lr": c.lr, "val_every": c.val_every,
-            "bf16": c.bf16, "base_sha256": setup.base_sha, "target": setup.scanner.id,
-            "split": setup.split.to_dict()}
+    out = {"spec": plan.spec.to_dict() if plan.spec else None, "steps": c.steps,
+           "seed": c.seed, "batch": c.batch_size, "lr": c.lr, "val_every": c.val_every,
+           "bf16": c.bf16, "base_sha256": setup.base_sha, "target": setup.scanner.id,
+           "split": setup.split.to_dict()}
+    if c.gan_warmup_steps:  # only when used, so rows made before it existed stay reusable
+        out["gan_warmup_steps"] = c.gan_warmup_steps
+    return out
 
 
 def _abs_bias(mean: dict) -> float | None:

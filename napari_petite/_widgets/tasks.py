@@ -1,11 +1,12 @@
-"""Background jobs for the docks: napari workers whose failures become notifications.
+"""Background tasks for the docks: napari workers stopped through one :class:`Control`.
 
-A job body is a generator run by ``napari.qt.threading.create_worker`` in a worker thread; it
-never touches Qt. Exceptions are caught *inside* the thread and handed back as a
-:class:`Failure`, so the dock shows one clear sentence (a ``PetiteError`` says what to do) and
-returns to idle, instead of napari's traceback pop-up. A job can be stopped cleanly from the
-GUI (Stop button, dock closed, napari closed): :meth:`Job.shutdown` asks the body to stop,
-quits the worker and waits for the thread to leave the body.
+A task body is a generator function of a ``Control``, run by napari's ``create_worker`` in a
+worker thread; it never touches Qt. The control is the only way to stop it, from the Stop
+button, from closing the dock or from closing napari alike: a training body hands it to the
+engine (which then finishes its step and writes its at-stop checkpoint), an inference body
+checks it between windows. Exceptions are caught *inside* the thread and handed back as a
+:class:`Failure`, so the dock shows one clear sentence and returns to idle instead of
+napari's traceback pop-up.
 """
 
 from __future__ import annotations
@@ -19,13 +20,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from napari_petite.errors import PetiteError
+from napari_petite.training.engine import Control
 
 log = logging.getLogger(__name__)
+#: one thread at a time imports the heavy libraries: two workers importing MONAI at once
+#: (a parameter count and a reconstruction) can meet its circular imports from both ends and
+#: fail with a _DeadlockError
+_IMPORTS = threading.Lock()
+
+
+def import_torch_stack() -> None:
+    """Import torch and the MONAI parts the models use, once, under :data:`_IMPORTS`."""
+    with _IMPORTS:
+        import monai.inferers
+        import monai.networks.nets  # noqa: F401
+        import torch  # noqa: F401
 
 
 @dataclass
 class Failure:
-    """An exception raised inside a job, returned to the GUI thread."""
+    """An exception raised inside a task, returned to the GUI thread."""
 
     error: BaseException
 
@@ -44,35 +58,37 @@ def notify_failure(failure: Failure | BaseException) -> None:
     if not isinstance(failure, Failure):
         failure = Failure(failure)
     if not isinstance(failure.error, PetiteError):
-        log.error("napari-petite job failed", exc_info=failure.error)
+        log.error("napari-petite task failed", exc_info=failure.error)
     show_error(failure.message)
 
 
-class Job:
-    """One background run: a generator body, its worker, and a thread-side 'left' flag."""
+class Task:
+    """One background run: a generator body of a :class:`Control`, and its worker."""
 
-    def __init__(self, body: Callable[[], Generator[Any, Any, Any]], *, desc: str,
+    def __init__(self, body: Callable[[Control], Generator[Any, Any, Any]], *, desc: str,
                  total: int = 0, on_yield: Callable[[Any], None] | None = None,
-                 on_done: Callable[[Any], None] | None = None,
-                 on_stop: Callable[[], None] | None = None, progress: bool = True) -> None:
+                 on_done: Callable[[Any], None] | None = None, progress: bool = True,
+                 torch: bool = False) -> None:
+        """``torch``: the body uses torch / MONAI (imported first, one thread at a time)."""
         from napari.qt.threading import create_worker
 
-        self._left = threading.Event()
+        self.control = Control()
         self._entered = threading.Event()
+        self._left = threading.Event()
         self._started = False
         self._done = False
-        self.stop_requested = threading.Event()
-        self._on_stop = on_stop
         self.on_done = on_done
         self.result: Any = None
+        control = self.control
 
         def guarded():
             self._entered.set()
             try:
-                if self.stop_requested.is_set():
+                if control.stopped:
                     return None
-                result = yield from body()
-                return result
+                if torch:
+                    import_torch_stack()
+                return (yield from body(control))
             except GeneratorExit:
                 raise
             except BaseException as err:
@@ -100,20 +116,20 @@ class Job:
 
     def _finished(self) -> None:
         self._done = True
-        # a worker quit at a yield leaves the body suspended: close it now (runs its finally
-        # blocks and frees the model) instead of whenever the garbage collector gets to it
+        # napari quits its workers when its window closes; one quit at a yield leaves the
+        # body suspended: close it now (its finally blocks run, the model is freed)
         gen = getattr(self.worker, "_gen", None)
         if gen is not None:
             try:
                 gen.close()
             except Exception:
-                log.exception("closing a napari-petite job failed")
+                log.exception("closing a napari-petite task failed")
         if self.on_done is not None:
             callback, self.on_done = self.on_done, None
             callback(self.result)
 
     # -- control ---------------------------------------------------------------------------
-    def start(self) -> Job:
+    def start(self) -> Task:
         self._started = True
         self.worker.start()
         return self
@@ -125,11 +141,13 @@ class Job:
 
     def set_progress(self, n: int, desc: str | None = None) -> None:
         """Move napari's activity bar to ``n``. Call it last in a slot: napari's bar runs
-        ``processEvents`` while it repaints, so the job's end may be handled inside this call
-        and anything the slot sets afterwards would overwrite the final status."""
+        ``processEvents`` while it repaints, so the task's end may be handled inside this
+        call and anything the slot sets afterwards would overwrite the final status."""
         pbar = getattr(self.worker, "pbar", None)
         if pbar is None:
             return
+        if pbar.total and n > pbar.total:
+            pbar.total = n
         if n > pbar.n:
             pbar.update(n - pbar.n)
         if desc is not None:
@@ -140,15 +158,18 @@ class Job:
         """Started and its worker has not finished (GUI-thread view)."""
         return self._started and not self._done
 
+    @property
+    def stopping(self) -> bool:
+        return self.control.stopped
+
     def stop(self) -> None:
         """Ask the body to stop at its next check (a training step / an inference window)."""
-        self.stop_requested.set()
-        if self._on_stop is not None:
-            self._on_stop()
-        self.worker.quit()
+        self.control.stop()
 
     def shutdown(self, timeout: float = 30.0) -> bool:
-        """Stop and wait until the thread left the body; drop GUI callbacks. True when left."""
+        """Stop through the control and wait until the thread left the body (a training run
+        finishes its step and writes its checkpoint first); drop the GUI callbacks. True when
+        it left in time; otherwise the worker is told to quit at its next yield."""
         self.on_done = None
         for signal in (self.worker.yielded, self.worker.returned):
             with contextlib.suppress(TypeError, RuntimeError):
@@ -159,58 +180,65 @@ class Job:
             if self._left.is_set() or not self._started:
                 return True
             if self._entered.is_set() and not self.worker.is_running:
-                return True  # quit at a yield: the thread has left the worker
+                return True  # napari quit it at a yield: the thread has left the body
             time.sleep(0.005)
+        self.worker.quit()
         return False
 
 
-class JobDock:
-    """Mixin for a dock ``QWidget`` that runs one background :class:`Job` at a time.
+class TaskDock:
+    """Mixin for a dock ``QWidget`` that runs one background :class:`Task` at a time.
 
-    Every dock must stop its worker when it goes away: napari removes a closed plugin dock by
+    Every dock must stop its task when it goes away: napari removes a closed plugin dock by
     taking its widget out of the window (``setParent(None)``) without deleting it, and a
     worker left running after napari quits would outlive the objects it reports to.
-    Subclasses set ``self.job``, implement ``_set_busy`` and list extra jobs in ``_jobs``.
+    Subclasses set ``self.task``, implement ``_set_busy`` and list extra tasks in ``_tasks``.
     """
 
-    job: Job | None = None
+    task: Task | None = None
 
-    def _jobs(self) -> tuple[Job | None, ...]:
-        return (self.job,)
+    def _tasks(self) -> tuple[Task | None, ...]:
+        return (self.task,)
 
     @property
     def is_idle(self) -> bool:
-        return self.job is None or not self.job.running
+        return self.task is None or not self.task.running
+
+    @property
+    def live(self) -> bool:
+        """A task runs and was not asked to stop: a report queued before Stop must not
+        overwrite the "Stopping…"/"Stopped" status."""
+        return not self.is_idle and not self.task.stopping
 
     def _set_busy(self, busy: bool) -> None:
         raise NotImplementedError
 
-    def _run_job(self, job: Job, *, busy: str, failed: Callable[[Failure], str]) -> None:
-        """Start ``job`` (refused with ``busy`` while another runs); busy state until done,
-        then ``failed(failure)`` goes to ``self.status`` or the job's own ``on_done`` runs."""
+    def _run_task(self, task: Task, *, busy: str, failed: Callable[[Failure], str]) -> None:
+        """Start ``task`` (refused with ``busy`` while another runs); busy state until done,
+        then ``failed(failure)`` goes to ``self.status`` or the task's own ``on_done`` runs."""
         if not self.is_idle:
             notify_failure(PetiteError(busy))
             return
-        done = job.on_done
+        done = task.on_done
 
         def finished(result):
             self._set_busy(False)
             if isinstance(result, Failure):
-                self.status.setText(failed(result))
+                self.status.setText(failed(result))  # type: ignore[attr-defined]
             elif done is not None:
                 done(result)
 
-        job.on_done = finished
-        self.job = job
+        task.on_done = finished
+        self.task = task
         self._set_busy(True)
-        job.start()
+        task.start()
 
     def shutdown(self, timeout: float = 30.0) -> None:
-        """Stop every running job and wait for its thread (dock or napari closing)."""
-        jobs, self.job = self._jobs(), None
-        for job in jobs:
-            if job is not None and job.running:
-                job.shutdown(timeout)
+        """Stop every running task through its control and wait for its thread."""
+        tasks, self.task = self._tasks(), None
+        for task in tasks:
+            if task is not None and task.running:
+                task.shutdown(timeout)
 
     def stop_on_destroy(self) -> None:
         """Also stop when Qt deletes the widget, without touching the deleted object."""

@@ -1,0 +1,113 @@
+"""Which scan to reconstruct, which full-count scan to compare with, and with which model.
+
+The model list holds the base model and every model of the session under its own name (each
+fine-tuning run, each loaded bundle), so reconstructing with one never replaces another.
+"""
+
+from __future__ import annotations
+
+from qtpy.QtWidgets import QComboBox, QFormLayout, QWidget
+
+from napari_petite._widgets.state import ROLE_KEY
+from napari_petite.errors import ConfigError
+
+#: reconstructed layers are named "<prefix> · <model name>"
+RECON_PREFIX = "reconstructed"
+NONE = "—"
+BASE = "base model"
+
+
+def recon_name(model_name: str) -> str:
+    return f"{RECON_PREFIX} · {model_name}"
+
+
+def is_derived(layer) -> bool:
+    """A layer this dock made (a reconstruction or a difference), not a scan."""
+    return layer.metadata.get(ROLE_KEY, {}).get("kind") in ("reconstructed", "difference")
+
+
+class ModelChoice(QWidget):
+    """Low-count layer, full-count layer and model; refreshes itself from the viewer."""
+
+    def __init__(self, viewer, session, parent=None) -> None:
+        super().__init__(parent)
+        self.viewer, self.session = viewer, session
+        self._known = 0
+        self.low, self.full, self.model = QComboBox(), QComboBox(), QComboBox()
+        self.low.setToolTip("The low-count (short) scan to reconstruct")
+        self.full.setToolTip("The full-count scan to compare with (optional)")
+        self.model.setToolTip("The base model, or a model adapted in this session")
+        form = QFormLayout(self)
+        form.setContentsMargins(0, 0, 0, 0)
+        form.addRow("low-count scan", self.low)
+        form.addRow("full-count scan", self.full)
+        form.addRow("model", self.model)
+        events = viewer.layers.events
+        for ev in (events.inserted, events.removed):
+            ev.connect(self.refresh_layers)
+        session.models_changed.connect(self.refresh_models)
+        self.refresh_layers()
+        self.refresh_models()
+
+    def images(self, kind: str | None = None) -> list:
+        from napari.layers import Image
+
+        return [lay for lay in self.viewer.layers
+                if isinstance(lay, Image) and lay.ndim == 3 and not lay.rgb
+                and not is_derived(lay)
+                and (kind is None or lay.metadata.get(ROLE_KEY, {}).get("kind") == kind)]
+
+    def refresh_layers(self, *_) -> None:
+        names = [lay.name for lay in self.images()]
+        for combo, kind in ((self.low, "low"), (self.full, "full")):
+            current = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            if combo is self.full:
+                combo.addItem(NONE)
+            combo.addItems(names)
+            preferred = [lay.name for lay in self.images(kind)]
+            if current in names:
+                combo.setCurrentText(current)
+            elif preferred:
+                combo.setCurrentText(preferred[-1])
+            combo.blockSignals(False)
+
+    def refresh_models(self, *_) -> None:
+        """Base first, then every session model; a newly added one becomes the choice."""
+        names = [m.name for m in self.session.models]
+        current = self.model.currentData()
+        pick = names[-1] if len(names) > self._known else current
+        self._known = len(names)
+        self.model.blockSignals(True)
+        self.model.clear()
+        self.model.addItem(BASE, BASE)
+        for name in names:
+            self.model.addItem(name, name)
+        self.model.setCurrentIndex(max(0, self.model.findData(pick)))
+        self.model.blockSignals(False)
+
+    def layer(self, combo):
+        name = combo.currentText()
+        return self.viewer.layers[name] if name and name != NONE and name in self.viewer.layers \
+            else None
+
+    def loader(self):
+        """(name, callable run in the worker returning (model, description))."""
+        choice = self.model.currentData()
+        if choice != BASE:
+            trained = self.session.model_named(choice)
+            if trained is None:
+                raise ConfigError("That model is no longer in the session; choose another.")
+            return choice, lambda: (trained.model, f"{trained.name} ({trained.label})")
+        base = self.session.base_path
+        if base is None:
+            raise ConfigError("Choose a base checkpoint in the 'Fine-tune' dock first.")
+
+        def load():
+            from napari_petite.training.job import load_base
+
+            model, card, _ = load_base(base)
+            return model, f"base {card['backbone']}/{card['preset']}"
+
+        return BASE, load

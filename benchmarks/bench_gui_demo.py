@@ -1,0 +1,126 @@
+"""The default GUI flow, measured as a user runs it: does a one-minute fine-tune show?
+
+Opens ``petite gui``'s window (the three docks and the sample dataset, simulated on first use)
+in a real napari viewer, keeps every default (the shipped UNETR base, the recommended PETITE
+recipe, the dock's default steps and validation interval), chooses the second sample site as
+the target, presses Start and waits for the run to end. Then it reconstructs the held-out test
+subject with the base model and with the adapted one, shows them side by side, saves a
+screenshot of the whole window and writes the numbers:
+
+- ``val_step0_psnr``: validation PSNR of the base model (the curve's step 0);
+- ``val_final_psnr``: the best validation PSNR of the run, and ``val_gain_db`` their
+  difference (the figure ``gui_demo_val_gain_db``);
+- ``test_base_psnr`` / ``test_adapted_psnr``: the test subject, base vs adapted (head mask).
+
+Usage (a display is needed)::
+
+    xvfb-run -a -s "-screen 0 1920x1080x24" python benchmarks/bench_gui_demo.py \\
+        --json benchmarks/results/gui_demo.json --screenshot docs/screenshot.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+
+def wait(app, cond, timeout=1800.0) -> None:
+    t0 = time.monotonic()
+    while not cond():
+        app.processEvents()
+        time.sleep(0.005)
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError("gave up waiting")
+
+
+def settle(app, seconds=0.5) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, nargs=2, default=(1920, 1080), metavar=("W", "H"))
+    parser.add_argument("--json", default=None, metavar="PATH")
+    parser.add_argument("--screenshot", default=None, metavar="PNG")
+    args = parser.parse_args(argv)
+
+    from napari.qt import get_qapp
+
+    from napari_petite.commands.gui import open_viewer
+
+    app = get_qapp()
+    t_open = time.monotonic()
+    viewer, docks = open_viewer()
+    window = viewer.window._qt_window
+    window.resize(*args.size)
+    window.show()
+    data, tune, comp = docks["Scanner data"], docks["Fine-tune"], docks["Reconstruct & compare"]
+    wait(app, lambda: data.session.dataset is not None and data.is_idle)
+    target = data.target.currentText()
+    split = data.session.split
+    test_id = split.test[0]
+    data.load_subject(data.session.dataset.scanner(target).subject(test_id))
+    wait(app, lambda: f"{target}/{test_id} low" in viewer.layers and data.is_idle)
+    wait(app, lambda: not tune.counting)
+    steps, val_every = tune.settings.steps.value(), tune.settings.val_every.value()
+    spec = tune.spec().label
+    t0 = time.monotonic()
+    tune.start()
+    wait(app, lambda: not tune.is_idle)
+    wait(app, lambda: tune.is_idle)
+    seconds = time.monotonic() - t0
+    curves = tune.run.curves
+    trained = tune.session.trained
+    start = curves.start_psnr
+    final = max(curves.val_psnr) if curves.val_psnr else None
+    results = {}
+    for choice in ("base model", trained.name if trained else None):
+        if choice is None:
+            continue
+        comp.model.setCurrentIndex(comp.model.findData(choice))
+        comp.reconstruct()
+        wait(app, lambda: not comp.is_idle)
+        wait(app, lambda: comp.is_idle)
+        results[choice] = comp.table.columns.get(choice, {}).get("psnr_mask")
+    viewer.dims.set_current_step(0, viewer.layers[f"{target}/{test_id} low"].data.shape[0] // 2)
+    comp.show_grid()
+    settle(app, 1.0)
+    if args.screenshot:
+        viewer.screenshot(args.screenshot, canvas_only=False, flash=False)
+        print(f"screenshot written to {args.screenshot}")
+    record = {
+        "target": target, "test_subject": test_id, "split": split.to_dict(), "spec": spec,
+        "steps": steps, "val_every": val_every, "seconds": seconds,
+        "window_s": time.monotonic() - t_open,
+        "val_history": [{"step": s, "psnr": p} for s, p in zip(curves.val_steps,
+                                                               curves.val_psnr, strict=True)],
+        "val_step0_psnr": start, "val_final_psnr": final,
+        "val_gain_db": None if None in (start, final) else final - start,
+        "kept_model": trained.name if trained else None,
+        "test_low_psnr": comp.table.columns.get("low-count", {}).get("psnr_mask"),
+        "test_base_psnr": results.get("base model"),
+        "test_adapted_psnr": results.get(trained.name) if trained else None,
+        "window": list(args.size), "status": tune.run.status.text(),
+        "command": shlex.join(["xvfb-run", "-a", "-s",
+                               f"-screen 0 {args.size[0]}x{args.size[1]}x24", "python",
+                               "benchmarks/bench_gui_demo.py", *(argv or sys.argv[1:])]),
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    print(json.dumps({k: v for k, v in record.items() if k != "val_history"}, indent=2))
+    if args.json:
+        from napari_petite.io.atomic import write_text
+
+        write_text(Path(args.json), json.dumps(record, indent=2) + "\n", overwrite=True)
+    viewer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

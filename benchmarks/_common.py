@@ -125,3 +125,13 @@ def ensure_data(data: Path, scanners: Sequence[str]) -> None:
            "--size", "small", "--scanners", ",".join(needed), "--jobs", "2", "--overwrite"]
     print("simulating the dataset:", shlex.join(cmd), file=sys.stderr, flush=True)
     subprocess.run(cmd, check=True)
+
+
+def wait_until(app, cond, timeout: float = 600.0) -> None:
+    """Run the Qt event loop of ``app`` until ``cond()`` holds (GUI benchmarks)."""
+    t0 = time.monotonic()
+    while not cond():
+        app.processEvents()
+        time.sleep(0.002)
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError("gave up waiting")

@@ -27,14 +27,12 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import wait_until
 
-def wait(app, cond, timeout=1800.0) -> None:
-    t0 = time.monotonic()
-    while not cond():
-        app.processEvents()
-        time.sleep(0.005)
-        if time.monotonic() - t0 > timeout:
-            raise TimeoutError("gave up waiting")
+
+def wait(app, cond) -> None:
+    wait_until(app, cond, timeout=1800.0)
 
 
 def settle(app, seconds=0.5) -> None:

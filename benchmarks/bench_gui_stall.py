@@ -29,11 +29,15 @@ Usage (a display is needed; the cores may be shared, so repeat and take the mini
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import wait_until
 
 HEARTBEAT_MS = 10
 
@@ -133,12 +137,7 @@ def main() -> None:
     comp = docks["Reconstruct & compare"]
 
     def wait(cond, timeout=600.0):
-        t0 = time.monotonic()
-        while not cond():
-            app.processEvents()
-            time.sleep(0.002)
-            if time.monotonic() - t0 > timeout:
-                raise TimeoutError("gave up waiting")
+        wait_until(app, cond, timeout)
 
     data_dock.source.setCurrentText(args.source)
     data_dock.target.setCurrentText(args.target)

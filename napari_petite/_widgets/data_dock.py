@@ -12,21 +12,18 @@ from pathlib import Path
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
-    QComboBox,
     QFileDialog,
-    QFormLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
-    QSpinBox,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
+from napari_petite._widgets.split_form import SplitForm
 from napari_petite._widgets.state import ROLE_KEY, session_for
 from napari_petite._widgets.tasks import Task, TaskDock, notify_failure
 from napari_petite.errors import PetiteError
@@ -109,27 +106,9 @@ class ScannerDataDock(TaskDock, QWidget):
         self.load_button = QPushButton("Load subject as layers")
         self.load_button.clicked.connect(self.load_selected)
 
-        self.source = QComboBox()
-        self.target = QComboBox()
-        self.n_val = QSpinBox()
-        self.n_val.setRange(0, 99)
-        self.n_val.setValue(1)
-        self.n_test = QSpinBox()
-        self.n_test.setRange(0, 99)
-        self.n_test.setValue(1)
-        self.split_label = QLabel()
-        self.split_label.setWordWrap(True)
-        for combo in (self.source, self.target):
-            combo.currentIndexChanged.connect(self._update_split)
-        for spin in (self.n_val, self.n_test):
-            spin.valueChanged.connect(self._update_split)
-        choose = QGroupBox("Adaptation")
-        form = QFormLayout(choose)
-        form.addRow("source scanner (base model)", self.source)
-        form.addRow("target scanner", self.target)
-        form.addRow("validation subjects", self.n_val)
-        form.addRow("test subjects", self.n_test)
-        form.addRow(self.split_label)
+        self.split_form = SplitForm()
+        self.split_form.changed.connect(self._update_split)
+        choose = self.split_form
 
         self.status = QLabel()
         self.status.setWordWrap(True)
@@ -186,6 +165,9 @@ class ScannerDataDock(TaskDock, QWidget):
         if dataset.scanners:
             first = next(iter(dataset.scanners.values()))
             self.profile.setText(profile_summary(first.profile, first))
+        else:  # nothing of the previous dataset may stay on screen
+            self.profile.setText(f"No scanner folders with subjects in {dataset.root}; a "
+                                 "dataset holds <scanner>/<subject>/low.nii.gz and full.nii.gz.")
         if dataset.problems:
             shown = "\n".join(f"• {p}" for p in dataset.problems[:5])
             more = f"\n… and {len(dataset.problems) - 5} more" if len(dataset.problems) > 5 else ""
@@ -193,13 +175,7 @@ class ScannerDataDock(TaskDock, QWidget):
             self.problems.show()
         else:
             self.problems.hide()
-        ids = list(dataset.scanners)
-        for combo, default in ((self.source, 0), (self.target, 1)):
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(ids)
-            combo.setCurrentIndex(min(default, len(ids) - 1))
-            combo.blockSignals(False)
+        self.split_form.set_scanners(list(dataset.scanners))
 
     def _show_profile(self, item, _previous=None) -> None:
         dataset = self.session.dataset
@@ -231,24 +207,16 @@ class ScannerDataDock(TaskDock, QWidget):
 
     # -- split -------------------------------------------------------------------------------
     def _update_split(self, *_) -> None:
-        from napari_petite.training.job import split_subjects
+        form = self.split_form
+        split = form.split(self.session.dataset)
+        self.session.set_selection(form.source.currentText() or None,
+                                   form.target.currentText() or None, split)
 
-        dataset = self.session.dataset
-        source = self.source.currentText() or None
-        target = self.target.currentText() or None
-        split = None
-        if dataset is not None and target in dataset.scanners:
-            ids = [s.id for s in dataset.scanners[target].subjects]
-            try:
-                split = split_subjects(ids, n_val=self.n_val.value(), n_test=self.n_test.value())
-                self.split_label.setText(
-                    f"train: {', '.join(split.train)} · validate: {', '.join(split.val) or '-'}"
-                    f" · test: {', '.join(split.test) or '-'}")
-                self.split_label.setStyleSheet("")
-            except PetiteError as err:
-                self.split_label.setText(str(err))
-                self.split_label.setStyleSheet("color: #e0a040;")
-        self.session.set_selection(source, target, split)
+    # the split form's widgets, under the names the tests and benchmarks use
+    source = property(lambda self: self.split_form.source)
+    target = property(lambda self: self.split_form.target)
+    n_val = property(lambda self: self.split_form.n_val)
+    n_test = property(lambda self: self.split_form.n_test)
 
     # -- layers ------------------------------------------------------------------------------
     def selected_subject(self):

@@ -139,12 +139,13 @@ def run_indomain(args, backbone: str, target: str) -> Path:
 def run_sweep(args, backbone: str, source: str, target: str, folder: Path, *,
               only: str, n_train: int | None = None) -> int:
     cli = ["sweep", "--data", str(args.data), "--source", source, "--target", target,
-           "--backbone", backbone, "--base", str(base_path(args, backbone)),
-           "--steps", str(args.steps), "--val-every", str(args.val_every),
+           "--backbone", backbone, "--steps", str(args.steps), "--val-every", str(args.val_every),
            "--seed", str(args.seed), "--device", args.device, "--only", only,
            "--out", str(folder), "--json"]
     if n_train is not None:
         cli += ["--n-train", str(n_train), "--n-val", "1"]
+    if backbone in args.bases:  # else the shipped base, recorded as such
+        cli += ["--base", args.bases[backbone]]
     return _petite(args, cli)
 
 

@@ -402,3 +402,32 @@ def test_closing_the_dock_stops_training(make_napari_viewer, qtbot, gui_dataset,
     assert task.control.stopped
     assert task.shutdown(timeout=30)
     qtbot.wait(200)
+
+
+@pytest.mark.parametrize("size", [(1920, 1080), (1366, 768)])
+def test_petite_gui_window_fits_the_screen(qtbot, gui_dataset, size, tmp_path):
+    """`petite gui`'s window: its docks share one area as tabs and scroll, so the window's
+    minimum size fits a laptop screen (it needed 1342-1501 px of height before); the first
+    step's tab is in front and the subject list says what each target subject is for."""
+    from napari_petite.commands.gui import DOCKS, open_viewer
+
+    viewer, docks = open_viewer(data=gui_dataset, sample=False)
+    try:
+        window = viewer.window._qt_window
+        window.resize(*size)
+        window.show()
+        qtbot.wait(300)
+        hint = window.minimumSizeHint()
+        assert hint.width() <= size[0] and hint.height() <= size[1], (hint.width(),
+                                                                      hint.height())
+        assert window.height() <= size[1]
+        assert docks[DOCKS[0]].isVisible() and docks[DOCKS[0]].visibleRegion().boundingRect()\
+            .height() > 200  # in front, not squeezed
+        tree = docks["Scanner data"].tree
+        top = next(tree.topLevelItem(i) for i in range(tree.topLevelItemCount())
+                   if tree.topLevelItem(i).text(0) == "tgt")
+        assert [top.child(k).text(3) for k in range(top.childCount())] == \
+            ["train", "validate", "test"]
+        window.grab().save(str(tmp_path / f"gui-{size[0]}x{size[1]}.png"))
+    finally:
+        viewer.close()

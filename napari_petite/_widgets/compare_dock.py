@@ -15,9 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QWidget
 
 from napari_petite._widgets import views
+from napari_petite._widgets.layout import scroll_layout
 from napari_petite._widgets.metrics_table import MetricsTable
 from napari_petite._widgets.model_choice import ModelChoice, recon_name
 from napari_petite._widgets.state import ROLE_KEY, session_for
@@ -82,7 +83,7 @@ class CompareDock(TaskDock, QWidget):
              "reconstruct every test subject of the target into a folder with metrics.json"))
         self.status = QLabel("Load a subject in 'Scanner data', then Reconstruct.")
         self.status.setWordWrap(True)
-        layout = QVBoxLayout(self)
+        layout = scroll_layout(self)
         layout.addWidget(self.choice)
         for row in (run_row, view_row):
             layout.addLayout(row)

@@ -19,10 +19,10 @@ from qtpy.QtWidgets import (
     QPushButton,
     QTreeWidget,
     QTreeWidgetItem,
-    QVBoxLayout,
     QWidget,
 )
 
+from napari_petite._widgets.layout import scroll_layout
 from napari_petite._widgets.split_form import SplitForm
 from napari_petite._widgets.state import ROLE_KEY, session_for
 from napari_petite._widgets.tasks import Task, TaskDock, notify_failure
@@ -93,7 +93,9 @@ class ScannerDataDock(TaskDock, QWidget):
         row.addWidget(self.sample_button)
 
         self.tree = QTreeWidget()
-        self.tree.setHeaderLabels(["scanner / subject", "shape (z,y,x)", "spacing (mm)"])
+        self.tree.setHeaderLabels(["scanner / subject", "shape (z,y,x)", "spacing (mm)", "use"])
+        self.tree.headerItem().setToolTip(3, "the target's subjects: train (fine-tuning), "
+                                             "validate (picks the best step), test (judging)")
         self.tree.setMinimumHeight(110)
         self.tree.currentItemChanged.connect(self._show_profile)
         self.tree.itemDoubleClicked.connect(lambda *_: self.load_selected())
@@ -112,7 +114,7 @@ class ScannerDataDock(TaskDock, QWidget):
 
         self.status = QLabel()
         self.status.setWordWrap(True)
-        layout = QVBoxLayout(self)
+        layout = scroll_layout(self)
         layout.addLayout(row)
         layout.addWidget(self.tree, 1)
         layout.addWidget(self.profile)
@@ -146,12 +148,16 @@ class ScannerDataDock(TaskDock, QWidget):
         self._fill(dataset)
         self.session.set_dataset(dataset)
         self._update_split()
+        n = sum(len(s.subjects) for s in dataset.scanners.values())
+        self.status.setText(f"Opened {dataset.root.name}: {len(dataset.scanners)} scanner(s), "
+                            f"{n} subject(s). Choose a subject and load it, or go on to "
+                            "'Fine-tune'.")
         return True
 
     def _fill(self, dataset) -> None:
         self.tree.clear()
         for sid, scanner in dataset.scanners.items():
-            top = QTreeWidgetItem([sid, "", ""])
+            top = QTreeWidgetItem([sid, "", "", ""])
             top.setData(0, Qt.ItemDataRole.UserRole, (sid, None))
             for subject in scanner.subjects:
                 spacing = ", ".join(f"{s:.2f}" for s in subject.spacing or ())
@@ -209,8 +215,22 @@ class ScannerDataDock(TaskDock, QWidget):
     def _update_split(self, *_) -> None:
         form = self.split_form
         split = form.split(self.session.dataset)
-        self.session.set_selection(form.source.currentText() or None,
-                                   form.target.currentText() or None, split)
+        target = form.target.currentText() or None
+        self._mark_split(target, split)
+        self.session.set_selection(form.source.currentText() or None, target, split)
+
+    def _mark_split(self, target, split) -> None:
+        """The "use" column: what each target subject is for (source subjects: none)."""
+        roles = {} if split is None else {
+            **{s: "train" for s in split.train}, **{s: "validate" for s in split.val},
+            **{s: "test" for s in split.test}}
+        for i in range(self.tree.topLevelItemCount()):
+            top = self.tree.topLevelItem(i)
+            mine = top.text(0) == target
+            top.setText(3, "target" if mine else "")
+            for k in range(top.childCount()):
+                child = top.child(k)
+                child.setText(3, roles.get(child.text(0), "") if mine else "")
 
     # the split form's widgets, under the names the tests and benchmarks use
     source = property(lambda self: self.split_form.source)

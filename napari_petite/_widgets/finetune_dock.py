@@ -18,9 +18,10 @@ import os
 import time
 from pathlib import Path
 
-from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QPushButton, QWidget
 
 from napari_petite._widgets.base_chooser import BaseChooser
+from napari_petite._widgets.layout import scroll_layout
 from napari_petite._widgets.method_form import MixPEFTForm
 from napari_petite._widgets.run_panel import RunPanel
 from napari_petite._widgets.state import TrainedModel, session_for, unwrap
@@ -88,7 +89,7 @@ class FineTuneDock(TaskDock, QWidget):
         bundle_row = QHBoxLayout()
         bundle_row.addWidget(self.save_button)
         bundle_row.addWidget(self.load_button)
-        layout = QVBoxLayout(self)
+        layout = scroll_layout(self)
         for w in (self.chooser, self.form, self.settings):
             layout.addWidget(w)
         layout.addWidget(self.run, 1)

@@ -161,11 +161,13 @@ class MixPEFTForm(QWidget):
 
         enc, dec = PETITE.get(self._backbone, ("lora", "ssf"))
         chosen = (self.encoder.currentData(), self.decoder.currentData(), self.bitfit.isChecked())
-        mark = "✓ " if chosen == (enc, dec, True) else "★ "
-        self.recommended.setText(f"{mark}recommended for {self._backbone}: encoder "
-                                 f"{PLAIN[enc]}, decoder {PLAIN[dec]}, with biases")
-        self.recommended.setToolTip("The paper's best combination (PETITE): "
-                                    f"{TECHNICAL[enc]} + {TECHNICAL[dec]} + BitFit")
+        mine = chosen == (enc, dec, True)
+        self.recommended.setText("✓ the recommended recipe" if mine else
+                                 "★ recommended: " + f"{PLAIN[enc]} + {PLAIN[dec]} + biases")
+        self.recommended.setToolTip(f"The paper's best combination for {self._backbone} "
+                                    f"(PETITE): encoder {TECHNICAL[enc]}, decoder "
+                                    f"{TECHNICAL[dec]}, and BitFit")
+        self.use_recommended.setEnabled(not mine)
 
     def reset(self, backbone: str) -> None:
         """The paper's recommended combination and options for ``backbone``."""

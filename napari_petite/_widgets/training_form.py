@@ -52,11 +52,11 @@ class TrainingSettings(QWidget):
         self.lr.setDecimals(5)
         self.lr.setRange(0.0, 1.0)
         self.lr.setSingleStep(1e-4)
-        self.lr.setSpecialValueText("recommended")
-        self.lr.setToolTip("learning rate for every tensor; 'recommended' = the paper's rate "
-                           "per method (1e-3, 1e-2 for adapters / SSF / prompts)")
-        self.patch = _spin(0, 512, 0, "network's")
-        self.patch.setToolTip("edge of the cubic training patch in voxels; 'network's' = the "
+        self.lr.setSpecialValueText("auto")
+        self.lr.setToolTip("learning rate for every tensor; 'auto' = the paper's rate per "
+                           "method (1e-3; 1e-2 for adapters, scale-and-shift and prompts)")
+        self.patch = _spin(0, 512, 0, "auto")
+        self.patch.setToolTip("edge of the cubic training patch in voxels; 'auto' = the "
                               "window the base was trained with")
         self.batch = _spin(1, 64, 2)
         self.device = QComboBox()

@@ -167,19 +167,18 @@ def _read_dicom(path: Path, series_uid: str | None) -> Dynamic:
 
     _, members = select_series(path, series_uid)
     frames = series_frames(members)
+    # one way of telling frames apart for the whole series: an explicit time index (ImageIndex
+    # with NumberOfTimeSlices, TemporalPositionIndex), else the frame's reference time or start
+    for attribute in ("time_index", "reference_ms", "acquired"):
+        if all(getattr(f, attribute) is not None for f in frames):
+            break
+    else:
+        raise InputError(f"Some images of {path} have no frame timing (a time index, "
+                         "FrameReferenceTime or AcquisitionTime), so its time frames cannot be "
+                         "told apart.")
     groups: dict[Any, list] = {}
     for frame in frames:
-        if frame.time_index is not None:
-            key: Any = frame.time_index
-        elif frame.reference_ms is not None:
-            key = frame.reference_ms
-        elif frame.acquired is not None:
-            key = frame.acquired
-        else:
-            raise InputError(f"{frame.label} has no frame timing (AcquisitionTime, "
-                             "FrameReferenceTime or a time index), so the time frames of "
-                             f"{path} cannot be told apart.")
-        groups.setdefault(key, []).append(frame)
+        groups.setdefault(getattr(frame, attribute), []).append(frame)
     if len(groups) < 2:
         raise InputError(f"{path} is a static series (one time frame); a dynamic scan with "
                          "several frames is needed to make a low/full pair.")

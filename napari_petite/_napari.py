@@ -1,4 +1,4 @@
-"""npe2 hooks named in napari.yaml: reader, writer (and later sample data and docks).
+"""npe2 hooks named in napari.yaml: reader (NIfTI and DICOM PET), writer.
 
 Kept tiny and import-light so napari starts fast; the work happens in ``napari_petite.io``.
 """
@@ -9,11 +9,28 @@ from napari_petite.io.nifti import is_nifti
 
 
 def get_reader(path):
-    """Return a reader for one NIfTI path (napari passes a str or a list of them)."""
+    """A reader for NIfTI files and DICOM PET series (a folder dropped on the window, or one
+    .dcm file); napari passes a str or a list of them."""
+    from napari_petite.io.dicom import is_dicom_path
+
     paths = [path] if isinstance(path, str) else list(path)
-    if not paths or not all(is_nifti(p) for p in paths):
+    if not paths or not all(is_nifti(p) or is_dicom_path(p) for p in paths):
         return None
     return _read_layers
+
+
+def _volumes(path: str) -> list:
+    """Every volume a path holds: a NIfTI file, or each PET series of a DICOM folder (a
+    folder holding several opens them all, each named after its description)."""
+    from napari_petite.io.dicom import list_series
+    from napari_petite.io.volumes import read_any
+
+    if is_nifti(path):
+        return [read_any(path)]
+    pets = [s for s in list_series(path) if s.modality == "PT"]
+    if len(pets) <= 1:
+        return [read_any(path)]  # one series, or none: read_series says why
+    return [read_any(path, series=s.uid) for s in pets]
 
 
 def _read_layers(path):
@@ -24,13 +41,12 @@ def _read_layers(path):
     """
     from napari_petite.errors import PetiteError
     from napari_petite.io.layers import volume_to_layer_data
-    from napari_petite.io.nifti import read_volume
 
     paths = [path] if isinstance(path, str) else list(path)
     layers = []
     for p in paths:
         try:
-            layers.append(volume_to_layer_data(read_volume(p)))
+            layers.extend(volume_to_layer_data(v) for v in _volumes(str(p)))
         except PetiteError as err:
             from napari.utils.notifications import show_error
 

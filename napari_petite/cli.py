@@ -18,6 +18,7 @@ from napari_petite.errors import PetiteError
 COMMANDS = [
     "info",
     "make_sample_data",
+    "make_pairs",
     "methods",
     "pretrain",
     "finetune",

@@ -129,8 +129,8 @@ def non_nifti(folder, models):
     png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
     renamed = folder / "photo.nii"  # the same bytes under a NIfTI name reach our reader
     renamed.write_bytes(png.read_bytes())
-    return Case(["info", str(png)], "is not a NIfTI file", ("reader", renamed), [png, renamed],
-                gui_message="could not be read as NIfTI")
+    return Case(["info", str(png)], "neither a NIfTI file .* nor a DICOM series",
+                ("reader", renamed), [png, renamed], gui_message="could not be read as NIfTI")
 
 
 def osem_negatives(folder, models):

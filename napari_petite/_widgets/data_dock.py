@@ -261,15 +261,18 @@ class ScannerDataDock(TaskDock, QWidget):
 
         def body(_control):
             from napari_petite.io.layers import volume_to_layer_data
-            from napari_petite.io.nifti import read_volume
+            from napari_petite.io.volumes import read_any
 
             out = []
             for kind in ("low", "full", "truth", "labels"):
                 path = subject.files.get(kind)
                 if path is None:
                     continue
+                volume = read_any(path)
+                if volume.extra.get("suv_factor") is None and subject.meta.get("suv_factor"):
+                    volume.extra["suv_factor"] = float(subject.meta["suv_factor"])
                 data, kwargs, ltype = volume_to_layer_data(
-                    read_volume(path), name=f"{subject.scanner}/{subject.id} {kind}")
+                    volume, name=f"{subject.scanner}/{subject.id} {kind}")
                 kwargs["metadata"][ROLE_KEY] = {"scanner": subject.scanner,
                                                 "subject": subject.id, "kind": kind}
                 out.append((data, kwargs, ltype))

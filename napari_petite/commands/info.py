@@ -1,4 +1,4 @@
-"""``petite info PATH``: describe a NIfTI volume or validate a dataset folder.
+"""``petite info PATH``: describe a volume (NIfTI or DICOM PET series) or check a dataset.
 
 The quickest way for a user to learn whether the tool will accept their data, and why not.
 """
@@ -8,43 +8,33 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 
 def register(sub) -> None:
     parser = sub.add_parser(
         "info",
-        help="describe a NIfTI volume or check a dataset folder",
-        description="Describe a NIfTI volume (shape, voxel size, units, value range) or check "
-        "that a dataset folder follows <root>/<scanner>/<subject>/{low,full}.nii.gz; every "
-        "problem is listed at once and the exit code is 2 when there is any.",
+        help="describe a volume (NIfTI, DICOM PET series) or check a dataset folder",
+        description="Describe a volume (shape, voxel size, units, SUV factor, value range): a "
+        "NIfTI file, a DICOM PET series folder or a multi-frame DICOM file; or check that a "
+        "dataset folder follows <root>/<scanner>/<subject>/{low,full}; every problem is "
+        "listed at once and the exit code is 2 when there is any.",
     )
-    parser.add_argument("path", help="a .nii/.nii.gz file or a dataset folder")
+    parser.add_argument("path", help="a .nii/.nii.gz file, a DICOM series folder or .dcm file, "
+                        "or a dataset folder")
+    parser.add_argument("--series", metavar="UID", default=None,
+                        help="the SeriesInstanceUID to read when a DICOM folder holds several")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     parser.set_defaults(func=run)
 
 
-def _describe_volume(path: Path) -> dict:
-    from napari_petite.io.nifti import read_volume
-
-    vol = read_volume(path)
-    return {
-        "path": str(path),
-        "shape_zyx": list(vol.shape),
-        "spacing_mm_zyx": [round(s, 6) for s in vol.spacing],
-        "units": vol.units,
-        "min": float(vol.data.min()),
-        "max": float(vol.data.max()),
-        "mean": float(vol.data.mean()),
-        "affine": np.round(vol.affine, 6).tolist(),
-    }
-
-
 def run(args) -> int:
-    from napari_petite.io.dataset import discover
+    from napari_petite.io.dataset import discover, looks_like_dataset
+    from napari_petite.io.volumes import describe, is_volume_path, read_any
 
     path = Path(args.path).expanduser()
-    info = discover(path).summary() if path.is_dir() else _describe_volume(path)
+    if path.is_dir() and (looks_like_dataset(path) or not is_volume_path(path)):
+        info = discover(path).summary()
+    else:
+        info = describe(read_any(path, series=args.series))
     if args.json:
         print(json.dumps(info, indent=2))
     elif "scanners" in info:
@@ -55,7 +45,9 @@ def run(args) -> int:
                   f"voxel {spacing} mm  ({sc['name']})")
     else:
         spacing = " x ".join(f"{s:.4g}" for s in info["spacing_mm_zyx"])
-        print(f"{info['path']}\n  shape (z,y,x) {tuple(info['shape_zyx'])}, voxel {spacing} mm, "
-              f"units {info['units'] or 'unknown'}\n  values {info['min']:.4g} .. "
-              f"{info['max']:.4g} (mean {info['mean']:.4g})")
+        suv = f"SUV factor {info['suv_factor']:.6g} (SUV = value x factor)" \
+            if info["suv_factor"] else f"no SUV: {info['suv_reason'] or 'no SUV factor known'}"
+        print(f"{info['path']} ({info['format']})\n  shape (z,y,x) {tuple(info['shape_zyx'])}, "
+              f"voxel {spacing} mm, units {info['units'] or 'unknown'}\n  {suv}\n  values "
+              f"{info['min']:.4g} .. {info['max']:.4g} (mean {info['mean']:.4g})")
     return 0

@@ -1,7 +1,9 @@
-"""``petite predict``: run the base or adapted model on NIfTI volumes, write NIfTI results.
+"""``petite predict``: run the base or adapted model on low-count volumes (NIfTI files or
+DICOM PET series) and write the results as NIfTI or as derived DICOM series.
 
-Each output keeps its input's affine, header and units; nothing is written over an input, and
-every destination is checked before any computation so a bad --out fails fast.
+Each output keeps its input's geometry, units and SUV factor; nothing is written over an
+input (nor into a DICOM source's folder), and every destination is checked before any
+computation so a bad --out fails fast.
 """
 
 from __future__ import annotations
@@ -15,12 +17,19 @@ from napari_petite.errors import ConfigError, InputError
 def register(sub) -> None:
     parser = sub.add_parser(
         "predict",
-        help="reconstruct full-count estimates of low-count NIfTI volumes",
+        help="reconstruct full-count estimates of low-count volumes (NIfTI or DICOM)",
         description="Run the base model, or the base model with an adapter bundle, on each "
-        "input volume by sliding-window inference and write <name>_recon.nii.gz into --out "
-        "(same affine, header and units as the input).",
+        "input volume by sliding-window inference and write <name>_recon.nii.gz (or, with "
+        "--format dicom, a derived DICOM series folder <name>_recon/) into --out, with the "
+        "input's geometry, units and SUV factor.",
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="low-count .nii/.nii.gz files")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="low-count .nii/.nii.gz files, DICOM series folders or .dcm files")
+    parser.add_argument("--series", metavar="UID", default=None,
+                        help="SeriesInstanceUID to read when a DICOM folder holds several")
+    parser.add_argument("--format", choices=("nifti", "dicom"), default="nifti",
+                        help="nifti (default) or dicom: a derived PET series for PACS (needs "
+                        "DICOM inputs; keeps patient, study, frame of reference and SUV tags)")
     opt.add_model(parser)
     parser.add_argument("--adapter", metavar="DIR", default=None,
                         help="adapter bundle folder from `petite finetune`")
@@ -31,19 +40,19 @@ def register(sub) -> None:
     parser.set_defaults(func=run)
 
 
-def output_name(path: Path) -> str:
+def output_name(path: Path, fmt: str = "nifti") -> str:
     name = path.name
-    for suffix in (".nii.gz", ".nii"):
+    for suffix in (".nii.gz", ".nii", ".dcm"):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
-    return f"{name}_recon.nii.gz"
+    return f"{name}_recon" if fmt == "dicom" else f"{name}_recon.nii.gz"
 
 
 def run(args) -> int:
     from tqdm import tqdm
 
     from napari_petite.io.atomic import check_destination
-    from napari_petite.io.nifti import read_volume, write_like
+    from napari_petite.io.volumes import read_any
     from napari_petite.training.device import resolve_device
     from napari_petite.training.inference import predict_volume
     from napari_petite.training.job import model_for_inference
@@ -51,13 +60,16 @@ def run(args) -> int:
 
     out_dir = Path(args.out).expanduser()
     inputs = [Path(p).expanduser() for p in args.inputs]
-    volumes = [read_volume(p) for p in inputs]  # bad inputs fail before any output
-    dests = [out_dir / output_name(p) for p in inputs]
+    volumes = [read_any(p, series=args.series) for p in inputs]  # bad inputs fail first
+    dests = [out_dir / output_name(p, args.format) for p in inputs]
     if len(set(dests)) != len(dests):
         raise ConfigError("Two inputs share a file name, so their outputs would collide; "
                               "predict them into different --out folders.")
-    for dest in dests:
-        check_destination(dest, inputs=inputs, overwrite=args.overwrite)
+    for vol, dest in zip(volumes, dests, strict=True):
+        if args.format == "dicom":
+            check_dicom_destination(vol, dest, args.overwrite)
+        else:
+            check_destination(dest, inputs=inputs, overwrite=args.overwrite)
     for vol in volumes:  # every input usable before anything is computed or written
         try:
             robust_scale(vol.data)
@@ -75,8 +87,30 @@ def run(args) -> int:
                 bar.update(done - bar.n)
 
             recon = predict_volume(model, vol.data, device=device, progress=progress)
-        written.append(str(write_like(dest, recon, vol, overwrite=args.overwrite,
-                                      inputs=inputs)))
+        written.append(str(write_output(args, dest, recon, vol, description, inputs)))
     opt.emit(args, {"model": description, "outputs": written},
              f"{description}\n" + "\n".join(f"wrote {w}" for w in written))
     return 0
+
+
+def check_dicom_destination(vol, dest: Path, overwrite: bool) -> None:
+    """A DICOM output needs a DICOM input (patient, study) and a folder beside its series."""
+    from napari_petite.errors import OutputError
+
+    if vol.extra.get("format") != "dicom":
+        raise ConfigError(f"--format dicom needs DICOM inputs (a derived series keeps the "
+                          f"source's patient and study), but {vol.path} is NIfTI; use "
+                          "--format nifti for it.")
+    if dest.exists() and not overwrite:
+        raise OutputError(f"{dest} already exists; choose another --out or add --overwrite.")
+
+
+def write_output(args, dest: Path, recon, vol, description: str, inputs) -> Path:
+    if args.format == "dicom":
+        from napari_petite.io.dicom_export import write_derived_series
+
+        return write_derived_series(recon, vol, dest, description=f"PETITE {description}"[:64],
+                                    overwrite=args.overwrite)
+    from napari_petite.io.nifti import write_like
+
+    return write_like(dest, recon, vol, overwrite=args.overwrite, inputs=inputs)

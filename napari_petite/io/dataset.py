@@ -1,7 +1,8 @@
 """Multi-scanner dataset discovery and validation (layout in the README).
 
 ``<root>/<scanner-id>/<subject-id>/`` holds ``low.nii.gz`` and ``full.nii.gz`` (same shape and
-affine), optionally ``truth.nii.gz``, ``labels.nii.gz`` and ``meta.json``;
+affine; a DICOM series folder ``low/`` or ``full/`` may stand for either), optionally
+``truth.nii.gz``, ``labels.nii.gz`` and ``meta.json``;
 ``<root>/<scanner-id>/scanner.json`` describes the scanner. Validation reads headers only, so a
 large dataset is checked in seconds, and it collects *every* problem before reporting, so a
 user fixes a folder in one pass instead of one error at a time.
@@ -111,11 +112,26 @@ class Dataset:
 
 
 def _find_volume(folder: Path, stem: str) -> Path | None:
+    """``<stem>.nii.gz`` / ``<stem>.nii``, or a DICOM series folder named ``<stem>``."""
     for suffix in (".nii.gz", ".nii"):
         candidate = folder / f"{stem}{suffix}"
         if candidate.is_file():
             return candidate
+    candidate = folder / stem
+    if candidate.is_dir():
+        from napari_petite.io.dicom import is_dicom_path
+
+        if is_dicom_path(candidate):
+            return candidate
     return None
+
+
+def looks_like_dataset(root: str | os.PathLike) -> bool:
+    """A folder of scanner folders of subject folders with a low-count volume (cheap)."""
+    root = Path(root)
+    return root.is_dir() and any(
+        _find_volume(sub, "low") for scanner in root.iterdir() if scanner.is_dir()
+        for sub in scanner.iterdir() if sub.is_dir())
 
 
 def _read_json(path: Path, problems: list[str], what: str) -> dict:
@@ -131,22 +147,19 @@ def _read_json(path: Path, problems: list[str], what: str) -> dict:
 
 
 def _header_geometry(path: Path, problems: list[str]):
-    """(shape, affine) from the header alone, or None after recording the problem."""
-    import nibabel as nib
+    """(shape x, y, z; affine) from the headers alone, or None after recording the problem."""
+    from napari_petite.errors import PetiteError
+    from napari_petite.io.volumes import geometry
 
     try:
-        img = nib.load(str(path))
-        shape = tuple(int(n) for n in img.shape)
-        affine = np.asarray(img.affine, dtype=np.float64)
+        shape_zyx, affine = geometry(path)
+    except PetiteError as err:
+        problems.append(f"{path}: {err}")
+        return None
     except Exception as err:  # nibabel raises many types for broken files
         problems.append(f"{path}: not a readable NIfTI ({type(err).__name__}: {err}).")
         return None
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
-    if len(shape) != 3:
-        problems.append(f"{path}: {len(shape)}D with shape {shape}; a 3D volume is needed.")
-        return None
-    return shape, affine
+    return tuple(reversed(shape_zyx)), affine
 
 
 def _is_hidden(path: Path) -> bool:

@@ -50,6 +50,9 @@ def layer_metadata(volume: Volume) -> dict:
         "affine": np.asarray(volume.affine, dtype=np.float64),
         "nifti_header": volume.header,
         "units": volume.units,
+        "suv_factor": volume.extra.get("suv_factor"),
+        "suv_reason": volume.extra.get("suv_reason"),
+        "dicom": volume.extra.get("dicom"),  # what a derived DICOM series needs
         "source_path": str(volume.path) if volume.path else None,
         "spacing": tuple(volume.spacing),
     }
@@ -62,6 +65,9 @@ def volume_to_layer_data(volume: Volume, name: str | None = None) -> tuple:
         for suffix in (".nii.gz", ".nii"):
             if name.lower().endswith(suffix):
                 name = name[: -len(suffix)]
+        description = (volume.extra.get("dicom") or {}).get("SeriesDescription")
+        if description:
+            name = f"{name} ({description})"
     kwargs = {
         "name": name,
         "scale": tuple(volume.spacing),
@@ -87,6 +93,10 @@ def volume_from_layer(data, meta: dict) -> Volume:
     if affine is None:
         affine = affine_from_spacing(scale)
     source = metadata.get("source_path")
+    extra = {k: metadata[k] for k in ("suv_factor", "suv_reason", "dicom")
+             if metadata.get(k) is not None}
+    if extra.get("dicom"):
+        extra["format"] = "dicom"
     return Volume(
         data=data,
         spacing=scale,  # type: ignore[arg-type]
@@ -94,4 +104,5 @@ def volume_from_layer(data, meta: dict) -> Volume:
         units=metadata.get("units"),
         header=metadata.get("nifti_header"),
         path=Path(source) if source else None,
+        extra=extra,
     )

@@ -83,19 +83,36 @@ def affine_from_spacing(spacing_zyx) -> np.ndarray:
     return affine
 
 
+def read_sidecar(path: str | os.PathLike) -> dict:
+    """The BIDS-style JSON sidecar beside a NIfTI file (empty when there is none)."""
+    side = sidecar_path(path)
+    if not side.is_file():
+        return {}
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"The sidecar {side} is not valid JSON ({err}); fix or remove it.") \
+            from None
+    if not isinstance(meta, dict):
+        raise InputError(f"The sidecar {side} must hold a JSON object, not "
+                         f"{type(meta).__name__}.")
+    return meta
+
+
+def _suv_factor_from(path: Path) -> float | None:
+    """``suv_factor`` of the sidecar (multiply a value by it to get SUVbw), when valid."""
+    value = read_sidecar(path).get("suv_factor")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise InputError(f'"suv_factor" in {sidecar_path(path)} must be a positive number.')
+    return float(value)
+
+
 def _units_from(path: Path, header) -> str | None:
     side = sidecar_path(path)
     if side.is_file():
-        try:
-            meta = json.loads(side.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise InputError(
-                f"The sidecar {side} is not valid JSON ({err}); fix or remove it."
-            ) from None
-        if not isinstance(meta, dict):
-            raise InputError(
-                f"The sidecar {side} must hold a JSON object, not {type(meta).__name__}."
-            )
+        meta = read_sidecar(path)
         units = meta.get("Units", meta.get("units"))
         if units is not None and not isinstance(units, str):
             raise InputError(f'"Units" in {side} must be a string such as "Bq/mL" or "SUV".')
@@ -223,6 +240,7 @@ def read_volume(path: str | os.PathLike, *, allow_nonfinite: bool = False) -> Vo
         units=_units_from(path, header),
         header=header,
         path=path,
+        extra={"format": "nifti", "suv_factor": _suv_factor_from(path)},
     )
 
 
@@ -294,8 +312,12 @@ def write_volume(
 
 
 def write_like(path: str | os.PathLike, data_zyx: np.ndarray, like: Volume, **kwargs) -> Path:
-    """Write ``data_zyx`` with the geometry, header and units of ``like`` (never over it)."""
+    """Write ``data_zyx`` with the geometry, header, units and SUV factor of ``like`` (never
+    over it): an adapted volume keeps what its input's SUVs are computed with."""
     inputs = list(kwargs.pop("inputs", ())) + ([like.path] if like.path else [])
     kwargs.setdefault("units", like.units)
+    if like.extra.get("suv_factor"):
+        kwargs["sidecar"] = {"suv_factor": like.extra["suv_factor"], **(kwargs.get("sidecar")
+                                                                        or {})}
     return write_volume(path, data_zyx, affine=like.affine, header=like.header, inputs=inputs,
                         **kwargs)

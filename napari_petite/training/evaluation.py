@@ -59,9 +59,10 @@ def evaluate_subject(model, subject: Subject, *, device=None, progress=None,
     ``recon``: an already computed reconstruction of the subject (``model`` is then unused).
     """
     from napari_petite.io.nifti import read_volume
+    from napari_petite.io.volumes import read_any
     from napari_petite.training.inference import predict_volume
 
-    low, full = read_volume(subject.low), read_volume(subject.full)
+    low, full = read_any(subject.low), read_any(subject.full)
     labels = read_volume(subject.labels).data if subject.labels else None
     truth = read_volume(subject.truth).data if subject.truth else None
     if recon is None:
@@ -84,14 +85,15 @@ def export_subjects(model, scanner: Scanner, ids: Sequence[str], folder, *, desc
     import json
 
     from napari_petite.io.atomic import write_text
-    from napari_petite.io.nifti import read_volume, write_like
+    from napari_petite.io.nifti import write_like
+    from napari_petite.io.volumes import read_any
     from napari_petite.training.inference import Stopped, predict_volume
 
     out = Path(folder).expanduser() / scanner.id
     rows = []
     for k, sid in enumerate(ids):
         subject = scanner.subject(sid)
-        low = read_volume(subject.low)
+        low = read_any(subject.low)
         try:
             recon = predict_volume(model, low.data, should_stop=should_stop)
         except Stopped:

@@ -59,12 +59,12 @@ def split_subjects(ids: Sequence[str], *, n_train: int | None = None, n_val: int
 
 def load_pairs(scanner: Scanner, ids: Sequence[str], window) -> list[TrainingPair]:
     """Read and scale the (low, full) volumes of ``ids``."""
-    from napari_petite.io.nifti import read_volume
+    from napari_petite.io.volumes import read_any
 
     pairs = []
     for sid in ids:
         subject = scanner.subject(sid)
-        low, full = read_volume(subject.low), read_volume(subject.full)
+        low, full = read_any(subject.low), read_any(subject.full)
         pairs.append(prepare_pair(f"{scanner.id}/{sid}", low.data, full.data, window))
     return pairs
 

@@ -1,0 +1,132 @@
+"""DICOM and dynamic scans through the front ends: `petite info / predict / make-pairs /
+finetune` as real subprocesses, a dataset whose subjects are DICOM series folders, and a
+DICOM folder dropped on a real napari viewer."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import write_nifti
+from dicom_fixtures import file_hashes, write_pet_series
+from test_cli import petite
+
+SHAPE_ZYX = (32, 32, 34)  # >= the smoke models' 32^3 window
+
+
+def _pet(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    z, y, x = np.meshgrid(*[np.linspace(-1, 1, n) for n in SHAPE_ZYX], indexing="ij")
+    blob = np.exp(-(x**2 + y**2 + z**2) * 2.5) * 20000.0 + 300.0
+    return rng.poisson(blob).astype(np.float32)
+
+
+@pytest.fixture
+def series(tmp_path):
+    return write_pet_series(tmp_path / "pet", _pet(), spacing=(2.0, 2.0, 2.0))
+
+
+@pytest.fixture
+def base(tmp_path):
+    import torch
+
+    from napari_petite.models.checkpoint import save_checkpoint
+    from napari_petite.models.registry import build_model, smoke_overrides
+
+    torch.manual_seed(0)
+    return save_checkpoint(build_model("unetr", "small", **smoke_overrides("unetr")),
+                           tmp_path / "base.safetensors", extra={"source": "site-a"})
+
+
+def test_info_describes_a_dicom_series_with_its_suv_factor(series):
+    out = petite("info", str(series), "--json")
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert info["format"] == "dicom" and info["units"] == "Bq/mL"
+    assert info["shape_zyx"] == list(SHAPE_ZYX) and info["spacing_mm_zyx"] == [2.0, 2.0, 2.0]
+    # 75 kg, 370 MBq injected at 09:30, series at 10:00, F-18 half-life 6586.2 s (by hand)
+    expected = 75.0 * 1000.0 / (3.7e8 * 2 ** (-1800.0 / 6586.2))
+    assert info["suv_factor"] == pytest.approx(expected, rel=1e-6)
+    text = petite("info", str(series))
+    assert text.returncode == 0 and "SUV factor" in text.stdout
+
+
+def test_predict_dicom_in_nifti_and_dicom_out(series, base, tmp_path):
+    from napari_petite.io.dicom import read_series
+    from napari_petite.io.nifti import read_volume
+
+    before = file_hashes(series)
+    out = petite("predict", str(series), "--base", str(base), "--out", str(tmp_path / "n"),
+                 "--device", "cpu", "--json")
+    assert out.returncode == 0, out.stderr
+    (written,) = json.loads(out.stdout)["outputs"]
+    nii, src = read_volume(written), read_series(series)
+    assert np.allclose(nii.affine, src.affine, atol=1e-5) and nii.units == "Bq/mL"
+    assert nii.extra["suv_factor"] == pytest.approx(src.extra["suv_factor"])  # kept
+    out = petite("predict", str(series), "--base", str(base), "--out", str(tmp_path / "d"),
+                 "--device", "cpu", "--format", "dicom", "--json")
+    assert out.returncode == 0, out.stderr
+    (folder,) = json.loads(out.stdout)["outputs"]
+    back = read_series(folder)
+    assert back.shape == src.shape and np.allclose(back.affine, src.affine, atol=1e-5)
+    assert np.abs(back.data - nii.data).max() <= 1e-3 * nii.data.max()
+    assert back.extra["dicom"]["SeriesInstanceUID"] != src.extra["dicom"]["SeriesInstanceUID"]
+    assert back.extra["dicom"]["StudyInstanceUID"] == src.extra["dicom"]["StudyInstanceUID"]
+    assert back.extra["suv_factor"] == pytest.approx(src.extra["suv_factor"])
+    assert file_hashes(series) == before  # the source series is never touched
+    nifti = write_nifti(tmp_path / "plain.nii.gz", np.ones((34, 32, 32), np.float32))
+    refused = petite("predict", str(nifti), "--base", str(base), "--out",
+                     str(tmp_path / "x"), "--format", "dicom")
+    assert refused.returncode == 2 and "needs DICOM inputs" in refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "x").exists()
+
+
+def test_make_pairs_then_finetune_on_dicom_and_dynamic_subjects(base, tmp_path):
+    """A dataset mixing a DICOM series folder (low/, full/) and a pair made from a dynamic
+    4D NIfTI trains: every path that takes a volume takes both."""
+    root = tmp_path / "data" / "site-b"
+    frames = np.stack([_pet(k) for k in range(6)])  # six 5-min frames, 0-30 min
+    dyn = write_nifti(tmp_path / "dyn.nii.gz", frames.transpose(3, 2, 1, 0))
+    (tmp_path / "dyn.json").write_text(json.dumps({
+        "FrameTimesStart": [300.0 * k for k in range(6)], "FrameDuration": [300.0] * 6,
+        "Units": "Bq/mL"}))
+    for k in range(2):
+        out = petite("make-pairs", str(dyn), "--out", str(root / f"sub-{k}"), "--json")
+        assert out.returncode == 0, out.stderr
+        meta = json.loads(out.stdout)
+        assert meta["low"]["frames"] == [0] and meta["full"]["frames"] == [0, 1, 2, 3, 4, 5]
+    subject = root / "sub-2"
+    write_pet_series(subject / "low", _pet(7), spacing=(2.0, 2.0, 2.0))
+    write_pet_series(subject / "full", _pet(8), spacing=(2.0, 2.0, 2.0))
+    # the DICOM subject is on another grid than the NIfTI pairs: fine per subject
+    info = petite("info", str(tmp_path / "data"), "--json")
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["scanners"]["site-b"]["subjects"] == ["sub-0", "sub-1",
+                                                                          "sub-2"]
+    run = petite("finetune", "--data", str(tmp_path / "data"), "--target", "site-b",
+                 "--base", str(base), "--steps", "1", "--val-every", "0", "--n-val", "1",
+                 "--n-test", "0", "--device", "cpu", "--out", str(tmp_path / "ad"), "--json")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["split"]["train"] == ["sub-0", "sub-1"]
+    overlapping = tmp_path / "bad.json"
+    (tmp_path / "bad.nii.gz").write_bytes(dyn.read_bytes())
+    overlapping.write_text(json.dumps({"FrameTimesStart": [0, 200, 600, 900, 1200, 1500],
+                                       "FrameDuration": [300.0] * 6}))
+    refused = petite("make-pairs", str(tmp_path / "bad.nii.gz"), "--out", str(root / "x"))
+    assert refused.returncode == 2 and "overlap" in refused.stderr
+    assert not (root / "x").exists()
+
+
+@pytest.mark.gui
+def test_a_dicom_folder_opens_in_napari_with_geometry_and_suv(make_napari_viewer, series):
+    from napari_petite.io.dicom import read_series
+
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(series), plugin="napari-petite")
+    src = read_series(series)
+    assert layer.data.shape == SHAPE_ZYX and np.allclose(layer.scale, src.spacing)
+    assert np.allclose(layer.metadata["affine"], src.affine)
+    assert layer.metadata["units"] == "Bq/mL"
+    assert layer.metadata["suv_factor"] == pytest.approx(src.extra["suv_factor"])
+    assert "PET AC" in layer.name  # named after the series description

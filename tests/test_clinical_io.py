@@ -130,3 +130,74 @@ def test_a_dicom_folder_opens_in_napari_with_geometry_and_suv(make_napari_viewer
     assert layer.metadata["units"] == "Bq/mL"
     assert layer.metadata["suv_factor"] == pytest.approx(src.extra["suv_factor"])
     assert "PET AC" in layer.name  # named after the series description
+
+
+@pytest.mark.gui
+def test_dock_shows_suv_exports_dicom_and_adds_a_dynamic_subject(
+        make_napari_viewer, qtbot, series, base, tmp_path):
+    """A clinician's round trip in the docks: open a DICOM series, read it in SUV, reconstruct,
+    send a derived DICOM series back; and turn a dynamic scan into a new training subject."""
+    from napari_petite.io.dicom import read_series
+    from napari_petite.io.nifti import read_volume
+
+    viewer = make_napari_viewer()
+    _, data = viewer.window.add_plugin_dock_widget("napari-petite", "Scanner data")
+    _, tune = viewer.window.add_plugin_dock_widget("napari-petite", "Fine-tune")
+    _, comp = viewer.window.add_plugin_dock_widget("napari-petite", "Reconstruct & compare")
+    tune.set_base(base)
+    src = read_series(series)
+    (layer,) = viewer.open(str(series), plugin="napari-petite")
+    raw = np.asarray(layer.data).copy()
+    comp.suv.setChecked(True)
+    factor = src.extra["suv_factor"]
+    np.testing.assert_allclose(layer.data, raw * factor, rtol=1e-6)  # the read-out is SUV
+    comp.low.setCurrentText(layer.name)
+    comp.model.setCurrentIndex(comp.model.findData("base model"))
+    comp.reconstruct()
+    qtbot.waitUntil(lambda: comp.recon_layer is not None and comp.is_idle, timeout=60_000)
+    out = comp.export_dicom(tmp_path / "derived")
+    back = read_series(out)  # written in Bq/mL again, beside (not inside) the source
+    assert back.units == "Bq/mL" and np.allclose(back.affine, src.affine, atol=1e-5)
+    recon_native = np.asarray(comp.recon_layer.data) / factor
+    assert np.abs(back.data - recon_native).max() <= 1e-3 * recon_native.max()
+    assert back.extra["suv_factor"] == pytest.approx(factor)
+    nii = comp.export_nifti(tmp_path / "recon.nii.gz")
+    assert np.allclose(read_volume(nii).data, recon_native, rtol=1e-5, atol=1e-3)
+    comp.suv.setChecked(False)
+    np.testing.assert_allclose(layer.data, raw, rtol=1e-5)
+
+    # a dynamic scan becomes a subject of the open dataset's target scanner
+    root = tmp_path / "data"
+    write_pet_series(root / "src" / "s0" / "low", _pet(1), spacing=(2.0, 2.0, 2.0))
+    write_pet_series(root / "src" / "s0" / "full", _pet(2), spacing=(2.0, 2.0, 2.0))
+    write_pet_series(root / "tgt" / "t0" / "low", _pet(3), spacing=(2.0, 2.0, 2.0))
+    write_pet_series(root / "tgt" / "t0" / "full", _pet(4), spacing=(2.0, 2.0, 2.0))
+    assert data.open_dataset(root)
+    data.target.setCurrentText("tgt")
+    frames = np.stack([_pet(k) for k in range(6)])
+    dyn = write_nifti(tmp_path / "scan7.nii.gz", frames.transpose(3, 2, 1, 0))
+    (tmp_path / "scan7.json").write_text(json.dumps({
+        "FrameTimesStart": [300.0 * k for k in range(6)], "FrameDuration": [300.0] * 6}))
+    data.add_dynamic_subject(dyn)
+    qtbot.waitUntil(lambda: data.is_idle and "Added tgt/scan7" in data.status.text(),
+                    timeout=60_000)
+    assert [s.id for s in data.session.dataset.scanners["tgt"].subjects] == ["scan7", "t0"]
+    pair = read_volume(root / "tgt" / "scan7" / "low.nii.gz")
+    np.testing.assert_allclose(pair.data, frames[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize(("kwargs", "words"), [({"weight": None}, "PatientWeight"),
+                                               ({"dose": None}, "dose")])
+def test_a_series_without_weight_or_dose_reads_and_says_why_there_is_no_suv(
+        tmp_path, kwargs, words):
+    folder = write_pet_series(tmp_path / "pet", _pet(), spacing=(2.0, 2.0, 2.0), **kwargs)
+    out = petite("info", str(folder))
+    assert out.returncode == 0, out.stderr
+    assert "no SUV:" in out.stdout and words in out.stdout
+
+
+def test_an_admin_decay_series_has_suv_without_decay(tmp_path):
+    folder = write_pet_series(tmp_path / "pet", _pet(), spacing=(2.0, 2.0, 2.0),
+                              decay="ADMIN")
+    info = json.loads(petite("info", str(folder), "--json").stdout)
+    assert info["suv_factor"] == pytest.approx(75.0 * 1000.0 / 3.7e8, rel=1e-6)  # no 2^-t/T

@@ -291,7 +291,52 @@ def spaces_and_unicode(folder, models):
                 [low, sub / "scan 1 é.json"], [_recon_name(low, out)], ok=True)
 
 
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def dicom_case(kind: str):
+    """A bad DICOM PET series (or a non-PET one): the reader in napari, `petite info`."""
+
+    def build(folder: Path, models: Models) -> Case:
+        from dicom_fixtures import AXIAL, oblique, pet_volume, write_pet_series
+
+        series = folder / "dicom"
+        kw: dict = {"spacing": (2.0, 1.5, 1.25)}
+        if kind == "ct":
+            kw["modality"], words = "CT", "not PET"
+        elif kind == "gap":
+            kw["offsets"], words = [0, 2, 4, 8, 10, 12], "missing 1 slice"
+        elif kind == "mixed":
+            tilted = oblique(0, 15)
+            kw["extra_tags"] = {"ImageOrientationPatient": lambda k: [
+                round(v, 8) for v in (tilted if k == 2 else AXIAL)]}
+            words = "mixes slice orientations"
+        write_pet_series(series, pet_volume(), **kw)
+        if kind == "truncated":
+            victim = _files(series)[2]
+            victim.write_bytes(victim.read_bytes()[:-37])
+            words = "pixel data"
+        return Case(["info", str(series)], words, ("reader", series), _files(series))
+
+    return build
+
+
+def overlapping_dynamic(folder: Path, models: Models) -> Case:
+    dyn = write_nifti(folder / "dyn.nii.gz", np.stack([pet_like(SHAPE_XYZ)] * 3, axis=-1))
+    (folder / "dyn.json").write_text(json.dumps({"FrameTimesStart": [0, 200, 600],
+                                                 "FrameDuration": [300, 300, 300]}))
+    out = folder / "data" / "site" / "dyn"
+    return Case(["make-pairs", str(dyn), "--out", str(out)], "overlap",
+                ("pairs", dyn, folder / "data"), [dyn, folder / "dyn.json"], [out])
+
+
 CATALOG: dict[str, Callable[[Path, Models], Case]] = {
+    "DICOM folder of CT, not PET": dicom_case("ct"),
+    "DICOM series with a missing slice": dicom_case("gap"),
+    "DICOM series with mixed orientations": dicom_case("mixed"),
+    "truncated DICOM file": dicom_case("truncated"),
+    "dynamic scan with overlapping frames": overlapping_dynamic,
     "non-NIfTI file": non_nifti,
     "truncated .nii.gz": reader_case("truncated", "predict"),
     "2D volume": reader_case("2D", "info"),
@@ -474,8 +519,19 @@ def gui_export(gui: Gui, low: Path, dest: Path, fault: str | None = None):
     return comp.export_nifti(dest)
 
 
+def gui_pairs(gui: Gui, dynamic: Path, root: Path):
+    """The Scanner data dock's "Add a subject from a dynamic scan" on a dataset."""
+    make_subject(root / "site" / "sub-0", shape_xyz=SHAPE_XYZ)
+    _, data = gui.viewer.window.add_plugin_dock_widget("napari-petite", "Scanner data")
+    assert data.open_dataset(root)
+    data.target.setCurrentText("site")
+    data.add_dynamic_subject(dynamic)
+    gui.qtbot.waitUntil(lambda: data.is_idle, timeout=60_000)
+    assert not (root / "site" / "dyn").exists()
+
+
 GUI_ROUTES = {"reader": gui_reader, "reconstruct": gui_reconstruct, "dataset": gui_dataset,
-              "adapter": gui_adapter, "export": gui_export}
+              "adapter": gui_adapter, "export": gui_export, "pairs": gui_pairs}
 
 
 def _check_gui_case(gui: Gui, case: Case, name: str, monkeypatch) -> None:

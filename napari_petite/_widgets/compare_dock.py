@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QWidget
+from qtpy.QtWidgets import QCheckBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QWidget
 
 from napari_petite._widgets import views
 from napari_petite._widgets.layout import scroll_layout
@@ -24,6 +24,7 @@ from napari_petite._widgets.model_choice import ModelChoice, recon_name
 from napari_petite._widgets.state import ROLE_KEY, session_for
 from napari_petite._widgets.tasks import Task, TaskDock, notify_failure
 from napari_petite.errors import ConfigError, InputError, PetiteError
+from napari_petite.io.layers import DISPLAY_SCALE
 from napari_petite.training.evaluation import label_names
 
 LOW_COLUMN = "low-count"
@@ -39,7 +40,8 @@ def layer_volume(layer):
 def derived_metadata(layer, **extra) -> dict:
     """Metadata of a layer computed from ``layer``: same geometry, no source path."""
     meta = {k: v for k, v in layer.metadata.items() if k in
-            ("affine", "nifti_header", "units", "spacing", ROLE_KEY)}
+            ("affine", "nifti_header", "units", "spacing", "suv_factor", "suv_reason", "dicom",
+             DISPLAY_SCALE, ROLE_KEY)}
     meta["source_path"] = None
     meta.update(extra)
     return meta
@@ -75,9 +77,18 @@ class CompareDock(TaskDock, QWidget):
             ("Side by side", self.show_grid, "low | reconstructed | full, linked"),
             ("Overlay", self.show_overlay, "green full + magenta reconstruction: grey agrees"),
             ("Difference", self.show_difference, "reconstructed − full, blue under, red over"))
+        self.suv = QCheckBox("values in SUV")
+        self.suv.setToolTip("Show PET layers (and the mouse read-out) in SUV (body weight) "
+                            "where the scan's tags or its dataset give the factor; files keep "
+                            "their own units")
+        self.suv.toggled.connect(self._suv_toggled)
+        view_row.addWidget(self.suv)
         self.table = MetricsTable()
-        export_row, (self.export_button, self.report_button, self.batch_button) = _buttons(
+        export_row, (self.export_button, self.dicom_button, self.report_button,
+                     self.batch_button) = _buttons(
             ("Export NIfTI…", self._export_dialog, "the reconstruction with the scan's geometry"),
+            ("Export DICOM…", self._dicom_dialog,
+             "a derived PET series for PACS (the scan must come from DICOM)"),
             ("PNG report…", self._report_dialog, "slices and metrics on one page"),
             ("Batch: test subjects…", self._batch_dialog,
              "reconstruct every test subject of the target into a folder with metrics.json"))
@@ -90,6 +101,7 @@ class CompareDock(TaskDock, QWidget):
         layout.addWidget(self.table, 1)
         layout.addLayout(export_row)
         layout.addWidget(self.status)
+        self.viewer.layers.events.inserted.connect(self._suv_new_layer)
         self._set_busy(False)
         self.stop_on_destroy()
 
@@ -238,6 +250,21 @@ class CompareDock(TaskDock, QWidget):
             return
         views.difference(self.viewer, recon, full, derived_metadata(recon))
 
+    # -- SUV ---------------------------------------------------------------------------------
+    def _suv_toggled(self, on: bool) -> None:
+        from napari_petite._widgets.units import show_all_in_suv
+
+        changed = show_all_in_suv(self.viewer, on)
+        self.status.setText(f"{changed} layer(s) now in {'SUV' if on else 'their file units'}."
+                            if changed else "No layer has an SUV factor (DICOM tags or the "
+                            "dataset's meta.json give one).")
+
+    def _suv_new_layer(self, event) -> None:
+        if self.suv.isChecked():
+            from napari_petite._widgets.units import show_all_in_suv
+
+            show_all_in_suv(self.viewer, True)
+
     # -- export ----------------------------------------------------------------------------
     def _recon_or_fail(self):
         if self._trio()[1] is None:
@@ -268,12 +295,41 @@ class CompareDock(TaskDock, QWidget):
         if layer is None:
             return None
         try:
-            out = write_like(path, np.asarray(layer.data), layer_volume(layer),
-                             inputs=self._inputs(), overwrite=overwrite)
+            volume = layer_volume(layer)  # in the file's units, even when shown in SUV
+            out = write_like(path, volume.data, volume, inputs=self._inputs(),
+                             overwrite=overwrite)
         except PetiteError as err:
             notify_failure(err)
             return None
         show_info(f"Reconstruction written to {out}.")
+        return out
+
+    def _dicom_dialog(self) -> None:
+        if self._recon_or_fail() is None:
+            return
+        folder = QFileDialog.getSaveFileName(self, "New DICOM series folder", "reconstructed")[0]
+        if folder:
+            self.export_dicom(folder)
+
+    def export_dicom(self, folder, overwrite: bool = False) -> Path | None:
+        """Write the reconstruction as a derived DICOM series (patient, study and SUV tags of
+        its source; never inside the source series folder)."""
+        from napari.utils.notifications import show_info
+
+        from napari_petite.io.dicom_export import write_derived_series
+
+        layer = self._recon_or_fail()
+        if layer is None:
+            return None
+        volume = layer_volume(layer)
+        model = layer.metadata.get(ROLE_KEY, {}).get("model", "model")
+        try:
+            out = write_derived_series(volume.data, volume, folder, overwrite=overwrite,
+                                       description=f"PETITE {model}"[:64])
+        except PetiteError as err:
+            notify_failure(err)
+            return None
+        show_info(f"DICOM series written to {out}.")
         return out
 
     def _report_dialog(self) -> None:
@@ -368,6 +424,7 @@ class CompareDock(TaskDock, QWidget):
             self.status.setText("Stopping…")
 
     def _set_busy(self, busy: bool) -> None:
-        for b in (self.run_button, self.export_button, self.report_button, self.batch_button):
+        for b in (self.run_button, self.export_button, self.dicom_button, self.report_button,
+                  self.batch_button):
             b.setEnabled(not busy)
         self.stop_button.setEnabled(busy)

@@ -107,6 +107,12 @@ class ScannerDataDock(TaskDock, QWidget):
         self.problems.hide()
         self.load_button = QPushButton("Load subject as layers")
         self.load_button.clicked.connect(self.load_selected)
+        self.pairs_button = QPushButton("Add a subject from a dynamic scan…")
+        self.pairs_button.setToolTip(
+            "A dynamic FDG scan (4D NIfTI + BIDS sidecar, or a multi-frame DICOM series) "
+            "becomes a training subject of the target scanner: low count = the first 5 "
+            "minutes, full count = the mean of 0-30 minutes")
+        self.pairs_button.clicked.connect(self._pairs_dialog)
 
         self.split_form = SplitForm()
         self.split_form.changed.connect(self._update_split)
@@ -119,7 +125,10 @@ class ScannerDataDock(TaskDock, QWidget):
         layout.addWidget(self.tree, 1)
         layout.addWidget(self.profile)
         layout.addWidget(self.problems)
-        layout.addWidget(self.load_button)
+        row = QHBoxLayout()
+        row.addWidget(self.load_button)
+        row.addWidget(self.pairs_button)
+        layout.addLayout(row)
         layout.addWidget(choose)
         layout.addWidget(self.status)
         self._set_busy(False)
@@ -210,6 +219,40 @@ class ScannerDataDock(TaskDock, QWidget):
         self.status.setText("Simulating the sample dataset (first time only)…")
         self._run(Task(body, desc="simulating sample dataset",
                       on_done=lambda r: self.open_dataset(r) if isinstance(r, Path) else None))
+
+    # -- pairs from dynamic scans ------------------------------------------------------------
+    def _pairs_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Dynamic scan (4D NIfTI, or a DICOM file)")
+        if path:
+            self.add_dynamic_subject(path)
+
+    def add_dynamic_subject(self, path, subject: str | None = None) -> None:
+        """Turn a dynamic scan into a subject folder of the target scanner, in a worker, and
+        list it (the scan is never modified)."""
+        dataset, target = self.session.dataset, self.session.target
+        if dataset is None or target is None:
+            notify_failure(PetiteError("Open a dataset and choose its target scanner first: "
+                                       "the new subject goes into that scanner's folder."))
+            return
+        path = Path(path)
+        name = subject or path.name.split(".")[0]
+        folder = dataset.scanners[target].path / name
+
+        def body(_control):
+            from napari_petite.io.dynamic import make_pair, read_dynamic
+
+            yield "reading"
+            return make_pair(read_dynamic(path), folder)
+
+        def done(meta):
+            if isinstance(meta, dict):
+                self.open_dataset(dataset.root)
+                self.status.setText(f"Added {target}/{name}: low = {len(meta['low']['frames'])}"
+                                    f" frame(s), full = {len(meta['full']['frames'])} frame(s) "
+                                    f"of {path.name}.")
+
+        self.status.setText(f"Making a low/full pair from {path.name}…")
+        self._run(Task(body, desc=f"pair from {path.name}", on_done=done))
 
     # -- split -------------------------------------------------------------------------------
     def _update_split(self, *_) -> None:
@@ -322,4 +365,5 @@ class ScannerDataDock(TaskDock, QWidget):
 
     def _set_busy(self, busy: bool) -> None:
         self.load_button.setEnabled(not busy)
+        self.pairs_button.setEnabled(not busy)
         self.sample_button.setEnabled(not busy)

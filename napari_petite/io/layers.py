@@ -44,6 +44,11 @@ def looks_like_labels(volume: Volume) -> bool:
     return header_kind in "iub" and bool(np.all(volume.data == np.round(volume.data)))
 
 
+#: layer metadata key: the factor a layer's data were multiplied by for display (SUV); the
+#: volume in the file's ``units`` is data / factor
+DISPLAY_SCALE = "display_scale"
+
+
 def layer_metadata(volume: Volume) -> dict:
     """The metadata dict that lets a layer be written back with its original geometry."""
     return {
@@ -88,6 +93,9 @@ def volume_from_layer(data, meta: dict) -> Volume:
     """
     data = np.asarray(data)
     metadata = meta.get("metadata") or {}
+    shown = metadata.get(DISPLAY_SCALE)
+    if shown:  # shown in SUV: back to the file's units (writers and exports keep those)
+        data = data / float(shown)
     scale = tuple(float(s) for s in (meta.get("scale") or (1.0,) * data.ndim))[-3:]
     affine = metadata.get("affine")
     if affine is None:

@@ -1,0 +1,42 @@
+"""Show PET layers in SUV or in their file's units (Bq/mL), with the mouse read-out following.
+
+A layer shown in SUV has its data multiplied by its SUV factor and that factor recorded
+(``io.layers.DISPLAY_SCALE``), so napari's status line reads SUV under the cursor; everything
+that writes a layer (the NIfTI writer, exports) divides it out again through
+``io.layers.volume_from_layer``. Reconstructions of a layer shown in SUV are in SUV too and
+carry the same record. Layers without an SUV factor stay as they are.
+"""
+
+from __future__ import annotations
+
+from napari_petite.io.layers import DISPLAY_SCALE
+
+
+def suv_factor(layer) -> float | None:
+    value = layer.metadata.get("suv_factor")
+    return float(value) if value else None
+
+
+def shown_in_suv(layer) -> bool:
+    return bool(layer.metadata.get(DISPLAY_SCALE))
+
+
+def unit_label(layer) -> str:
+    """What a value of the layer is in, as shown now."""
+    return "SUV" if shown_in_suv(layer) else (layer.metadata.get("units") or "a.u.")
+
+
+def show_all_in_suv(viewer, on: bool) -> int:
+    """Switch every image layer that can be; returns how many changed. Contrast limits follow
+    the data (read for all first: linked layers would otherwise be scaled twice)."""
+    from napari.layers import Image
+
+    todo = [(layer, suv_factor(layer), tuple(layer.contrast_limits)) for layer in viewer.layers
+            if isinstance(layer, Image) and suv_factor(layer) and shown_in_suv(layer) != on]
+    for layer, factor, _ in todo:
+        layer.data = layer.data * (factor if on else 1.0 / factor)
+        layer.metadata[DISPLAY_SCALE] = factor if on else None
+    for layer, factor, (lo, hi) in todo:
+        scale = factor if on else 1.0 / factor
+        layer.contrast_limits = (lo * scale, hi * scale)
+    return len(todo)

@@ -431,3 +431,28 @@ def test_petite_gui_window_fits_the_screen(qtbot, gui_dataset, size, tmp_path):
         window.grab().save(str(tmp_path / f"gui-{size[0]}x{size[1]}.png"))
     finally:
         viewer.close()
+
+
+def test_comparison_is_labelled_oriented_and_warns_on_training_subjects(
+        make_napari_viewer, qtbot, gui_dataset, unetr_base):
+    viewer = make_napari_viewer()
+    data, tune, comp = _docks(viewer)
+    low = _load(qtbot, viewer, data, gui_dataset, subject="sub-00")  # a training subject
+    _setup_training(tune, unetr_base, steps=2, val_every=0)
+    tune.start()
+    qtbot.waitUntil(lambda: tune.is_idle and tune.session.trained is not None, timeout=60_000)
+    comp.low.setCurrentText(low.name)
+    comp.reconstruct()
+    qtbot.waitUntil(lambda: comp.recon_layer is not None and comp.is_idle, timeout=60_000)
+    assert "sub-00 is a subject this model trained on" in comp.status.text()
+    shown = [lay for lay in viewer.layers if lay.visible]
+    assert len(shown) == 3 and viewer.canvas.grid.enabled
+    assert all(lay.name_overlay.visible and lay.colorbar.visible for lay in shown)
+    assert viewer.text_overlay.visible and "Bq/mL" in viewer.text_overlay.text
+    comp.views.orientation.setCurrentText("coronal")
+    assert tuple(viewer.dims.order) == (1, 0, 2)
+    comp.views.mip.setChecked(True)
+    assert all(lay.projection_mode == "max" for lay in shown)
+    assert viewer.dims.thickness[1] > 10  # through the whole volume
+    comp.views.mip.setChecked(False)
+    assert all(lay.projection_mode == "none" for lay in shown)

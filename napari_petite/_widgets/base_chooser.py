@@ -97,8 +97,9 @@ class BaseChooser(QWidget):
                 self.backbone.setCurrentText(card["backbone"])
                 self.backbone.blockSignals(False)
             source = f", pre-trained on {card['source']}" if card.get("source") else ""
-            self.info.setText(f"{card['backbone']} {card['preset']}, "
-                              f"{card.get('n_params', 0):,} weights{source}")
+            self.info.setText(f"{card['backbone']} {card['preset']}{source}")
+            self.info.setToolTip(f"{card.get('n_params', 0):,} weights in the checkpoint; the "
+                                 "count below includes the tensors the chosen methods add")
             self.info.setStyleSheet("")
         elif not path:
             self.info.setText("No base chosen: choose the checkpoint to adapt.")

@@ -15,7 +15,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtWidgets import QCheckBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QWidget
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QWidget,
+)
 
 from napari_petite._widgets import views
 from napari_petite._widgets.layout import scroll_layout
@@ -23,6 +29,7 @@ from napari_petite._widgets.metrics_table import MetricsTable
 from napari_petite._widgets.model_choice import ModelChoice, recon_name
 from napari_petite._widgets.state import ROLE_KEY, session_for
 from napari_petite._widgets.tasks import Task, TaskDock, notify_failure
+from napari_petite._widgets.view_controls import ViewControls
 from napari_petite.errors import ConfigError, InputError, PetiteError
 from napari_petite.io.layers import DISPLAY_SCALE
 from napari_petite.training.evaluation import label_names
@@ -73,16 +80,10 @@ class CompareDock(TaskDock, QWidget):
         run_row, (self.run_button, self.stop_button) = _buttons(
             ("Reconstruct", self.reconstruct, "Run the chosen model on the low-count scan"),
             ("Stop", self.stop, "Stop between two windows; nothing is added"))
-        view_row, (self.grid_button, self.overlay_button, self.diff_button) = _buttons(
-            ("Side by side", self.show_grid, "low | reconstructed | full, linked"),
-            ("Overlay", self.show_overlay, "green full + magenta reconstruction: grey agrees"),
-            ("Difference", self.show_difference, "reconstructed − full, blue under, red over"))
-        self.suv = QCheckBox("values in SUV")
-        self.suv.setToolTip("Show PET layers (and the mouse read-out) in SUV (body weight) "
-                            "where the scan's tags or its dataset give the factor; files keep "
-                            "their own units")
-        self.suv.toggled.connect(self._suv_toggled)
-        view_row.addWidget(self.suv)
+        self.views = ViewControls(napari_viewer, self._trio, on_grid=self.show_grid,
+                                  on_overlay=self.show_overlay,
+                                  on_difference=self.show_difference,
+                                  on_suv=self._suv_toggled, say=self.status_text)
         self.table = MetricsTable()
         export_row, (self.export_button, self.dicom_button, self.report_button,
                      self.batch_button) = _buttons(
@@ -96,8 +97,8 @@ class CompareDock(TaskDock, QWidget):
         self.status.setWordWrap(True)
         layout = scroll_layout(self)
         layout.addWidget(self.choice)
-        for row in (run_row, view_row):
-            layout.addLayout(row)
+        layout.addLayout(run_row)
+        layout.addWidget(self.views)
         layout.addWidget(self.table, 1)
         layout.addLayout(export_row)
         layout.addWidget(self.status)
@@ -205,8 +206,26 @@ class CompareDock(TaskDock, QWidget):
                              **{k: v for k, v in self._columns.items() if k != LOW_COLUMN},
                              name: metrics[name]}
             self.table.show_columns(self._columns)
-        self.status.setText(f"Reconstructed {low_layer.name} with {description}.")
+        self.status.setText(f"Reconstructed {low_layer.name} with {description}."
+                            f"{self._seen_warning(low_layer, name)}")
         self.show_grid()
+
+    def _seen_warning(self, low_layer, name: str) -> str:
+        """A warning when the scan is one the model trained or picked its step on."""
+        role = low_layer.metadata.get(ROLE_KEY, {})
+        trained = self.session.model_named(name)
+        split = self.session.split
+        if trained is None or split is None or role.get("scanner") != self.session.target:
+            return ""
+        subject = role.get("subject")
+        if subject in split.train:
+            use = "trained on"
+        elif subject in split.val:
+            use = "picked its best step on"
+        else:
+            return ""
+        return (f" ⚠ {subject} is a subject this model {use}: its numbers flatter the model; "
+                "judge it on a test subject.")
 
     def _add_recon(self, recon, name, description, low_layer, full_layer):
         from napari.experimental import link_layers
@@ -250,6 +269,13 @@ class CompareDock(TaskDock, QWidget):
             return
         views.difference(self.viewer, recon, full, derived_metadata(recon))
 
+    def status_text(self, text: str) -> None:
+        self.status.setText(text)
+
+    @property
+    def suv(self):
+        return self.views.suv
+
     # -- SUV ---------------------------------------------------------------------------------
     def _suv_toggled(self, on: bool) -> None:
         from napari_petite._widgets.units import show_all_in_suv
@@ -260,7 +286,7 @@ class CompareDock(TaskDock, QWidget):
                             "dataset's meta.json give one).")
 
     def _suv_new_layer(self, event) -> None:
-        if self.suv.isChecked():
+        if self.views.suv.isChecked():
             from napari_petite._widgets.units import show_all_in_suv
 
             show_all_in_suv(self.viewer, True)

@@ -312,6 +312,9 @@ class ScannerDataDock(TaskDock, QWidget):
                 if path is None:
                     continue
                 volume = read_any(path)
+                # the subject's meta.json tells what the files may not (units, SUV factor)
+                if kind != "labels":
+                    volume.units = volume.units or subject.meta.get("units")
                 if volume.extra.get("suv_factor") is None and subject.meta.get("suv_factor"):
                     volume.extra["suv_factor"] = float(subject.meta["suv_factor"])
                 data, kwargs, ltype = volume_to_layer_data(

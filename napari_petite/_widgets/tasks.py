@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -51,15 +52,32 @@ class Failure:
                 "ready again; please report this with the log if it repeats.")
 
 
+#: an absolute path in a message (up to the next space or sentence end)
+_PATH = re.compile(r"(?<![\w/])(/[^\s;,:'\"()]+[^\s;,:'\".()])")
+
+
+def sentence_first(message: str) -> str:
+    """The message with every absolute path shortened to its last part and listed after the
+    sentence: a toast is cut after two lines, and a long path first would hide the reason."""
+    paths: list[str] = []
+
+    def short(match: re.Match) -> str:
+        paths.append(match.group(1))
+        return f"'{match.group(1).rstrip('/').rsplit('/', 1)[-1]}'"
+
+    text = _PATH.sub(short, message)
+    return text if not paths else f"{text} ({'; '.join(dict.fromkeys(paths))})"
+
+
 def notify_failure(failure: Failure | BaseException) -> None:
-    """Show a failure as a napari error notification (never raises)."""
+    """Show a failure as a napari error notification, sentence first (never raises)."""
     from napari.utils.notifications import show_error
 
     if not isinstance(failure, Failure):
         failure = Failure(failure)
     if not isinstance(failure.error, PetiteError):
         log.error("napari-petite task failed", exc_info=failure.error)
-    show_error(failure.message)
+    show_error(sentence_first(failure.message))
 
 
 class Task:

@@ -18,8 +18,27 @@ def only(viewer, shown) -> None:
         layer.visible = layer in shown
 
 
+def label(layers) -> None:
+    """Name and colour bar on every panel: a reader must see what each image is and in what
+    scale (napari draws them per grid cell)."""
+    for layer in layers:
+        layer.name_overlay.visible = True
+        layer.colorbar.visible = True
+
+
+def units_note(viewer, layers) -> None:
+    """One line on the canvas saying the units of what is shown."""
+    from napari_petite._widgets.units import unit_label
+
+    units = sorted({unit_label(lay) for lay in layers if lay is not None})
+    viewer.text_overlay.text = f"values in {', '.join(units)}" if units else ""
+    viewer.text_overlay.position = "bottom_left"
+    viewer.text_overlay.visible = bool(units)
+
+
 def side_by_side(viewer, layers) -> None:
-    """``layers`` left to right in napari's grid (the list is drawn bottom-up)."""
+    """``layers`` left to right in napari's grid (the list is drawn bottom-up), each with its
+    name and colour bar, fitted to the view."""
     from napari_petite.io.layers import PET_COLORMAP
 
     shown = [lay for lay in layers if lay is not None]
@@ -30,6 +49,8 @@ def side_by_side(viewer, layers) -> None:
         layer.blending = "translucent"
         layer.opacity = 1.0
     only(viewer, shown)
+    label(shown)
+    units_note(viewer, shown)
     for i, layer in enumerate(reversed(shown)):
         viewer.layers.move(viewer.layers.index(layer), len(viewer.layers) - 1 - i)
     grid = viewer.canvas.grid
@@ -62,4 +83,55 @@ def difference(viewer, recon, full, metadata: dict):
                              metadata=meta)
     viewer.canvas.grid.enabled = False
     only(viewer, [layer])
+    label([layer])
+    units_note(viewer, [recon])
     return layer
+
+
+#: (name, z-y-x axis order napari displays): the last two axes are the screen's
+ORIENTATIONS = {"axial": (0, 1, 2), "coronal": (1, 0, 2), "sagittal": (2, 0, 1)}
+
+
+def orient(viewer, name: str) -> None:
+    """Show axial, coronal or sagittal slices (the first axis of the order is sliced)."""
+    viewer.dims.order = ORIENTATIONS[name]
+    viewer.reset_view()
+
+
+def mip(viewer, layers, on: bool) -> None:
+    """A maximum-intensity projection through the whole volume along the sliced axis, with
+    contrast from the projection itself (a slice's limits would saturate it)."""
+    axis = viewer.dims.order[0]
+    for layer in layers:
+        if layer is None:
+            continue
+        layer.projection_mode = "max" if on else "none"
+    extent = viewer.dims.range[axis]
+    thickness = list(viewer.dims.thickness)
+    thickness[axis] = (extent.stop - extent.start) + extent.step if on else 0.0
+    viewer.dims.thickness = tuple(thickness)
+    if on:
+        shown = [lay for lay in layers if lay is not None]
+        top = max(float(np.percentile(np.asarray(lay.data), 99.9)) for lay in shown)
+        for layer in shown:
+            layer.contrast_limits = (0.0, top)
+
+
+#: display windows in SUV (a PET reader's usual presets)
+WINDOWS = {"SUV 0–5": (0.0, 5.0), "SUV 0–10": (0.0, 10.0), "SUV 0–15": (0.0, 15.0)}
+
+
+def window(layers, name: str) -> bool:
+    """Apply an SUV window (converted to each layer's units); False when a layer has no SUV
+    factor to convert with."""
+    from napari_petite._widgets.units import shown_in_suv, suv_factor
+
+    ok = True
+    lo, hi = WINDOWS[name]
+    for layer in (lay for lay in layers if lay is not None):
+        factor = 1.0 if shown_in_suv(layer) else suv_factor(layer)
+        if factor is None:
+            ok = False
+            continue
+        layer.contrast_limits = (lo / factor, hi / factor)
+    return ok

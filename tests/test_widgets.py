@@ -456,3 +456,39 @@ def test_comparison_is_labelled_oriented_and_warns_on_training_subjects(
     assert viewer.dims.thickness[1] > 10  # through the whole volume
     comp.views.mip.setChecked(False)
     assert all(lay.projection_mode == "none" for lay in shown)
+
+
+def test_roi_statistics_on_low_reconstruction_and_full(make_napari_viewer, qtbot, gui_dataset,
+                                                       unetr_base):
+    """Pick the subject's "lesion" label: SUVmax / SUVmean / SUVpeak / volume for the
+    low-count scan, the reconstruction and the full-count scan, each by the library's
+    definition; a painted Labels layer and drawn shapes work the same way."""
+    from napari_petite.training.roi import roi_stats
+
+    viewer = make_napari_viewer()
+    data, tune, comp = _docks(viewer)
+    low = _load(qtbot, viewer, data, gui_dataset)
+    tune.set_base(unetr_base)
+    comp.model.setCurrentIndex(comp.model.findData("base model"))
+    comp.reconstruct()
+    qtbot.waitUntil(lambda: comp.recon_layer is not None and comp.is_idle, timeout=60_000)
+    roi = comp.roi
+    roi.source.setCurrentText("tgt/sub-02 labels")
+    assert [roi.value.itemText(i) for i in range(roi.value.count())] == ["grey matter",
+                                                                         "lesion"]
+    roi.value.setCurrentIndex(roi.value.findData(2))
+    results = roi.measure()
+    full = viewer.layers["tgt/sub-02 full"]
+    assert list(results) == [low.name, comp.recon_layer.name, full.name]
+    mask = np.asarray(viewer.layers["tgt/sub-02 labels"].data) == 2
+    expected = roi_stats(np.asarray(full.data), mask, tuple(full.scale))
+    assert results[full.name]["max"] == pytest.approx(expected["max"])
+    assert results[full.name]["peak"] == pytest.approx(expected["peak"])
+    assert results[full.name]["volume_ml"] == pytest.approx(mask.sum() * np.prod(full.scale)
+                                                            / 1000)
+    assert roi.table.rowCount() == 3 and roi.table.item(0, 3).text()
+    shapes = viewer.add_shapes([[[16, 10, 10], [16, 10, 20], [16, 20, 20], [16, 20, 10]]],
+                               ndim=3, scale=low.scale)
+    roi.source.setCurrentText(shapes.name)
+    drawn = roi.measure()
+    assert drawn[low.name]["voxels"] == 121  # an 11 x 11 square on slice 16

@@ -27,6 +27,7 @@ from napari_petite._widgets import views
 from napari_petite._widgets.layout import scroll_layout
 from napari_petite._widgets.metrics_table import MetricsTable
 from napari_petite._widgets.model_choice import ModelChoice, recon_name
+from napari_petite._widgets.roi_panel import ROIPanel, subject_images
 from napari_petite._widgets.state import ROLE_KEY, session_for
 from napari_petite._widgets.tasks import Task, TaskDock, notify_failure
 from napari_petite._widgets.view_controls import ViewControls
@@ -85,6 +86,8 @@ class CompareDock(TaskDock, QWidget):
                                   on_difference=self.show_difference,
                                   on_suv=self._suv_toggled, say=self.status_text)
         self.table = MetricsTable()
+        self.roi = ROIPanel(napari_viewer,
+                            lambda: subject_images(self.viewer, self.choice.layer(self.low)))
         export_row, (self.export_button, self.dicom_button, self.report_button,
                      self.batch_button) = _buttons(
             ("Export NIfTI…", self._export_dialog, "the reconstruction with the scan's geometry"),
@@ -100,6 +103,7 @@ class CompareDock(TaskDock, QWidget):
         layout.addLayout(run_row)
         layout.addWidget(self.views)
         layout.addWidget(self.table, 1)
+        layout.addWidget(self.roi)
         layout.addLayout(export_row)
         layout.addWidget(self.status)
         self.viewer.layers.events.inserted.connect(self._suv_new_layer)

@@ -321,6 +321,8 @@ class ScannerDataDock(TaskDock, QWidget):
                     volume, name=f"{subject.scanner}/{subject.id} {kind}")
                 kwargs["metadata"][ROLE_KEY] = {"scanner": subject.scanner,
                                                 "subject": subject.id, "kind": kind}
+                if kind == "labels":  # region names for ROI statistics
+                    kwargs["metadata"]["label_names"] = subject.meta.get("labels") or {}
                 out.append((data, kwargs, ltype))
                 yield kind
             return out

@@ -54,3 +54,16 @@ def test_bad_volume_exits_2_without_traceback(tmp_path):
     assert out.returncode == 2
     assert out.stderr.startswith("petite: error: scan.nii.gz could not be read as NIfTI")
     assert "Traceback" not in out.stderr
+
+
+def test_demo_runs_the_whole_flow_headless(tmp_path):
+    """`petite demo`: simulate, fine-tune the shipped base with PETITE, reconstruct a held-out
+    subject, write the adapter, the volumes, the report and a summary."""
+    out = petite("demo", "--out", str(tmp_path / "demo"), "--steps", "2", "--device", "cpu",
+                 "--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads(out.stdout)
+    for key in ("low_vs_full", "no_ft_vs_full", "petite_vs_full"):
+        assert summary["head_mask"][key]["psnr_mask"] > 0
+    assert (tmp_path / "demo" / "adapter" / "adapter.json").is_file()
+    assert (tmp_path / "demo" / "demo.png").read_bytes()[:4] == b"\x89PNG"

@@ -4,12 +4,17 @@ reconstruct -> compare -> export, plus the error paths and closing napari mid-tr
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import make_subject, write_nifti
 
 pytestmark = pytest.mark.gui
+#: screenshots and reports the GUI tests leave for a person to look at
+ARTIFACTS = Path(__file__).resolve().parent.parent / ".artifacts"
+ARTIFACTS.mkdir(exist_ok=True)
 SHAPE_XYZ = (34, 33, 32)  # z, y, x = 32, 33, 34 >= the 32^3 smoke window
 
 
@@ -236,6 +241,14 @@ def test_full_flow(make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path,
     assert read_volume(subject.low).data.shape == src.data.shape  # input untouched
     png = comp.export_report(tmp_path / "out" / "report.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pdf = comp.export_report(tmp_path / "out" / "report.pdf")
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+    # the chart's page names the scan, the base and every adapter (and, always, that it is
+    # for research only: training.report.DISCLAIMER)
+    details = comp._details(low)
+    assert details["scan"] == "tgt/sub-02" and "pre-trained on src" in details["base model"]
+    assert all(name in details for name in names)
+    shutil.copy(png, ARTIFACTS / "report-full-flow.png")
 
     # batch export of the target's test subjects, with the library's metrics
     comp.batch_export(tmp_path / "batch")

@@ -93,7 +93,8 @@ class CompareDock(TaskDock, QWidget):
             ("Export NIfTI…", self._export_dialog, "the reconstruction with the scan's geometry"),
             ("Export DICOM…", self._dicom_dialog,
              "a derived PET series for PACS (the scan must come from DICOM)"),
-            ("PNG report…", self._report_dialog, "slices and metrics on one page"),
+            ("Report…", self._report_dialog,
+             "slices, colour bars, metrics and details on one page (PNG or PDF)"),
             ("Batch: test subjects…", self._batch_dialog,
              "reconstruct every test subject of the target into a folder with metrics.json"))
         self.status = QLabel("Load a subject in 'Scanner data', then Reconstruct.")
@@ -365,32 +366,53 @@ class CompareDock(TaskDock, QWidget):
     def _report_dialog(self) -> None:
         if self._recon_or_fail() is None:
             return
-        path, _ = QFileDialog.getSaveFileName(self, "PNG report", "report.png", "PNG (*.png)")
+        path, _ = QFileDialog.getSaveFileName(self, "Report", "report.pdf",
+                                              "PDF (*.pdf);;PNG (*.png)")
         if path:
             self.export_report(path, overwrite=True)
 
     def export_report(self, path, overwrite: bool = False) -> Path | None:
-        """Write the PNG report (slices + metrics) of the current reconstruction."""
+        """Write the report (PNG, or PDF for a .pdf name) of the scan and every model
+        reconstructed on it: slices with colour bars, the metrics table, the details."""
         from napari.utils.notifications import show_info
 
+        from napari_petite._widgets.units import unit_label
         from napari_petite.training.report import write_report
 
         low, recon, full = self._trio()
         if self._recon_or_fail() is None or low is None:
             return None
-        name = recon.metadata.get(ROLE_KEY, {}).get("model")
+        recons = {lay.metadata[ROLE_KEY]["model"]: np.asarray(lay.data)
+                  for lay in subject_images(self.viewer, low)
+                  if lay.metadata.get(ROLE_KEY, {}).get("kind") == "reconstructed"}
         try:
             out = write_report(
-                path, low=np.asarray(low.data), recon=np.asarray(recon.data),
+                path, low=np.asarray(low.data), recons=recons,
                 full=None if full is None else np.asarray(full.data), spacing=recon.scale,
-                metrics_low=self._columns.get(LOW_COLUMN),
-                metrics_recon=self._columns.get(name),
-                title=f"{low.name}: {recon.metadata.get('model', '')}", inputs=self._inputs(),
-                overwrite=overwrite)
+                metrics=self._columns, units=unit_label(low), details=self._details(low),
+                title=f"{low.name}", inputs=self._inputs(), overwrite=overwrite)
         except PetiteError as err:
             notify_failure(err)
             return None
         show_info(f"Report written to {out}.")
+        return out
+
+    def _details(self, low) -> dict[str, str]:
+        """What the chart needs to know beside the images: scan, base and adapters."""
+        role = low.metadata.get(ROLE_KEY, {})
+        dicom = low.metadata.get("dicom") or {}
+        card = self.session.base_card or {}
+        out = {"scan": f"{role.get('scanner', '')}/{role.get('subject', '')}".strip("/")
+               or low.name,
+               "grid": f"{' x '.join(map(str, low.data.shape))} voxels of "
+                       f"{' x '.join(f'{s:.2f}' for s in low.scale)} mm (z, y, x)"}
+        if dicom:
+            out["patient / study"] = f"{dicom.get('PatientID')} / {dicom.get('StudyDate')}"
+        out["base model"] = f"{card.get('backbone')} {card.get('preset')} pre-trained on " \
+                            f"{card.get('source')} ({self.session.base_path})"
+        for model in self.session.models:
+            out[model.name] = (f"{model.spec.label}; {model.training.get('steps_done')} steps"
+                               + (f"; bundle {model.bundle}" if model.bundle else ""))
         return out
 
     def _batch_dialog(self) -> None:

@@ -116,11 +116,18 @@ def run_demo(out: str | Path = "demo-output", *, backbone: str = "unetr", steps:
     }
     metrics_petite = evaluate_subject(model, test, recon=recon)
     metrics_base = evaluate_subject(base_model, test, recon=no_ft)
-    figure = write_report(out / "demo.png", low=low.data, recon=recon, full=full.data,
-                          spacing=low.spacing, metrics_low=metrics_petite["low"],
-                          metrics_recon=metrics_petite["recon"], overwrite=True,
-                          title=f"{DEMO_TARGET}/{test.id}: {backbone} + {spec.label} "
-                                f"({report.percent:.2f} % trained, {steps} steps)")
+    figure = write_report(out / "demo.png", low=low.data,
+                          recons={"base model": no_ft, spec.label: recon}, full=full.data,
+                          spacing=low.spacing, units=low.units,
+                          metrics={"low-count": metrics_petite["low"],
+                                   "base model": metrics_base["recon"],
+                                   spec.label: metrics_petite["recon"]},
+                          details={"subject": f"{DEMO_TARGET}/{test.id} (held out)",
+                                   "base": f"{backbone} pre-trained on {DEMO_SOURCE}",
+                                   "adapter": f"{spec.label}, {report.percent:.2f} % of the "
+                                              f"weights, {steps} steps"},
+                          title=f"{DEMO_TARGET}/{test.id}: {backbone} + {spec.label}",
+                          overwrite=True)
     summary = {
         "dataset": str(data), "source": DEMO_SOURCE, "target": DEMO_TARGET,
         "test_subject": test.id, "spec": spec.label, "percent_trainable": report.percent,

@@ -1,4 +1,4 @@
-"""A one-page PNG report of a reconstruction: central slices and the metrics table.
+"""A one-page report of a reconstruction for the chart: slices, colour bars, metrics, details.
 
 Drawn with matplotlib's Agg backend (no window, safe in a worker thread) and written
 atomically, never over an input. Aspect ratios use the voxel spacing, so anisotropic
@@ -39,49 +39,76 @@ def metric_rows(low: dict | None, recon: dict | None) -> list[tuple[str, str, st
     return [(name, *cells) for name, cells in metric_columns({"low": low, "recon": recon})]
 
 
-def write_report(path, *, low: np.ndarray, recon: np.ndarray, full: np.ndarray | None,
-                 spacing, metrics_low: dict | None, metrics_recon: dict | None,
-                 title: str, inputs=(), overwrite: bool = False) -> Path:
-    """Write the PNG report to ``path`` (atomically; refuses to replace an input)."""
+#: printed on every report: these are research tools, not diagnostic devices
+DISCLAIMER = "Research use only: not for diagnosis or treatment decisions."
+
+
+def write_report(path, *, low: np.ndarray, recons: dict[str, np.ndarray],
+                 full: np.ndarray | None, spacing, metrics: dict[str, dict | None],
+                 title: str, details: dict[str, str] | None = None, units: str | None = None,
+                 inputs=(), overwrite: bool = False) -> Path:
+    """A one-page report (PNG, or PDF when ``path`` ends in .pdf), atomically, never over an
+    input: axial and coronal slices of the low-count scan, each reconstruction (``recons``:
+    name -> volume, e.g. the base model and an adapted one) and the full-count scan with
+    colour bars in ``units``, the difference to full count, the slice positions, the metrics
+    table (``metrics``: column name -> metrics against full count, as
+    :func:`metric_columns`), ``details`` (subject, scan, base, adapter...) and the
+    research-use line."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     from napari_petite.io.atomic import atomic_write
     from napari_petite.io.layers import robust_limits
 
-    panels = [("low count", low), ("reconstructed", recon)]
+    panels = [("low count", low), *recons.items()]
     if full is not None:
-        panels += [("full count", full), ("reconstructed − full", recon - full)]
+        panels.append(("full count", full))
+        last = list(recons)[-1] if recons else None
+        if last is not None:
+            panels.append((f"{last} − full", recons[last] - full))
     sz, sy, sx = (float(s) for s in spacing)
-    ref = full if full is not None else low
-    vmin, vmax = robust_limits(ref)
-    fig = Figure(figsize=(3.0 * len(panels), 7.2), dpi=110, facecolor="white")
+    vmin, vmax = robust_limits(full if full is not None else low)
+    z, y = low.shape[0] // 2, low.shape[1] // 2
+    fig = Figure(figsize=(3.1 * len(panels), 9.0), dpi=110, facecolor="white")
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(3, len(panels), height_ratios=[1, 1, 0.9])
+    grid = fig.add_gridspec(4, len(panels), height_ratios=[1, 1, 0.9, 0.35])
     for col, (name, vol) in enumerate(panels):
-        diff = name.startswith("reconstructed −")
-        lim = float(np.percentile(np.abs(vol), 99.5)) or 1.0 if diff else None
+        diff = "−" in name
+        lim = (float(np.percentile(np.abs(vol), 99.5)) or 1.0) if diff else None
         kw = dict(cmap="RdBu_r", vmin=-lim, vmax=lim) if diff else \
             dict(cmap="inferno", vmin=vmin, vmax=vmax)
-        z, y = vol.shape[0] // 2, vol.shape[1] // 2
         for row, (img, aspect) in enumerate(((vol[z], sy / sx), (vol[:, y], sz / sx))):
             ax = fig.add_subplot(grid[row, col])
-            ax.imshow(img, origin="lower" if row else "upper", aspect=aspect,
-                      interpolation="nearest", **kw)
+            shown = ax.imshow(img, origin="lower" if row else "upper", aspect=aspect,
+                              interpolation="nearest", **kw)
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:
-                ax.set_title(name, fontsize=10)
-    ax = fig.add_subplot(grid[2, :])
-    ax.axis("off")
-    rows = metric_rows(metrics_low, metrics_recon)
-    if rows:
-        table = ax.table(cellText=[list(r[1:]) for r in rows], rowLabels=[r[0] for r in rows],
-                         colLabels=["low vs full", "reconstructed vs full"], loc="center",
-                         cellLoc="center", colWidths=[0.25, 0.25])
-        table.auto_set_font_size(False)
-        table.set_fontsize(8)
+                ax.set_title(name, fontsize=9)
+            if col == 0:
+                ax.set_ylabel(f"axial z={z} ({z * sz:.0f} mm)" if row == 0 else
+                              f"coronal y={y} ({y * sy:.0f} mm)", fontsize=7)
+        fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02).set_label(units or "a.u.",
+                                                                      fontsize=7)
+    _table(fig.add_subplot(grid[2, :]), metrics)
+    text = fig.add_subplot(grid[3, :])
+    text.axis("off")
+    lines = [f"{k}: {v}" for k, v in (details or {}).items()] + [DISCLAIMER]
+    text.text(0.0, 1.0, "\n".join(lines), va="top", fontsize=7, family="monospace")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    return atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"), inputs=inputs,
+    fmt = "pdf" if str(path).lower().endswith(".pdf") else "png"
+    return atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format=fmt), inputs=inputs,
                         overwrite=overwrite)
+
+
+def _table(ax, metrics: dict[str, dict | None]) -> None:
+    ax.axis("off")
+    rows = metric_columns(metrics)
+    if not rows:
+        return
+    table = ax.table(cellText=[cells for _, cells in rows], rowLabels=[r for r, _ in rows],
+                     colLabels=[f"{c} vs full" for c in metrics], loc="center",
+                     cellLoc="center", colWidths=[min(0.8 / len(metrics), 0.25)] * len(metrics))
+    table.auto_set_font_size(False)
+    table.set_fontsize(7)

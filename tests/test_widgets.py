@@ -218,8 +218,9 @@ def test_full_flow(make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path,
     assert np.allclose(recon.metadata["affine"], low.metadata["affine"])
     assert recon.metadata["source_path"] is None and recon.data.shape == low.data.shape
     assert viewer.canvas.grid.enabled
-    headers = [comp.table.horizontalHeaderItem(i).text() for i in range(comp.table.columnCount())]
-    assert headers == ["low-count", "base model", names[-1]]
+    header = [comp.table.horizontalHeaderItem(i) for i in range(comp.table.columnCount())]
+    assert [h.toolTip() for h in header] == ["low-count", "base model", names[-1]]
+    assert [h.text() for h in header] == ["low-count", "base model", "bundle adapter"]
     labels = [comp.table.verticalHeaderItem(i).text() for i in range(comp.table.rowCount())]
     assert "PSNR head (dB)" in labels and "bias lesion (%)" in labels
     recon.contrast_limits = (2.0, 555.0)
@@ -418,13 +419,14 @@ def test_closing_the_dock_stops_training(make_napari_viewer, qtbot, gui_dataset,
 
 
 @pytest.mark.parametrize("size", [(1920, 1080), (1366, 768)])
-def test_petite_gui_window_fits_the_screen(qtbot, gui_dataset, size, tmp_path):
+def test_petite_gui_window_fits_the_screen(make_napari_viewer, qtbot, gui_dataset, size,
+                                           tmp_path):
     """`petite gui`'s window: its docks share one area as tabs and scroll, so the window's
     minimum size fits a laptop screen (it needed 1342-1501 px of height before); the first
     step's tab is in front and the subject list says what each target subject is for."""
     from napari_petite.commands.gui import DOCKS, open_viewer
 
-    viewer, docks = open_viewer(data=gui_dataset, sample=False)
+    viewer, docks = open_viewer(data=gui_dataset, sample=False, viewer=make_napari_viewer())
     try:
         window = viewer.window._qt_window
         window.resize(*size)
@@ -443,7 +445,7 @@ def test_petite_gui_window_fits_the_screen(qtbot, gui_dataset, size, tmp_path):
             ["train", "validate", "test"]
         window.grab().save(str(tmp_path / f"gui-{size[0]}x{size[1]}.png"))
     finally:
-        viewer.close()
+        viewer.window._qt_window.hide()
 
 
 def test_comparison_is_labelled_oriented_and_warns_on_training_subjects(

@@ -11,6 +11,12 @@ from qtpy.QtWidgets import QHeaderView, QTableWidget, QTableWidgetItem
 from napari_petite.training.report import metric_columns
 
 
+def short_name(name: str) -> str:
+    """"run 2: enc LoRA + dec SSF + BitFit on vision" -> "run 2" (the whole name in the
+    tooltip): narrow docks cut long headers."""
+    return name.split(":", 1)[0]
+
+
 class MetricsTable(QTableWidget):
     """Columns: image names; rows: metrics (head mask and whole volume) and regional bias."""
 
@@ -28,7 +34,9 @@ class MetricsTable(QTableWidget):
         rows = metric_columns(self.columns)
         self.clear()
         self.setColumnCount(len(self.columns))
-        self.setHorizontalHeaderLabels(list(self.columns))
+        self.setHorizontalHeaderLabels([short_name(c) for c in self.columns])
+        for j, name in enumerate(self.columns):
+            self.horizontalHeaderItem(j).setToolTip(name)
         self.setRowCount(len(rows))
         self.setVerticalHeaderLabels([name for name, _ in rows])
         for i, (_, cells) in enumerate(rows):

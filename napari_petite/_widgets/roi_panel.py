@@ -126,18 +126,28 @@ class ROIPanel(QGroupBox):
         return self.results
 
     def _show(self) -> None:
+        from napari_petite._widgets.metrics_table import short_name
+
         self.table.setRowCount(len(self.results))
-        self.table.setVerticalHeaderLabels(list(self.results))
-        units = {s["units"] for s in self.results.values()}
-        prefix = "SUV" if units == {"SUV"} else ""
-        self.table.setHorizontalHeaderLabels([f"{prefix}{c}" if c != COLUMNS[-1] else c
-                                              for c in COLUMNS])
+        layers = self.viewer.layers
+        labels = []
+        for name in self.results:
+            role = layers[name].metadata.get(ROLE_KEY, {}) if name in layers else {}
+            kind = role.get("kind")
+            labels.append(short_name(role["model"]) if kind == "reconstructed" and
+                          role.get("model") else {"low": "low-count", "full": "full-count"}
+                          .get(kind, name))
+        self.table.setVerticalHeaderLabels(labels)
+        for i, name in enumerate(self.results):
+            self.table.verticalHeaderItem(i).setToolTip(name)
+        units = sorted({s["units"] for s in self.results.values()})
+        unit = units[0] if len(units) == 1 else "mixed units"
+        heads = [f"SUV{c}" if unit == "SUV" else f"{c} ({unit})" for c in COLUMNS[:-1]]
+        self.table.setHorizontalHeaderLabels([*heads, COLUMNS[-1]])
         for i, stats in enumerate(self.results.values()):
             cells = [stats["max"], stats["mean"], stats["peak"], stats["volume_ml"]]
             for j, value in enumerate(cells):
-                text = "-" if value is None else f"{value:.3g}"
-                if j < 3 and value is not None and stats["units"] != "SUV":
-                    text += f" {stats['units']}"
+                text = "-" if value is None else f"{value:.4g}"
                 self.table.setItem(i, j, QTableWidgetItem(text))
 
 

@@ -44,6 +44,8 @@ class RunPanel(QWidget):
             row.addWidget(b)
         self.status = QLabel("Idle.")
         self.status.setWordWrap(True)
+        # room for three lines: a scroll area's layout would otherwise squeeze it to one
+        self.status.setMinimumHeight(3 * self.status.fontMetrics().lineSpacing() + 4)
         self.curves = TrainingCurves(redraw_ms=None)  # redrawn by flush()
         self.control = None
         self.task = None

@@ -22,7 +22,11 @@ def label(layers) -> None:
     """Name and colour bar on every panel: a reader must see what each image is and in what
     scale (napari draws them per grid cell)."""
     for layer in layers:
+        layer.name_overlay.font_size = 9
         layer.name_overlay.visible = True
+        layer.colorbar.position = "bottom_right"  # clear of the name, top left
+        layer.colorbar.size = (12, 110)
+        layer.colorbar.font_size = 8
         layer.colorbar.visible = True
 
 

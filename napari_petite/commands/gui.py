@@ -41,25 +41,14 @@ def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def open_viewer(*, data=None, base=None, files=(), sample: bool = True):
-    """A napari viewer with the three docks; returns (viewer, {dock name: widget})."""
-    import napari
+def open_viewer(*, data=None, base=None, files=(), sample: bool = True, viewer=None):
+    """A napari viewer (``viewer``, or a new one) with the three docks, a dataset listed and
+    ``files`` opened; returns (viewer, {dock name: widget})."""
+    if viewer is None:
+        import napari
 
-    from napari_petite._widgets.compare_dock import CompareDock
-    from napari_petite._widgets.data_dock import ScannerDataDock
-    from napari_petite._widgets.finetune_dock import FineTuneDock
-
-    viewer = napari.Viewer(title="napari-petite")
-    classes = {"Scanner data": ScannerDataDock, "Fine-tune": FineTuneDock,
-               "Reconstruct & compare": CompareDock}
-    docks, tabs = {}, []
-    for i, name in enumerate(DOCKS):
-        docks[name] = classes[name](viewer)
-        tabs.append(viewer.window.add_dock_widget(docks[name], name=name, area="right",
-                                                  tabify=i > 0))
-    from qtpy.QtCore import QTimer
-
-    QTimer.singleShot(0, tabs[0].raise_)  # the first step's tab in front, once shown
+        viewer = napari.Viewer(title="napari-petite")
+    docks = install_docks(viewer)
     for path in files:
         viewer.open(path, plugin="napari-petite")
     if data is not None:
@@ -69,6 +58,26 @@ def open_viewer(*, data=None, base=None, files=(), sample: bool = True):
     if base is not None:
         docks["Fine-tune"].set_base(base)
     return viewer, docks
+
+
+def install_docks(viewer) -> dict:
+    """The three docks, as tabs of the right-hand area in workflow order, the first in
+    front; returns {dock name: widget}."""
+    from qtpy.QtCore import QTimer
+
+    from napari_petite._widgets.compare_dock import CompareDock
+    from napari_petite._widgets.data_dock import ScannerDataDock
+    from napari_petite._widgets.finetune_dock import FineTuneDock
+
+    classes = {"Scanner data": ScannerDataDock, "Fine-tune": FineTuneDock,
+               "Reconstruct & compare": CompareDock}
+    docks, tabs = {}, []
+    for i, name in enumerate(DOCKS):
+        docks[name] = classes[name](viewer)
+        tabs.append(viewer.window.add_dock_widget(docks[name], name=name, area="right",
+                                                  tabify=i > 0))
+    QTimer.singleShot(0, tabs[0].raise_)  # the first step's tab in front, once shown
+    return docks
 
 
 def run(args) -> int:

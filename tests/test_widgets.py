@@ -507,3 +507,20 @@ def test_roi_statistics_on_low_reconstruction_and_full(make_napari_viewer, qtbot
     roi.source.setCurrentText(shapes.name)
     drawn = roi.measure()
     assert drawn[low.name]["voxels"] == 121  # an 11 x 11 square on slice 16
+
+
+def test_sample_dataset_button_simulates_with_progress_then_opens(make_napari_viewer, qtbot,
+                                                                  monkeypatch):
+    import napari_petite._widgets.data_dock as data_dock
+
+    monkeypatch.setattr(data_dock, "SAMPLE_SCANNERS", ("mct", "vereos"))
+    monkeypatch.setattr(data_dock, "SAMPLE_SUBJECTS", 1)
+    viewer = make_napari_viewer()
+    data, _, _ = _docks(viewer)
+    seen = []
+    data.open_sample()
+    qtbot.waitUntil(lambda: (seen.append(data.status.text()) or data.is_idle), timeout=120_000)
+    assert any("1/2 subjects" in text or "2/2 subjects" in text for text in seen), seen[:5]
+    assert data.status.text().startswith("Opened sample-dataset")
+    assert list(data.session.dataset.scanners) == ["mct", "vereos"]
+    assert data.target.currentText() == "vereos"

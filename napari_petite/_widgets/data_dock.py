@@ -207,18 +207,35 @@ class ScannerDataDock(TaskDock, QWidget):
             self.open_dataset(folder)
             return
 
+        total = len(SAMPLE_SCANNERS) * SAMPLE_SUBJECTS
+        holder: dict = {}
+
         def body(_control):
             from napari_petite.simulate.dataset import make_dataset
 
-            done = []
+            done: list = []
+
+            def one(info):
+                done.append(info)
+                holder["task"].emit((len(done), info["subject"]))
+
             make_dataset(folder, scanners=SAMPLE_SCANNERS, subjects=SAMPLE_SUBJECTS,
-                         size="small", progress=done.append)
-            yield len(SAMPLE_SCANNERS) * SAMPLE_SUBJECTS
+                         size="small", progress=one)
+            yield "done"
             return folder
 
-        self.status.setText("Simulating the sample dataset (first time only)…")
-        self._run(Task(body, desc="simulating sample dataset",
-                      on_done=lambda r: self.open_dataset(r) if isinstance(r, Path) else None))
+        def progress(value):
+            if isinstance(value, tuple) and self.live:
+                self.status.setText(f"Simulating the sample dataset (first time only): "
+                                    f"{value[0]}/{total} subjects ({value[1]})…")
+                self.task.set_progress(value[0])
+
+        self.status.setText(f"Simulating the sample dataset (first time only): 0/{total} "
+                            "subjects, about 10 s each…")
+        task = Task(body, desc="simulating sample dataset", total=total, on_yield=progress,
+                    on_done=lambda r: self.open_dataset(r) if isinstance(r, Path) else None)
+        holder["task"] = task
+        self._run(task)
 
     # -- pairs from dynamic scans ------------------------------------------------------------
     def _pairs_dialog(self) -> None:

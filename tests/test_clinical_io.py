@@ -201,3 +201,31 @@ def test_an_admin_decay_series_has_suv_without_decay(tmp_path):
                               decay="ADMIN")
     info = json.loads(petite("info", str(folder), "--json").stdout)
     assert info["suv_factor"] == pytest.approx(75.0 * 1000.0 / 3.7e8, rel=1e-6)  # no 2^-t/T
+
+
+@pytest.mark.gui
+def test_a_folder_of_several_series_lets_the_user_choose(make_napari_viewer, qtbot, tmp_path,
+                                                         monkeypatch):
+    """Open a scan… on a study folder with two PET series and a CT: the dock lists the PET
+    series (not the CT) and opens the one chosen."""
+    from qtpy.QtWidgets import QInputDialog
+
+    study = tmp_path / "study"
+    write_pet_series(study / "ac", _pet(0), spacing=(2.0, 2.0, 2.0), description="PET AC")
+    write_pet_series(study / "nac", _pet(1), spacing=(2.0, 2.0, 2.0), description="PET NAC")
+    write_pet_series(study / "ct", _pet(2), spacing=(2.0, 2.0, 2.0), modality="CT",
+                     description="CT")
+    offered = {}
+
+    def choose(parent, title, label, items, current, editable):
+        offered["items"] = list(items)
+        return next(i for i in items if i.startswith("PET NAC")), True
+
+    monkeypatch.setattr(QInputDialog, "getItem", staticmethod(choose))
+    viewer = make_napari_viewer()
+    _, data = viewer.window.add_plugin_dock_widget("napari-petite", "Scanner data")
+    data.open_scan(study)
+    qtbot.waitUntil(lambda: data.is_idle and len(viewer.layers) == 1, timeout=30_000)
+    assert len(offered["items"]) == 2 and not any("CT" in i for i in offered["items"])
+    (layer,) = viewer.layers
+    assert "PET NAC" in layer.name and layer.metadata["dicom"]["SeriesDescription"] == "PET NAC"

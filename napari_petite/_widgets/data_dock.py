@@ -113,6 +113,11 @@ class ScannerDataDock(TaskDock, QWidget):
             "becomes a training subject of the target scanner: low count = the first 5 "
             "minutes, full count = the mean of 0-30 minutes")
         self.pairs_button.clicked.connect(self._pairs_dialog)
+        self.scan_button = QPushButton("Open a scan…")
+        self.scan_button.setToolTip("One scan outside a dataset: a NIfTI file, or a DICOM PET "
+                                    "series folder (a folder holding several series lists "
+                                    "them to choose from)")
+        self.scan_button.clicked.connect(self._scan_dialog)
 
         self.split_form = SplitForm()
         self.split_form.changed.connect(self._update_split)
@@ -127,8 +132,9 @@ class ScannerDataDock(TaskDock, QWidget):
         layout.addWidget(self.problems)
         row = QHBoxLayout()
         row.addWidget(self.load_button)
-        row.addWidget(self.pairs_button)
+        row.addWidget(self.scan_button)
         layout.addLayout(row)
+        layout.addWidget(self.pairs_button)
         layout.addWidget(choose)
         layout.addWidget(self.status)
         self._set_busy(False)
@@ -236,6 +242,50 @@ class ScannerDataDock(TaskDock, QWidget):
                     on_done=lambda r: self.open_dataset(r) if isinstance(r, Path) else None)
         holder["task"] = task
         self._run(task)
+
+    # -- one scan ----------------------------------------------------------------------------
+    def _scan_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "DICOM series folder (Cancel: a file)")
+        if not path:
+            path, _ = QFileDialog.getOpenFileName(self, "NIfTI or DICOM file")
+        if path:
+            self.open_scan(path)
+
+    def open_scan(self, path, series: str | None = None) -> None:
+        """Open one scan as a layer; a DICOM folder of several PET series asks which one."""
+        from napari_petite.io.dicom import is_dicom_path, list_series
+
+        if series is None and is_dicom_path(path) and Path(path).is_dir():
+            try:
+                pets = [s for s in list_series(path) if s.modality == "PT"]
+            except PetiteError as err:
+                notify_failure(err)
+                return
+            if len(pets) > 1:
+                series = self._choose_series(pets)
+                if series is None:
+                    return
+
+        def body(_control):
+            from napari_petite.io.layers import volume_to_layer_data
+            from napari_petite.io.volumes import read_any
+
+            yield "reading"
+            data, kwargs, kind = volume_to_layer_data(read_any(path, series=series))
+            kwargs["metadata"][ROLE_KEY] = {"kind": "low"}  # what a scan is opened for
+            return [(data, kwargs, kind)]
+
+        self.status.setText(f"Reading {Path(path).name}…")
+        self._run(Task(body, desc=f"reading {Path(path).name}", on_done=self._add_layers))
+
+    def _choose_series(self, pets) -> str | None:
+        from qtpy.QtWidgets import QInputDialog
+
+        labels = [f"{s.description or 'no description'} — {s.n_frames} slices, "
+                  f"{s.study_date} ({s.uid})" for s in pets]
+        choice, ok = QInputDialog.getItem(self, "Several PET series", "Series to open:",
+                                          labels, 0, False)
+        return pets[labels.index(choice)].uid if ok and choice in labels else None
 
     # -- pairs from dynamic scans ------------------------------------------------------------
     def _pairs_dialog(self) -> None:
@@ -387,5 +437,6 @@ class ScannerDataDock(TaskDock, QWidget):
 
     def _set_busy(self, busy: bool) -> None:
         self.load_button.setEnabled(not busy)
+        self.scan_button.setEnabled(not busy)
         self.pairs_button.setEnabled(not busy)
         self.sample_button.setEnabled(not busy)

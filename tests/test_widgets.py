@@ -524,3 +524,23 @@ def test_sample_dataset_button_simulates_with_progress_then_opens(make_napari_vi
     assert data.status.text().startswith("Opened sample-dataset")
     assert list(data.session.dataset.scanners) == ["mct", "vereos"]
     assert data.target.currentText() == "vereos"
+
+
+def test_one_readout_for_all_panels(make_napari_viewer, qtbot, gui_dataset, unetr_base):
+    from napari_petite._widgets import views
+
+    viewer = make_napari_viewer()
+    data, tune, comp = _docks(viewer)
+    low = _load(qtbot, viewer, data, gui_dataset)
+    tune.set_base(unetr_base)
+    comp.model.setCurrentIndex(comp.model.findData("base model"))
+    comp.reconstruct()
+    qtbot.waitUntil(lambda: comp.recon_layer is not None and comp.is_idle, timeout=60_000)
+    full = viewer.layers["tgt/sub-02 full"]
+    position = tuple(np.asarray([16, 10, 12]) * np.asarray(low.scale))
+    text = views.readout([("low", low), ("base", comp.recon_layer), ("full", full)], position)
+    expected = [f"low {float(low.data[16, 10, 12]):.4g}",
+                f"base {float(comp.recon_layer.data[16, 10, 12]):.4g}",
+                f"full {float(full.data[16, 10, 12]):.4g}"]
+    assert text == " · ".join(expected) + " Bq/mL"
+    assert viewer.scale_bar.visible and str(low.units[0]) == "millimeter"

@@ -99,10 +99,14 @@ class CompareDock(TaskDock, QWidget):
              "reconstruct every test subject of the target into a folder with metrics.json"))
         self.status = QLabel("Load a subject in 'Scanner data', then Reconstruct.")
         self.status.setWordWrap(True)
+        self.readout = QLabel("")
+        self.readout.setToolTip("The values of the panels under the mouse")
+        napari_viewer.mouse_move_callbacks.append(self._hover)
         layout = scroll_layout(self)
         layout.addWidget(self.choice)
         layout.addLayout(run_row)
         layout.addWidget(self.views)
+        layout.addWidget(self.readout)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.roi)
         layout.addLayout(export_row)
@@ -252,6 +256,7 @@ class CompareDock(TaskDock, QWidget):
             self.viewer.layers.remove(layer_name)
         layer = self.viewer.add_image(
             recon, name=layer_name, scale=low_layer.scale, translate=low_layer.translate,
+            units=low_layer.units,
             metadata=meta, colormap=PET_COLORMAP, contrast_limits=low_layer.contrast_limits,
             blending="translucent", visible=False)  # shown by the view that follows
         linked = [lay for lay in (low_layer, full_layer, layer) if lay is not None]
@@ -280,6 +285,18 @@ class CompareDock(TaskDock, QWidget):
                                        "layer; reconstruct first and choose the full layer."))
             return
         views.difference(self.viewer, recon, full, derived_metadata(recon))
+
+    def _hover(self, viewer, event) -> None:
+        """One read-out for all panels: low, the reconstruction and full at the cursor."""
+        from napari_petite._widgets.metrics_table import short_name
+
+        low, recon, full = self._trio()
+        if low is None:
+            return
+        model = short_name(recon.metadata.get(ROLE_KEY, {}).get("model", "")) if recon else ""
+        self.readout.setText(views.readout(
+            [("low", low), (model or "reconstructed", recon), ("full", full)],
+            viewer.cursor.position))
 
     def status_text(self, text: str) -> None:
         self.status.setText(text)

@@ -55,6 +55,7 @@ def side_by_side(viewer, layers) -> None:
     only(viewer, shown)
     label(shown)
     units_note(viewer, shown)
+    viewer.scale_bar.visible = True  # in mm: the layers' units (io.layers)
     for i, layer in enumerate(reversed(shown)):
         viewer.layers.move(viewer.layers.index(layer), len(viewer.layers) - 1 - i)
     grid = viewer.canvas.grid
@@ -83,6 +84,7 @@ def difference(viewer, recon, full, metadata: dict):
         viewer.layers.remove(name)
     meta = {**metadata, ROLE_KEY: {**metadata.get(ROLE_KEY, {}), "kind": "difference"}}
     layer = viewer.add_image(diff, name=name, scale=recon.scale, translate=recon.translate,
+                             units=recon.units,
                              colormap=DIFF_COLORMAP, contrast_limits=(-lim, lim),
                              metadata=meta)
     viewer.canvas.grid.enabled = False
@@ -139,3 +141,19 @@ def window(layers, name: str) -> bool:
             continue
         layer.contrast_limits = (lo / factor, hi / factor)
     return ok
+
+
+def readout(layers, position) -> str:
+    """The value of every layer at a world position ("low 2.31 · base 2.05 · full 2.10 SUV"),
+    so one hover reads all panels (napari's own status line reads only the active layer)."""
+    from napari_petite._widgets.units import unit_label
+
+    parts, units = [], set()
+    for name, layer in layers:
+        if layer is None:
+            continue
+        index = tuple(round(float(c)) for c in layer.world_to_data(position)[-3:])
+        if all(0 <= i < n for i, n in zip(index, layer.data.shape, strict=True)):
+            parts.append(f"{name} {float(layer.data[index]):.4g}")
+            units.add(unit_label(layer))
+    return " · ".join(parts) + (f" {', '.join(sorted(units))}" if parts else "")

@@ -76,6 +76,7 @@ def volume_to_layer_data(volume: Volume, name: str | None = None) -> tuple:
     kwargs = {
         "name": name,
         "scale": tuple(volume.spacing),
+        "units": ("mm", "mm", "mm"),  # napari's spatial units (the scale bar reads them)
         "metadata": layer_metadata(volume),
     }
     if looks_like_labels(volume):

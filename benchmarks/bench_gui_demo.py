@@ -42,6 +42,34 @@ def settle(app, seconds=0.5) -> None:
         time.sleep(0.01)
 
 
+def arrange(viewer) -> None:
+    """For the picture: the Fine-tune dock (curves) on the left instead of napari's layer
+    panels, Reconstruct & compare in front on the right, so one screen shows the run and
+    its result."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QDockWidget
+
+    window = viewer.window._qt_window
+    docks = {d.windowTitle(): d for d in window.findChildren(QDockWidget)}
+    for name in ("layer controls", "layer list"):
+        if name in docks:
+            docks[name].hide()
+    from qtpy.QtWidgets import QScrollArea
+
+    tune = docks["Fine-tune"]
+    window.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, tune)
+    tune.show()
+    window.resizeDocks([tune], [560], Qt.Orientation.Horizontal)
+    docks["Reconstruct & compare"].raise_()
+    for area in tune.findChildren(QScrollArea):  # the run panel and its curves in view
+        area.verticalScrollBar().setValue(area.verticalScrollBar().maximum())
+    from qtpy.QtWidgets import QWidget
+
+    for toast in window.findChildren(QWidget):  # the run's "done" notification
+        if type(toast).__name__ == "NapariQtNotification":
+            toast.close()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, nargs=2, default=(1920, 1080), metavar=("W", "H"))
@@ -89,6 +117,8 @@ def main(argv=None) -> int:
         results[choice] = comp.table.columns.get(choice, {}).get("psnr_mask")
     viewer.dims.set_current_step(0, viewer.layers[f"{target}/{test_id} low"].data.shape[0] // 2)
     comp.show_grid()
+    roi = comp.roi.measure()  # grey matter, the first region of the subject's label map
+    arrange(viewer)
     settle(app, 1.0)
     if args.screenshot:
         viewer.screenshot(args.screenshot, canvas_only=False, flash=False)
@@ -105,6 +135,8 @@ def main(argv=None) -> int:
         "test_low_psnr": comp.table.columns.get("low-count", {}).get("psnr_mask"),
         "test_base_psnr": results.get("base model"),
         "test_adapted_psnr": results.get(trained.name) if trained else None,
+        "roi": {name: {k: v for k, v in stats.items() if k != "voxels"}
+                for name, stats in roi.items()},
         "window": list(args.size), "status": tune.run.status.text(),
         "command": shlex.join(["xvfb-run", "-a", "-s",
                                f"-screen 0 {args.size[0]}x{args.size[1]}x24", "python",

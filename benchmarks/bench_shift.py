@@ -205,6 +205,7 @@ def indomain_metrics(args, backbone: str, target: str) -> dict | None:
         return None
     return {"psnr": rec.get("psnr_mask"), "ssim": rec.get("ssim_mask"),
             "test": (card.get("split") or {}).get("test"),
+            "n_train": len((card.get("split") or {}).get("train") or []),
             "steps": (card.get("training") or {}).get("steps_done"),
             "best_step": ((card.get("training") or {}).get("val_best") or {}).get("step")}
 
@@ -239,6 +240,7 @@ def aggregate(args, backbones, pairs, work: Path) -> dict:
         out["backbones"][backbone] = {
             "base_sha256": sha, "base_steps": ((card.get("training") or {}).get("config")
                                                or {}).get("steps"),
+            "base_n_train": len((card.get("split") or {}).get("train") or []),
             "source_protocol": protocol(args.data, pairs[0][0]) if pairs else None,
             "rows": rows_out, "shift_full_minus_noft_db": shifts,
         }
@@ -300,7 +302,13 @@ def to_markdown(agg: dict) -> str:
              "budget. PSNR dB / SSIM.", ""]
     for backbone, b in agg["backbones"].items():
         s = b["shift_full_minus_noft_db"]
+        n_ind = sorted({r["in_domain"]["n_train"] for r in b["rows"] if r["in_domain"]})
         lines += [f"## {backbone} (base: {b['base_steps']} steps on the source)", "",
+                  f"The base learnt from {b.get('base_n_train', '?')} source subjects; each "
+                  f"in-domain reference from the target's {'/'.join(map(str, n_ind)) or '?'} "
+                  "training subjects only, so it shows what the target's own few scans give "
+                  "alone, not a ceiling: where the shift is small (a base trained on many "
+                  "subjects already fits) it falls below No-FT.", "",
                   "| pair | protocol (vs source) | input | No-FT | Full-FT | in-domain | "
                   "Full-FT − No-FT dB |", "|---|---|---|---|---|---|---|"]
         for r in b["rows"]:

@@ -170,3 +170,23 @@ def test_methods_command_paper_petite_under_one_percent(capsys):
     assert (cvt["petite"]["encoder"], cvt["petite"]["decoder"]) == ("vpt", "lora")
     assert 0 < cvt["petite"]["percent"] < 1 and len(cvt["mix_peft"]) == 12
     assert main(["methods", "--backbone", "nope"]) == 2
+
+
+def test_recommended_recipe_keeps_lora_within_the_budget():
+    """On the shipped small UNETR the paper's rank 4 trains 1.1 %; the recommended recipe
+    halves the rank until the count is at most 1 %, and leaves a recipe that fits alone."""
+    from pathlib import Path
+
+    from napari_petite.peft.count import BUDGET_PERCENT, SpecCounter
+
+    card = json.loads((Path(__file__).parents[1] / "sample_data" / "models"
+                       / "unetr-small.json").read_text())
+    counter = SpecCounter()
+    paper = counter.count(petite_spec("unetr", "small"), card["config"])
+    assert paper[2] > BUDGET_PERCENT  # the reason the recipe is lowered at all
+    spec = counter.recommended("unetr", "small", card["config"])
+    assert (spec.encoder, spec.decoder, spec.bitfit) == ("lora", "ssf", True)
+    assert spec.method_config("lora").rank == 2 and spec.method_config("lora").scale_alpha == 4
+    assert counter.count(spec, card["config"])[2] <= BUDGET_PERCENT
+    assert counter.recommended("unetr", "paper") == petite_spec("unetr", "paper")  # 0.27 %
+    assert counter.recommended("cvtgan", "small") == petite_spec("cvtgan", "small")

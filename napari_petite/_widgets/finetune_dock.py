@@ -53,7 +53,13 @@ def new_run_folder(target: str | None) -> Path:
 
 
 def trainable_line(n_trainable: int, n_total: int, percent: float) -> str:
-    return f"trains {n_trainable:,} of {n_total:,} weights ({percent:.2f} %)"
+    from napari_petite.peft.count import BUDGET_PERCENT
+
+    line = f"trains {n_trainable:,} of {n_total:,} weights ({percent:.2f} %)"
+    if BUDGET_PERCENT < percent < 100:
+        line += (f": over the {BUDGET_PERCENT:g} % of parameter-efficient tuning; a lower "
+                 "rank, a larger reduction or fewer tokens trains less")
+    return line
 
 
 def read_saved_run(folder: Path):
@@ -82,6 +88,7 @@ class FineTuneDock(TaskDock, QWidget):
         self.task: Task | None = None
         self.run_folder: Path | None = None
         self._counter, self._count_task, self._pending = SpecCounter(), None, None
+        self._recipe_task: Task | None = None
         self.chooser, self.form = BaseChooser(), MixPEFTForm()
         self.settings, self.run = TrainingSettings(), RunPanel()
         self.save_button = QPushButton("Save adapter…")
@@ -111,7 +118,25 @@ class FineTuneDock(TaskDock, QWidget):
     # -- the form ------------------------------------------------------------------------
     def _base_changed(self) -> None:
         self.session.set_base(self.chooser.path, self.chooser.card)
-        self.form.reset(self.chooser.network()[0])  # -> recount
+        backbone, preset, config = self.chooser.network()
+        self.form.reset(backbone)  # the paper's recipe now (-> recount), fitted below
+        counter = self._counter
+
+        def fitted(recipe) -> None:
+            from napari_petite.peft.spec import MixPEFTSpec
+
+            if isinstance(recipe, MixPEFTSpec) and self.chooser.network()[0] == backbone:
+                self.form.follow_recipe(recipe)
+
+        def body(_control):
+            return counter.recommended(backbone, preset, config)
+            yield  # unreachable: makes the body the generator a Task runs
+
+        if self._recipe_task is not None:
+            self._recipe_task.on_done = None  # an older base's recipe no longer applies
+        self._recipe_task = Task(body, desc="fitting the recipe to the base", on_done=fitted,
+                                 progress=False, torch=True)
+        self._recipe_task.start()
 
     def set_base(self, path) -> None:
         """Choose the base checkpoint (its card fixes backbone, preset and configuration)."""
@@ -134,8 +159,9 @@ class FineTuneDock(TaskDock, QWidget):
     @property
     def counting(self) -> bool:
         """A count is under way or waiting (the trainable line is not final yet)."""
-        return self._pending is not None or (self._count_task is not None
-                                             and self._count_task.running)
+        return (self._pending is not None
+                or any(t is not None and t.running
+                       for t in (self._count_task, self._recipe_task)))
 
     def _start_count(self) -> None:
         from napari_petite.peft.spec import MixPEFTSpec
@@ -403,9 +429,9 @@ class FineTuneDock(TaskDock, QWidget):
         qt_window.installEventFilter(self._close_filter)
 
     def _tasks(self) -> tuple[Task | None, ...]:
-        return (self.task, self._count_task)
+        return (self.task, self._count_task, self._recipe_task)
 
     def shutdown(self, timeout: float = 30.0) -> None:
         self._pending = None
         super().shutdown(timeout)
-        self._count_task = None
+        self._count_task = self._recipe_task = None

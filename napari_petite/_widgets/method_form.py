@@ -118,7 +118,8 @@ class MixPEFTForm(QWidget):
         self.recommended = QLabel()
         self.recommended.setWordWrap(True)
         self.use_recommended = QPushButton("Use recommended")
-        self.use_recommended.clicked.connect(lambda: self.reset(self._backbone))
+        self.use_recommended.clicked.connect(
+            lambda: self.reset(self._backbone, self._recipe))
         self.options = {m: MethodOptions(m) for m in WITH_OPTIONS}
         for box in self.options.values():
             for w in box.widgets.values():
@@ -128,7 +129,7 @@ class MixPEFTForm(QWidget):
         self.reasons.setStyleSheet("color: #a0a0a0;")
         self.trainable = QLabel("trainable: -")
         self.trainable.setStyleSheet("font-weight: bold;")
-        self._backbone = "unetr"
+        self._backbone, self._recipe = "unetr", None
         self._layout()
 
     def _layout(self) -> None:
@@ -157,36 +158,52 @@ class MixPEFTForm(QWidget):
         self.changed.emit()
 
     def _mark_recommended(self) -> None:
-        from napari_petite.peft.spec import PETITE
-
-        enc, dec = PETITE.get(self._backbone, ("lora", "ssf"))
+        recipe = self._recipe
+        if recipe is None:
+            return
         chosen = (self.encoder.currentData(), self.decoder.currentData(), self.bitfit.isChecked())
-        mine = chosen == (enc, dec, True)
+        mine = (chosen == (recipe.encoder, recipe.decoder, recipe.bitfit)
+                and self.params() == self._values(recipe))
         self.recommended.setText("✓ the recommended recipe" if mine else
-                                 "★ recommended: " + f"{PLAIN[enc]} + {PLAIN[dec]} + biases")
-        self.recommended.setToolTip(f"The paper's best combination for {self._backbone} "
-                                    f"(PETITE): encoder {TECHNICAL[enc]}, decoder "
-                                    f"{TECHNICAL[dec]}, and BitFit")
+                                 "★ recommended: " + f"{PLAIN[recipe.encoder]} + "
+                                 f"{PLAIN[recipe.decoder]} + biases")
+        lora = (f"; LoRA rank {recipe.method_config('lora').rank}, lowered from the paper's "
+                "so it trains at most 1 % of this base" if "lora" in recipe.params else "")
+        self.recommended.setToolTip(f"The paper's best combination for {recipe.backbone} "
+                                    f"(PETITE): encoder {TECHNICAL[recipe.encoder]}, decoder "
+                                    f"{TECHNICAL[recipe.decoder]}, and BitFit{lora}")
         self.use_recommended.setEnabled(not mine)
 
-    def reset(self, backbone: str) -> None:
-        """The paper's recommended combination and options for ``backbone``."""
-        from napari_petite.peft.config import method_config
-        from napari_petite.peft.spec import PETITE
+    def reset(self, backbone: str, recipe=None) -> None:
+        """Show the recommended recipe for ``backbone``: ``recipe`` (the paper's, fitted to
+        the base's size by the dock) or, until that is counted, the paper's own."""
+        from napari_petite.peft.spec import PETITE, MixPEFTSpec
 
-        self._backbone = backbone
-        enc, dec = PETITE.get(backbone, ("lora", "ssf"))
+        if recipe is None or recipe.backbone != backbone:
+            enc, dec = PETITE.get(backbone, ("lora", "ssf"))
+            recipe = MixPEFTSpec(backbone, "", enc, dec, True)
+        self._recipe = recipe
         widgets = (self.encoder, self.decoder, self.bitfit)
         for w in widgets:
             w.blockSignals(True)
-        self.encoder.setCurrentIndex(self.encoder.findData(enc))
-        self.decoder.setCurrentIndex(self.decoder.findData(dec))
-        self.bitfit.setChecked(True)
-        for method, box in self.options.items():
-            box.reset(method_config(backbone, method))
+        self.show_spec(recipe)
         for w in widgets:
             w.blockSignals(False)
         self._changed()
+
+    def _values(self, recipe) -> dict[str, dict[str, Any]]:
+        """What :meth:`params` reads when the form shows ``recipe``."""
+        used = {recipe.encoder, recipe.decoder}
+        return {m: {f.name: getattr(recipe.method_config(m), f.name) for f in box.fields}
+                for m, box in self.options.items() if m in used}
+
+    def follow_recipe(self, recipe) -> None:
+        """Adopt a recipe fitted to the base, unless the user has already changed the form."""
+        if self._recipe is not None and self.use_recommended.isEnabled():
+            self._recipe = recipe  # offered by "Use recommended", not forced
+            self._mark_recommended()
+        else:
+            self.reset(recipe.backbone, recipe)
 
     def params(self) -> dict[str, dict[str, Any]]:
         """Options of the chosen methods only (the spec stores what is used)."""

@@ -12,7 +12,10 @@ import json
 import threading
 from typing import Any
 
-from napari_petite.peft.spec import METHODS, MixPEFTSpec, why_not
+from napari_petite.peft.spec import METHODS, MixPEFTSpec, petite_spec, why_not
+
+#: what parameter-efficient means here: at most this share of the network's weights trains
+BUDGET_PERCENT = 1.0
 
 
 class SpecCounter:
@@ -65,3 +68,26 @@ class SpecCounter:
                 report = apply_spec(self._build(spec.backbone, spec.preset, config), spec)
                 self._counts[key] = (report.n_trainable, report.n_total, report.percent)
             return self._counts[key]
+
+    def recommended(self, backbone: str, preset: str,
+                    config: dict | None = None) -> MixPEFTSpec:
+        """The paper's recipe (PETITE) with its LoRA rank halved until it trains at most
+        :data:`BUDGET_PERCENT` of this network.
+
+        LoRA's share grows as a network shrinks (its tensors scale with the width, the
+        network with its square), so the paper's rank 4 takes 1.1 % of the shipped small
+        UNETR; rank 2 keeps the recipe within the budget with the paper's alpha = 2 x rank.
+        """
+        from napari_petite.peft.config import method_config
+
+        spec = petite_spec(backbone, preset)
+        if "lora" not in (spec.encoder, spec.decoder):
+            return spec
+        rank = method_config(backbone, "lora").rank
+        while True:
+            params = {} if rank == method_config(backbone, "lora").rank else {
+                "lora": {"rank": rank}}
+            spec = MixPEFTSpec(backbone, preset, spec.encoder, spec.decoder, True, params)
+            if rank == 1 or self.count(spec, config)[2] <= BUDGET_PERCENT:
+                return spec
+            rank //= 2

@@ -502,6 +502,9 @@ def test_roi_statistics_on_low_reconstruction_and_full(make_napari_viewer, qtbot
     assert results[full.name]["volume_ml"] == pytest.approx(mask.sum() * np.prod(full.scale)
                                                             / 1000)
     assert roi.table.rowCount() == 3 and roi.table.item(0, 3).text()
+    heads = [roi.table.horizontalHeaderItem(j).text() for j in range(4)]
+    assert heads == ["max", "mean", "peak", "volume"]  # short: the units stand above
+    assert roi.units.text() == f"activity in {results[full.name]['units']}; volume in mL"
     shapes = viewer.add_shapes([[[16, 10, 10], [16, 10, 20], [16, 20, 20], [16, 20, 10]]],
                                ndim=3, scale=low.scale)
     roi.source.setCurrentText(shapes.name)
@@ -544,3 +547,55 @@ def test_one_readout_for_all_panels(make_napari_viewer, qtbot, gui_dataset, unet
                 f"full {float(full.data[16, 10, 12]):.4g}"]
     assert text == " · ".join(expected) + " Bq/mL"
     assert viewer.scale_bar.visible and str(low.units[0]) == "millimeter"
+
+
+def test_recommended_recipe_fits_the_shipped_base(make_napari_viewer, qtbot):
+    """The dock opens on the shipped UNETR with the paper's recipe fitted to 1 %; a change
+    over the budget says so, and 'Use recommended' brings the fitted recipe back."""
+    from napari_petite.peft.count import BUDGET_PERCENT
+
+    viewer = make_napari_viewer()
+    _, tune, _ = _docks(viewer)
+    form, rank = tune.form, tune.form.options["lora"].widgets["rank"]
+    qtbot.waitUntil(lambda: not tune.counting and rank.value == 2, timeout=60_000)
+    assert tune.chooser.network()[0] == "unetr"
+    assert form.recommended.text().startswith("✓") and not form.use_recommended.isEnabled()
+    text = form.trainable.text()
+    assert float(text.split("(")[1].split(" %")[0]) <= BUDGET_PERCENT and "over" not in text
+    assert "rank 2" in form.recommended.toolTip()
+
+    rank.value = 8
+    qtbot.waitUntil(lambda: not tune.counting, timeout=30_000)
+    assert f"over the {BUDGET_PERCENT:g} %" in form.trainable.text()
+    assert form.recommended.text().startswith("★") and form.use_recommended.isEnabled()
+    form.use_recommended.click()
+    qtbot.waitUntil(lambda: not tune.counting, timeout=30_000)
+    assert rank.value == 2 and form.recommended.text().startswith("✓")
+
+
+def test_reconstruction_layers_carry_short_names():
+    """A panel's label is its layer's name: a run's whole name would run into the next
+    panel, so the layer takes the short one and the metadata keeps the whole."""
+    from napari_petite._widgets.model_choice import recon_name
+
+    assert recon_name("run 2: enc LoRA + dec SSF + BitFit on vision") == "reconstructed · run 2"
+    assert recon_name("base model") == "reconstructed · base model"
+
+
+def test_dock_tabs_show_names_as_written(make_napari_viewer, qtbot):
+    """A tab reads a lone '&' as a shortcut mark; the docks' tabs escape it ('&&' is shown as
+    '&'), while napari's title bar keeps the plain name."""
+    from qtpy.QtWidgets import QTabBar
+
+    from napari_petite.commands.gui import install_docks
+
+    viewer = make_napari_viewer()
+    docks = install_docks(viewer)
+    qtbot.wait(50)
+    tabs = [bar.tabText(i) for bar in viewer.window._qt_window.findChildren(QTabBar)
+            for i in range(bar.count())]
+    assert "Reconstruct && compare" in tabs and "Reconstruct & compare" not in tabs
+    dock = docks["Reconstruct & compare"].parentWidget()
+    while not hasattr(dock, "name"):
+        dock = dock.parentWidget()
+    assert dock.name == "Reconstruct & compare"

@@ -245,15 +245,17 @@ class CompareDock(TaskDock, QWidget):
         meta = derived_metadata(low_layer, model=description,
                                 **{ROLE_KEY: {**low_layer.metadata.get(ROLE_KEY, {}),
                                               "kind": "reconstructed", "model": name}})
-        if layer_name in self.viewer.layers:  # the same model again: its layer, new data
-            layer = self.viewer.layers[layer_name]  # (removing a layer costs ~0.6 s of GUI)
+        layer = next((lay for lay in self.viewer.layers  # the same model again: its layer
+                      if lay.name == layer_name and lay.metadata.get(ROLE_KEY, {}).get(
+                          "model") == name), None)
+        if layer is not None:  # new data in place (removing a layer costs ~0.6 s of GUI)
             if layer.data.shape == recon.shape:
                 layer.data, layer.scale, layer.translate = recon, low_layer.scale, \
                     low_layer.translate
                 layer.metadata.clear()
                 layer.metadata.update(meta)
                 return layer
-            self.viewer.layers.remove(layer_name)
+            self.viewer.layers.remove(layer)
         layer = self.viewer.add_image(
             recon, name=layer_name, scale=low_layer.scale, translate=low_layer.translate,
             units=low_layer.units,
@@ -288,7 +290,7 @@ class CompareDock(TaskDock, QWidget):
 
     def _hover(self, viewer, event) -> None:
         """One read-out for all panels: low, the reconstruction and full at the cursor."""
-        from napari_petite._widgets.metrics_table import short_name
+        from napari_petite._widgets.state import short_name
 
         low, recon, full = self._trio()
         if low is None:

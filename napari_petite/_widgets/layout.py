@@ -18,3 +18,23 @@ def scroll_layout(dock: QWidget) -> QVBoxLayout:
     outer.setContentsMargins(0, 0, 0, 0)
     outer.addWidget(area)
     return layout
+
+
+def literal_tab_title(dock: QWidget) -> None:
+    """Make the tab of ``dock``'s dock widget show its name as written.
+
+    Tabbed docks take their tab text from the dock widget's window title, and a tab reads a
+    single '&' as a keyboard-shortcut mark ("Reconstruct & compare" shows as "Reconstruct
+    _compare"); napari's own title bar keeps the plain name, so only the window title is
+    escaped.
+    """
+    from qtpy.QtWidgets import QDockWidget
+
+    parent = dock.parentWidget()
+    while parent is not None and not isinstance(parent, QDockWidget):
+        parent = parent.parentWidget()
+    if parent is None:
+        return
+    title = parent.windowTitle()
+    if "&" in title and "&&" not in title:
+        parent.setWindowTitle(title.replace("&", "&&"))

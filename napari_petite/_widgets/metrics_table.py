@@ -8,13 +8,8 @@ from __future__ import annotations
 
 from qtpy.QtWidgets import QHeaderView, QTableWidget, QTableWidgetItem
 
+from napari_petite._widgets.state import short_name
 from napari_petite.training.report import metric_columns
-
-
-def short_name(name: str) -> str:
-    """"run 2: enc LoRA + dec SSF + BitFit on vision" -> "run 2" (the whole name in the
-    tooltip): narrow docks cut long headers."""
-    return name.split(":", 1)[0]
 
 
 class MetricsTable(QTableWidget):

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 from qtpy.QtWidgets import QComboBox, QFormLayout, QWidget
 
-from napari_petite._widgets.state import ROLE_KEY
+from napari_petite._widgets.state import ROLE_KEY, short_name
 from napari_petite.errors import ConfigError
 
-#: reconstructed layers are named "<prefix> · <model name>"
+#: reconstructed layers are named "<prefix> · <short model name>" (the canvas labels each
+#: panel with its layer's name; the model's whole name is in the layer's metadata)
 RECON_PREFIX = "reconstructed"
 NONE = "—"
 BASE = "base model"
 
 
 def recon_name(model_name: str) -> str:
-    return f"{RECON_PREFIX} · {model_name}"
+    return f"{RECON_PREFIX} · {short_name(model_name)}"
 
 
 def is_derived(layer) -> bool:

@@ -14,6 +14,7 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
+    QLabel,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -23,7 +24,7 @@ from qtpy.QtWidgets import (
 from napari_petite._widgets.state import ROLE_KEY
 from napari_petite._widgets.units import shown_in_suv, suv_factor
 
-COLUMNS = ("max", "mean", "peak", "volume (mL)")
+COLUMNS = ("max", "mean", "peak", "volume")
 
 
 class ROIPanel(QGroupBox):
@@ -44,11 +45,14 @@ class ROIPanel(QGroupBox):
         self.table.setHorizontalHeaderLabels(list(COLUMNS))
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.table.setMinimumHeight(120)
+        self.units = QLabel("")  # units above the table: headers stay short on a narrow dock
+        self.units.setWordWrap(True)
         row = QHBoxLayout()
         for w in (self.source, self.value, self.measure_button):
             row.addWidget(w)
         layout = QVBoxLayout(self)
         layout.addLayout(row)
+        layout.addWidget(self.units)
         layout.addWidget(self.table)
         for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
             ev.connect(self._fill_sources)
@@ -126,7 +130,7 @@ class ROIPanel(QGroupBox):
         return self.results
 
     def _show(self) -> None:
-        from napari_petite._widgets.metrics_table import short_name
+        from napari_petite._widgets.state import short_name
 
         self.table.setRowCount(len(self.results))
         layers = self.viewer.layers
@@ -141,8 +145,12 @@ class ROIPanel(QGroupBox):
         for i, name in enumerate(self.results):
             self.table.verticalHeaderItem(i).setToolTip(name)
         units = sorted({s["units"] for s in self.results.values()})
-        unit = units[0] if len(units) == 1 else "mixed units"
-        heads = [f"SUV{c}" if unit == "SUV" else f"{c} ({unit})" for c in COLUMNS[:-1]]
+        suv = units == ["SUV"]
+        self.units.setText("SUV (body weight); volume in mL" if suv else
+                           f"activity in {units[0]}; volume in mL" if len(units) == 1 else
+                           f"the images are in different units ({', '.join(units)}): compare "
+                           "like with like (turn 'values in SUV' on or off for all)")
+        heads = [f"SUV{c}" if suv else c for c in COLUMNS[:-1]]
         self.table.setHorizontalHeaderLabels([*heads, COLUMNS[-1]])
         for i, stats in enumerate(self.results.values()):
             cells = [stats["max"], stats["mean"], stats["peak"], stats["volume_ml"]]

@@ -122,6 +122,12 @@ class Session(QObject):
         return name
 
 
+def short_name(name: str) -> str:
+    """"run 2: enc LoRA + dec SSF + BitFit on vision" -> "run 2": narrow headers and canvas
+    labels cut long names (the whole name goes in tooltips and layer metadata)."""
+    return name.split(":", 1)[0]
+
+
 def unwrap(viewer):
     """The viewer itself: napari hands each plugin dock its own public-only proxy of it."""
     return getattr(viewer, "__wrapped__", viewer)

@@ -270,6 +270,11 @@ class TaskDock:
     def event(self, event) -> bool:
         from qtpy.QtCore import QEvent
 
-        if event.type() == QEvent.Type.ParentChange and self.parent() is None:  # type: ignore[attr-defined]
-            self.shutdown()
+        if event.type() == QEvent.Type.ParentChange:
+            if self.parent() is None:  # type: ignore[attr-defined]
+                self.shutdown()
+            else:  # docked: its tab must read its name
+                from napari_petite._widgets.layout import literal_tab_title
+
+                literal_tab_title(self)  # type: ignore[arg-type]
         return super().event(event)  # type: ignore[misc]

@@ -18,11 +18,28 @@ def only(viewer, shown) -> None:
         layer.visible = layer in shown
 
 
+#: width of one character of a layer name per point of font size, measured on the canvas
+CHAR_PX_PER_PT = 0.9
+
+
+def name_font(panel_width: float, names) -> int:
+    """The largest font (6-9 pt) at which the longest name fits its panel: a name wider
+    than its panel runs into the next panel's."""
+    longest = max((len(n) for n in names), default=1)
+    return int(max(6, min(9, (panel_width - 12) / (CHAR_PX_PER_PT * longest))))
+
+
+def fit_names(viewer, layers) -> None:
+    width = viewer.canvas.viewbox_size(viewer.layers)[1]
+    size = name_font(width, [lay.name for lay in layers])
+    for layer in layers:
+        layer.name_overlay.font_size = size
+
+
 def label(layers) -> None:
     """Name and colour bar on every panel: a reader must see what each image is and in what
     scale (napari draws them per grid cell)."""
     for layer in layers:
-        layer.name_overlay.font_size = 9
         layer.name_overlay.visible = True
         layer.colorbar.position = "bottom_right"  # clear of the name, top left
         layer.colorbar.size = (12, 110)
@@ -62,7 +79,23 @@ def side_by_side(viewer, layers) -> None:
     grid.shape = (1, len(shown))
     grid.stride = 1
     grid.enabled = True
+    fit_names(viewer, shown)
+    _refit_on_resize(viewer)
     viewer.reset_view()
+
+
+def _refit_on_resize(viewer) -> None:
+    """Refit the panel names of the grid when the canvas changes size (hooked once)."""
+    size_event = viewer.canvas.events.size
+    if any(getattr(cb, "petite_refit", False) for cb in size_event.callbacks):
+        return
+
+    def refit(_event=None) -> None:
+        if viewer.canvas.grid.enabled:
+            fit_names(viewer, [lay for lay in viewer.layers if lay.visible])
+
+    refit.petite_refit = True  # type: ignore[attr-defined]
+    size_event.connect(refit)
 
 
 def overlay(viewer, reference, recon) -> None:
@@ -90,6 +123,7 @@ def difference(viewer, recon, full, metadata: dict):
     viewer.canvas.grid.enabled = False
     only(viewer, [layer])
     label([layer])
+    fit_names(viewer, [layer])
     units_note(viewer, [recon])
     return layer
 

@@ -47,14 +47,14 @@ def arrange(viewer) -> None:
     panels, Reconstruct & compare in front on the right, so one screen shows the run and
     its result."""
     from qtpy.QtCore import Qt
-    from qtpy.QtWidgets import QDockWidget
+    from qtpy.QtWidgets import QDockWidget, QScrollArea, QWidget
 
     window = viewer.window._qt_window
-    docks = {d.windowTitle(): d for d in window.findChildren(QDockWidget)}
+    # napari's name (the window title escapes '&' for the tab)
+    docks = {getattr(d, "name", d.windowTitle()): d for d in window.findChildren(QDockWidget)}
     for name in ("layer controls", "layer list"):
         if name in docks:
             docks[name].hide()
-    from qtpy.QtWidgets import QScrollArea
 
     tune = docks["Fine-tune"]
     window.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, tune)
@@ -63,7 +63,6 @@ def arrange(viewer) -> None:
     docks["Reconstruct & compare"].raise_()
     for area in tune.findChildren(QScrollArea):  # the run panel and its curves in view
         area.verticalScrollBar().setValue(area.verticalScrollBar().maximum())
-    from qtpy.QtWidgets import QWidget
 
     for toast in window.findChildren(QWidget):  # the run's "done" notification
         if type(toast).__name__ == "NapariQtNotification":
@@ -96,7 +95,7 @@ def main(argv=None) -> int:
     wait(app, lambda: f"{target}/{test_id} low" in viewer.layers and data.is_idle)
     wait(app, lambda: not tune.counting)
     steps, val_every = tune.settings.steps.value(), tune.settings.val_every.value()
-    spec = tune.spec().label
+    spec, trainable = tune.spec(), tune.form.trainable.text()
     t0 = time.monotonic()
     tune.start()
     wait(app, lambda: not tune.is_idle)
@@ -124,7 +123,8 @@ def main(argv=None) -> int:
         viewer.screenshot(args.screenshot, canvas_only=False, flash=False)
         print(f"screenshot written to {args.screenshot}")
     record = {
-        "target": target, "test_subject": test_id, "split": split.to_dict(), "spec": spec,
+        "target": target, "test_subject": test_id, "split": split.to_dict(), "spec": spec.label,
+        "spec_full": spec.to_dict(), "trainable": trainable,
         "steps": steps, "val_every": val_every, "seconds": seconds,
         "window_s": time.monotonic() - t_open,
         "val_history": [{"step": s, "psnr": p} for s, p in zip(curves.val_steps,

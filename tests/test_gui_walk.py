@@ -126,12 +126,18 @@ def test_walk(make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path,  # n
             stalls[f"reconstruct {choice}"] = beat.p99_ms
         _click(qtbot, comp.views.grid_button)
         shown = [lay for lay in viewer.layers if lay.visible]
-        assert len(shown) == 3 and all(lay.name_overlay.visible for lay in shown)
+        adapted = bool(tune.session.models)  # base | adapted side by side when both exist
+        assert len(shown) == (4 if adapted else 3)
+        assert all(lay.name_overlay.visible for lay in shown)
+        if adapted:
+            assert {"reconstructed · base model", "reconstructed · run 1"} <= {
+                lay.name for lay in shown}
         from napari_petite._widgets.views import CHAR_PX_PER_PT
 
         panel = viewer.canvas.viewbox_size(viewer.layers)[1]  # each name fits its panel
         assert all(lay.name_overlay.font_size * CHAR_PX_PER_PT * len(lay.name) <= panel
-                   for lay in shown), [(lay.name, lay.name_overlay.font_size) for lay in shown]
+                   for lay in shown), ([(lay.name, lay.name_overlay.font_size) for lay in shown],
+                                       viewer.canvas.grid.shape, panel)
         assert comp.table.columnCount() >= 2  # low-count + base (+ adapted)
         comp.roi.source.setCurrentText("tgt/sub-02 labels")
         _click(qtbot, comp.roi.measure_button)

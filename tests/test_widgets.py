@@ -218,6 +218,10 @@ def test_full_flow(make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path,
     assert np.allclose(recon.metadata["affine"], low.metadata["affine"])
     assert recon.metadata["source_path"] is None and recon.data.shape == low.data.shape
     assert viewer.canvas.grid.enabled
+    # base and adapted of the same scan sit side by side: low | full over base | adapted
+    assert comp.panels() == [low, base_layer, recon, full]
+    assert tuple(viewer.canvas.grid.shape) in ((2, 2), (1, 4))
+    assert all(lay.visible for lay in comp.panels())
     header = [comp.table.horizontalHeaderItem(i) for i in range(comp.table.columnCount())]
     assert [h.toolTip() for h in header] == ["low-count", "base model", names[-1]]
     assert [h.text() for h in header] == ["low-count", "base model", "bundle adapter"]

@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
 from napari_petite._widgets import views
 from napari_petite._widgets.layout import scroll_layout
 from napari_petite._widgets.metrics_table import MetricsTable
-from napari_petite._widgets.model_choice import ModelChoice, recon_name
+from napari_petite._widgets.model_choice import BASE, ModelChoice, recon_name
 from napari_petite._widgets.roi_panel import ROIPanel, subject_images
 from napari_petite._widgets.state import ROLE_KEY, session_for
 from napari_petite._widgets.tasks import Task, TaskDock, notify_failure
@@ -81,7 +81,7 @@ class CompareDock(TaskDock, QWidget):
         run_row, (self.run_button, self.stop_button) = _buttons(
             ("Reconstruct", self.reconstruct, "Run the chosen model on the low-count scan"),
             ("Stop", self.stop, "Stop between two windows; nothing is added"))
-        self.views = ViewControls(napari_viewer, self._trio, on_grid=self.show_grid,
+        self.views = ViewControls(napari_viewer, self.panels, on_grid=self.show_grid,
                                   on_overlay=self.show_overlay,
                                   on_difference=self.show_difference,
                                   on_suv=self._suv_toggled, say=self.status_text)
@@ -244,7 +244,8 @@ class CompareDock(TaskDock, QWidget):
         layer_name = recon_name(name)
         meta = derived_metadata(low_layer, model=description,
                                 **{ROLE_KEY: {**low_layer.metadata.get(ROLE_KEY, {}),
-                                              "kind": "reconstructed", "model": name}})
+                                              "kind": "reconstructed", "model": name,
+                                              "scan": low_layer.name}})
         layer = next((lay for lay in self.viewer.layers  # the same model again: its layer
                       if lay.name == layer_name and lay.metadata.get(ROLE_KEY, {}).get(
                           "model") == name), None)
@@ -271,9 +272,28 @@ class CompareDock(TaskDock, QWidget):
             self.recon_layer.name in self.viewer.layers else None
         return self.choice.layer(self.low), recon, self.choice.layer(self.full)
 
+    def _base_beside(self, low, recon):
+        """The base model's reconstruction of the same scan, when ``recon`` is an adapted
+        model's: base vs adapted is the comparison a reader wants next to each other."""
+        if low is None or recon is None or \
+                recon.metadata.get(ROLE_KEY, {}).get("model") == BASE:
+            return None
+        return next((lay for lay in self.viewer.layers if lay is not recon
+                     and lay.metadata.get(ROLE_KEY, {}).get("kind") == "reconstructed"
+                     and lay.metadata[ROLE_KEY].get("model") == BASE
+                     and lay.metadata[ROLE_KEY].get("scan") == low.name
+                     and lay.data.shape == low.data.shape), None)
+
+    def panels(self) -> list:
+        """What *Side by side* shows: low | base | adapted | full when the base's
+        reconstruction of the scan exists beside an adapted one, else low | recon | full."""
+        low, recon, full = self._trio()
+        base = self._base_beside(low, recon)
+        return [low, recon, full] if base is None else [low, base, recon, full]
+
     def show_grid(self) -> None:
-        """low | reconstructed | full side by side (napari grid mode)."""
-        views.side_by_side(self.viewer, self._trio())
+        """The panels side by side (napari grid mode)."""
+        views.side_by_side(self.viewer, self.panels())
 
     def show_overlay(self) -> None:
         low, recon, full = self._trio()
@@ -289,16 +309,17 @@ class CompareDock(TaskDock, QWidget):
         views.difference(self.viewer, recon, full, derived_metadata(recon))
 
     def _hover(self, viewer, event) -> None:
-        """One read-out for all panels: low, the reconstruction and full at the cursor."""
+        """One read-out for all panels: each panel's value at the cursor."""
         from napari_petite._widgets.state import short_name
 
-        low, recon, full = self._trio()
-        if low is None:
+        panels = self.panels()
+        if panels[0] is None:
             return
-        model = short_name(recon.metadata.get(ROLE_KEY, {}).get("model", "")) if recon else ""
-        self.readout.setText(views.readout(
-            [("low", low), (model or "reconstructed", recon), ("full", full)],
-            viewer.cursor.position))
+        names = ["low"] + [short_name(lay.metadata.get(ROLE_KEY, {}).get("model", ""))
+                           or "reconstructed" if lay is not None else ""
+                           for lay in panels[1:-1]] + ["full"]
+        self.readout.setText(views.readout(list(zip(names, panels, strict=True)),
+                                           viewer.cursor.position))
 
     def status_text(self, text: str) -> None:
         self.status.setText(text)

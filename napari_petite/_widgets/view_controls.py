@@ -10,7 +10,8 @@ from napari_petite._widgets import views
 
 
 class ViewControls(QWidget):
-    """``trio()`` gives (low, reconstruction, full) layers (any may be None)."""
+    """``trio()`` gives the layers the panels show (low, reconstructions, full; any may be
+    None)."""
 
     def __init__(self, viewer, trio, *, on_grid, on_overlay, on_difference, on_suv,
                  say, parent=None) -> None:

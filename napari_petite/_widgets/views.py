@@ -57,9 +57,26 @@ def units_note(viewer, layers) -> None:
     viewer.text_overlay.visible = bool(units)
 
 
+def grid_shape(viewer, n: int) -> tuple[int, int]:
+    """One row, except four panels on a canvas less than twice as wide as tall: 2 x 2, so
+    each image keeps a readable size."""
+    height, width = viewer.canvas.size
+    return (2, 2) if n == 4 and width < 2 * height else (1, n)
+
+
+def grid_order(viewer, layers: list) -> list:
+    """The layers in the grid's reading order. Four in 2 x 2: low | full on top (what was
+    measured), base | adapted below (what the models made), so the two answers sit side by
+    side under the truth they are judged against."""
+    if grid_shape(viewer, len(layers)) == (2, 2):
+        low, base, adapted, full = layers
+        return [low, full, base, adapted]
+    return layers
+
+
 def side_by_side(viewer, layers) -> None:
-    """``layers`` left to right in napari's grid (the list is drawn bottom-up), each with its
-    name and colour bar, fitted to the view."""
+    """``layers`` (low, reconstructions, full) in napari's grid (the list is drawn bottom-up),
+    each with its name and colour bar, fitted to the view."""
     from napari_petite.io.layers import PET_COLORMAP
 
     shown = [lay for lay in layers if lay is not None]
@@ -73,10 +90,11 @@ def side_by_side(viewer, layers) -> None:
     label(shown)
     units_note(viewer, shown)
     viewer.scale_bar.visible = True  # in mm: the layers' units (io.layers)
+    shown = grid_order(viewer, shown)
     for i, layer in enumerate(reversed(shown)):
         viewer.layers.move(viewer.layers.index(layer), len(viewer.layers) - 1 - i)
     grid = viewer.canvas.grid
-    grid.shape = (1, len(shown))
+    grid.shape = grid_shape(viewer, len(shown))
     grid.stride = 1
     grid.enabled = True
     fit_names(viewer, shown)

@@ -96,6 +96,7 @@ def _setup_training(tune, base, steps=2000, val_every=3):
 
 def test_full_flow(make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path, monkeypatch):
     import napari_petite.training.engine as engine
+    from napari_petite._widgets.exports import details as report_details
     from napari_petite._widgets.finetune_dock import trainable_line
     from napari_petite.io.dataset import discover
     from napari_petite.io.nifti import read_volume
@@ -250,7 +251,7 @@ def test_full_flow(make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path,
     assert pdf.read_bytes()[:5] == b"%PDF-"
     # the chart's page names the scan, the base and every adapter (and, always, that it is
     # for research only: training.report.DISCLAIMER)
-    details = comp._details(low)
+    details = report_details(comp.session, low)
     assert details["scan"] == "tgt/sub-02" and "pre-trained on src" in details["base model"]
     assert all(name in details for name in names)
     shutil.copy(png, ARTIFACTS / "report-full-flow.png")

@@ -23,7 +23,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_petite._widgets import views
+from napari_petite._widgets import exports, views
 from napari_petite._widgets.layout import scroll_layout
 from napari_petite._widgets.metrics_table import MetricsTable
 from napari_petite._widgets.model_choice import BASE, ModelChoice, recon_name
@@ -36,13 +36,6 @@ from napari_petite.io.layers import DISPLAY_SCALE
 from napari_petite.training.evaluation import label_names
 
 LOW_COLUMN = "low-count"
-
-
-def layer_volume(layer):
-    """The layer as a :class:`Volume` (geometry from its metadata, else from its scale)."""
-    from napari_petite.io.layers import volume_from_layer
-
-    return volume_from_layer(layer.data, {"scale": tuple(layer.scale), "metadata": layer.metadata})
 
 
 def derived_metadata(layer, **extra) -> dict:
@@ -350,11 +343,6 @@ class CompareDock(TaskDock, QWidget):
             return None
         return self.recon_layer
 
-    def _inputs(self) -> list[Path]:
-        """Files the loaded layers came from: exports may never replace them."""
-        return [Path(src) for layer in self.viewer.layers
-                if (src := layer.metadata.get("source_path"))]
-
     def _export_dialog(self) -> None:
         if self._recon_or_fail() is None:
             return
@@ -364,23 +352,9 @@ class CompareDock(TaskDock, QWidget):
             self.export_nifti(path, overwrite=True)
 
     def export_nifti(self, path, overwrite: bool = False) -> Path | None:
-        """Write the reconstruction with the input's affine/header/units (never over an input)."""
-        from napari.utils.notifications import show_info
-
-        from napari_petite.io.nifti import write_like
-
+        """Write the reconstruction as NIfTI (never over an input)."""
         layer = self._recon_or_fail()
-        if layer is None:
-            return None
-        try:
-            volume = layer_volume(layer)  # in the file's units, even when shown in SUV
-            out = write_like(path, volume.data, volume, inputs=self._inputs(),
-                             overwrite=overwrite)
-        except PetiteError as err:
-            notify_failure(err)
-            return None
-        show_info(f"Reconstruction written to {out}.")
-        return out
+        return None if layer is None else exports.nifti(self.viewer, layer, path, overwrite)
 
     def _dicom_dialog(self) -> None:
         if self._recon_or_fail() is None:
@@ -390,25 +364,9 @@ class CompareDock(TaskDock, QWidget):
             self.export_dicom(folder)
 
     def export_dicom(self, folder, overwrite: bool = False) -> Path | None:
-        """Write the reconstruction as a derived DICOM series (patient, study and SUV tags of
-        its source; never inside the source series folder)."""
-        from napari.utils.notifications import show_info
-
-        from napari_petite.io.dicom_export import write_derived_series
-
+        """Write the reconstruction as a derived DICOM series."""
         layer = self._recon_or_fail()
-        if layer is None:
-            return None
-        volume = layer_volume(layer)
-        model = layer.metadata.get(ROLE_KEY, {}).get("model", "model")
-        try:
-            out = write_derived_series(volume.data, volume, folder, overwrite=overwrite,
-                                       description=f"PETITE {model}"[:64])
-        except PetiteError as err:
-            notify_failure(err)
-            return None
-        show_info(f"DICOM series written to {out}.")
-        return out
+        return None if layer is None else exports.dicom(layer, folder, overwrite)
 
     def _report_dialog(self) -> None:
         if self._recon_or_fail() is None:
@@ -419,48 +377,11 @@ class CompareDock(TaskDock, QWidget):
             self.export_report(path, overwrite=True)
 
     def export_report(self, path, overwrite: bool = False) -> Path | None:
-        """Write the report (PNG, or PDF for a .pdf name) of the scan and every model
-        reconstructed on it: slices with colour bars, the metrics table, the details."""
-        from napari.utils.notifications import show_info
-
-        from napari_petite._widgets.units import unit_label
-        from napari_petite.training.report import write_report
-
-        low, recon, full = self._trio()
-        if self._recon_or_fail() is None or low is None:
+        """Write the report of the scan and every model reconstructed on it."""
+        if self._recon_or_fail() is None or self._trio()[0] is None:
             return None
-        recons = {lay.metadata[ROLE_KEY]["model"]: np.asarray(lay.data)
-                  for lay in subject_images(self.viewer, low)
-                  if lay.metadata.get(ROLE_KEY, {}).get("kind") == "reconstructed"}
-        try:
-            out = write_report(
-                path, low=np.asarray(low.data), recons=recons,
-                full=None if full is None else np.asarray(full.data), spacing=recon.scale,
-                metrics=self._columns, units=unit_label(low), details=self._details(low),
-                title=f"{low.name}", inputs=self._inputs(), overwrite=overwrite)
-        except PetiteError as err:
-            notify_failure(err)
-            return None
-        show_info(f"Report written to {out}.")
-        return out
-
-    def _details(self, low) -> dict[str, str]:
-        """What the chart needs to know beside the images: scan, base and adapters."""
-        role = low.metadata.get(ROLE_KEY, {})
-        dicom = low.metadata.get("dicom") or {}
-        card = self.session.base_card or {}
-        out = {"scan": f"{role.get('scanner', '')}/{role.get('subject', '')}".strip("/")
-               or low.name,
-               "grid": f"{' x '.join(map(str, low.data.shape))} voxels of "
-                       f"{' x '.join(f'{s:.2f}' for s in low.scale)} mm (z, y, x)"}
-        if dicom:
-            out["patient / study"] = f"{dicom.get('PatientID')} / {dicom.get('StudyDate')}"
-        out["base model"] = f"{card.get('backbone')} {card.get('preset')} pre-trained on " \
-                            f"{card.get('source')} ({self.session.base_path})"
-        for model in self.session.models:
-            out[model.name] = (f"{model.spec.label}; {model.training.get('steps_done')} steps"
-                               + (f"; bundle {model.bundle}" if model.bundle else ""))
-        return out
+        return exports.report(self.viewer, self.session, self._trio(), self._columns, path,
+                              overwrite)
 
     def _batch_dialog(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder for the test-subject exports")

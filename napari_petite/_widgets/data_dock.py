@@ -76,7 +76,29 @@ class ScannerDataDock(TaskDock, QWidget):
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
         self.task: Task | None = None
+        self.profile = QLabel("Open a dataset folder or press 'Sample dataset'.")
+        self.profile.setWordWrap(True)
+        self.problems = QLabel()
+        self.problems.setWordWrap(True)
+        self.problems.setStyleSheet("color: #e0a040;")
+        self.problems.hide()
+        self.split_form = SplitForm()
+        self.split_form.changed.connect(self._update_split)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        layout = scroll_layout(self)
+        layout.addLayout(self._folder_row())
+        layout.addWidget(self._subject_tree(), 1)
+        layout.addWidget(self.profile)
+        layout.addWidget(self.problems)
+        self._scan_buttons(layout)
+        layout.addWidget(self.split_form)
+        layout.addWidget(self.status)
+        self._set_busy(False)
+        self.stop_on_destroy()
 
+    def _folder_row(self) -> QHBoxLayout:
+        """Dataset folder, Browse… and Sample dataset."""
         self.folder = QLineEdit()
         self.folder.setPlaceholderText("dataset folder (<root>/<scanner>/<subject>/)")
         self.folder.returnPressed.connect(self._open_typed)
@@ -91,7 +113,10 @@ class ScannerDataDock(TaskDock, QWidget):
         row.addWidget(self.folder, 1)
         row.addWidget(browse)
         row.addWidget(self.sample_button)
+        return row
 
+    def _subject_tree(self) -> QTreeWidget:
+        """Scanners and their subjects, with the split's marks in the *use* column."""
         self.tree = QTreeWidget()
         self.tree.setHeaderLabels(["scanner / subject", "shape (z,y,x)", "spacing (mm)", "use"])
         self.tree.headerItem().setToolTip(3, "the target's subjects: train (fine-tuning), "
@@ -99,46 +124,28 @@ class ScannerDataDock(TaskDock, QWidget):
         self.tree.setMinimumHeight(110)
         self.tree.currentItemChanged.connect(self._show_profile)
         self.tree.itemDoubleClicked.connect(lambda *_: self.load_selected())
-        self.profile = QLabel("Open a dataset folder or press 'Sample dataset'.")
-        self.profile.setWordWrap(True)
-        self.problems = QLabel()
-        self.problems.setWordWrap(True)
-        self.problems.setStyleSheet("color: #e0a040;")
-        self.problems.hide()
+        return self.tree
+
+    def _scan_buttons(self, layout) -> None:
+        """Load the chosen subject, open a single scan, make a subject from a dynamic scan."""
         self.load_button = QPushButton("Load subject as layers")
         self.load_button.clicked.connect(self.load_selected)
+        self.scan_button = QPushButton("Open a scan…")
+        self.scan_button.setToolTip("One scan outside a dataset: a NIfTI file, or a DICOM PET "
+                                    "series folder (a folder holding several series lists "
+                                    "them to choose from)")
+        self.scan_button.clicked.connect(self._scan_dialog)
         self.pairs_button = QPushButton("Add a subject from a dynamic scan…")
         self.pairs_button.setToolTip(
             "A dynamic FDG scan (4D NIfTI + BIDS sidecar, or a multi-frame DICOM series) "
             "becomes a training subject of the target scanner: low count = the first 5 "
             "minutes, full count = the mean of 0-30 minutes")
         self.pairs_button.clicked.connect(self._pairs_dialog)
-        self.scan_button = QPushButton("Open a scan…")
-        self.scan_button.setToolTip("One scan outside a dataset: a NIfTI file, or a DICOM PET "
-                                    "series folder (a folder holding several series lists "
-                                    "them to choose from)")
-        self.scan_button.clicked.connect(self._scan_dialog)
-
-        self.split_form = SplitForm()
-        self.split_form.changed.connect(self._update_split)
-        choose = self.split_form
-
-        self.status = QLabel()
-        self.status.setWordWrap(True)
-        layout = scroll_layout(self)
-        layout.addLayout(row)
-        layout.addWidget(self.tree, 1)
-        layout.addWidget(self.profile)
-        layout.addWidget(self.problems)
         row = QHBoxLayout()
         row.addWidget(self.load_button)
         row.addWidget(self.scan_button)
         layout.addLayout(row)
         layout.addWidget(self.pairs_button)
-        layout.addWidget(choose)
-        layout.addWidget(self.status)
-        self._set_busy(False)
-        self.stop_on_destroy()
 
     # -- dataset -----------------------------------------------------------------------------
     def _browse(self) -> None:

@@ -448,6 +448,11 @@ def test_petite_gui_window_fits_the_screen(make_napari_viewer, qtbot, gui_datase
                    if tree.topLevelItem(i).text(0) == "tgt")
         assert [top.child(k).text(3) for k in range(top.childCount())] == \
             ["train", "validate", "test"]
+        marks = {tree.topLevelItem(i).text(0): tree.topLevelItem(i).text(3)
+                 for i in range(tree.topLevelItemCount())}
+        assert marks == {"src": "source", "tgt": "target"}
+        assert "…" not in top.child(0).text(2) and tree.columnWidth(2) >= \
+            tree.fontMetrics().horizontalAdvance(top.child(0).text(2))  # whole spacing shown
         window.grab().save(str(tmp_path / f"gui-{size[0]}x{size[1]}.png"))
     finally:
         viewer.window._qt_window.hide()

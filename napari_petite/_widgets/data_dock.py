@@ -182,14 +182,15 @@ class ScannerDataDock(TaskDock, QWidget):
             top = QTreeWidgetItem([sid, "", "", ""])
             top.setData(0, Qt.ItemDataRole.UserRole, (sid, None))
             for subject in scanner.subjects:
-                spacing = ", ".join(f"{s:.2f}" for s in subject.spacing or ())
+                spacing = " x ".join(f"{s:.3g}" for s in subject.spacing or ())  # 2 x 1.65..
                 item = QTreeWidgetItem([subject.id, " x ".join(map(str, subject.shape or ())),
                                         spacing])
                 item.setData(0, Qt.ItemDataRole.UserRole, (sid, subject.id))
                 top.addChild(item)
             self.tree.addTopLevelItem(top)
             top.setExpanded(True)
-        self.tree.resizeColumnToContents(0)
+        for column in range(3):  # whole shapes and spacings, not "2.00, 1.65, 1…"
+            self.tree.resizeColumnToContents(column)
         if dataset.scanners:
             first = next(iter(dataset.scanners.values()))
             self.profile.setText(profile_summary(first.profile, first))
@@ -333,18 +334,19 @@ class ScannerDataDock(TaskDock, QWidget):
         form = self.split_form
         split = form.split(self.session.dataset)
         target = form.target.currentText() or None
-        self._mark_split(target, split)
+        self._mark_split(form.source.currentText() or None, target, split)
         self.session.set_selection(form.source.currentText() or None, target, split)
 
-    def _mark_split(self, target, split) -> None:
-        """The "use" column: what each target subject is for (source subjects: none)."""
+    def _mark_split(self, source, target, split) -> None:
+        """The "use" column: the source (base model's) scanner, the target, and what each
+        target subject is for."""
         roles = {} if split is None else {
             **{s: "train" for s in split.train}, **{s: "validate" for s in split.val},
             **{s: "test" for s in split.test}}
         for i in range(self.tree.topLevelItemCount()):
             top = self.tree.topLevelItem(i)
             mine = top.text(0) == target
-            top.setText(3, "target" if mine else "")
+            top.setText(3, "target" if mine else "source" if top.text(0) == source else "")
             for k in range(top.childCount()):
                 child = top.child(k)
                 child.setText(3, roles.get(child.text(0), "") if mine else "")

@@ -51,11 +51,16 @@ class TrainingCurves(QWidget):
         self.loss_plot.setLogMode(y=True)
         self.loss_plot.showGrid(x=True, y=True, alpha=0.25)
         self.loss_plot.setLabel("bottom", "step")
-        self.psnr_plot = self.plots.addPlot(
-            row=1, col=0, title="validation PSNR in the head (dB); dashed: before training")
+        # short titles: a plot's title sets its minimum width, and a wide one pushed both
+        # plots past the right edge of a 480-px dock
+        self.psnr_plot = self.plots.addPlot(row=1, col=0,
+                                            title="validation PSNR, head · dashed: base")
         self.psnr_plot.showGrid(x=True, y=True, alpha=0.25)
         self.psnr_plot.setLabel("bottom", "step")
         self.psnr_plot.setLabel("left", "PSNR", units="dB")
+        self.plots.setToolTip("Validation PSNR inside the head mask of the validation "
+                              "subject; the dashed line is the base model before training "
+                              "(step 0)")
         self.raw_curve = self.loss_plot.plot(pen=None, symbol="o", symbolSize=2,
                                              symbolPen=None, symbolBrush=(240, 160, 48, 70))
         self.loss_curve = self.loss_plot.plot(pen=pg.mkPen("#f0a030", width=2))

@@ -609,3 +609,25 @@ def test_dock_tabs_show_names_as_written(make_napari_viewer, qtbot):
     while not hasattr(dock, "name"):
         dock = dock.parentWidget()
     assert dock.name == "Reconstruct & compare"
+
+
+def test_a_fitted_recipe_never_replaces_a_saved_runs_spec(qtbot):
+    """Opening a saved run shows its spec; the recipe fitted to the base a moment later is
+    only offered (a run at the paper's rank 4 must not show rank 2)."""
+    from napari_petite._widgets.method_form import MixPEFTForm
+    from napari_petite.peft.spec import MixPEFTSpec, petite_spec
+
+    form = MixPEFTForm()
+    qtbot.addWidget(form)
+    fitted = MixPEFTSpec("unetr", "small", "lora", "ssf", True, {"lora": {"rank": 2}})
+    form.reset("unetr")
+    form.show_spec(petite_spec("unetr", "small"))  # the saved run: rank 4
+    form.follow_recipe(fitted)
+    assert form.options["lora"].values()["rank"] == 4
+    assert form.use_recommended.isEnabled()
+    form.use_recommended.click()
+    assert form.options["lora"].values()["rank"] == 2
+    assert form.recommended.text().startswith("✓")
+    form.reset("unetr")  # a new base: the paper's recipe, then its fitted one follows
+    form.follow_recipe(fitted)
+    assert form.options["lora"].values()["rank"] == 2

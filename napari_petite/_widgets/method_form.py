@@ -129,7 +129,7 @@ class MixPEFTForm(QWidget):
         self.reasons.setStyleSheet("color: #a0a0a0;")
         self.trainable = QLabel("trainable: -")
         self.trainable.setStyleSheet("font-weight: bold;")
-        self._backbone, self._recipe = "unetr", None
+        self._backbone, self._recipe, self._follows = "unetr", None, False
         self._layout()
 
     def _layout(self) -> None:
@@ -187,6 +187,7 @@ class MixPEFTForm(QWidget):
         for w in widgets:
             w.blockSignals(True)
         self.show_spec(recipe)
+        self._follows = True  # showing the recipe, not a run's spec
         for w in widgets:
             w.blockSignals(False)
         self._changed()
@@ -198,12 +199,13 @@ class MixPEFTForm(QWidget):
                 for m, box in self.options.items() if m in used}
 
     def follow_recipe(self, recipe) -> None:
-        """Adopt a recipe fitted to the base, unless the user has already changed the form."""
-        if self._recipe is not None and self.use_recommended.isEnabled():
-            self._recipe = recipe  # offered by "Use recommended", not forced
-            self._mark_recommended()
-        else:
+        """Adopt a recipe fitted to the base, unless the form no longer shows the recipe it
+        was reset to (the user changed it, or it shows a saved run's spec)."""
+        if self._follows and not self.use_recommended.isEnabled():
             self.reset(recipe.backbone, recipe)
+        else:  # changed by the user or showing a saved run: offered, not forced
+            self._recipe = recipe
+            self._mark_recommended()
 
     def params(self) -> dict[str, dict[str, Any]]:
         """Options of the chosen methods only (the spec stores what is used)."""
@@ -218,8 +220,8 @@ class MixPEFTForm(QWidget):
                            self.decoder.currentData(), self.bitfit.isChecked(), self.params())
 
     def show_spec(self, spec) -> None:
-        """Show ``spec`` (a resumed run's) in the form."""
-        self._backbone = spec.backbone
+        """Show ``spec`` (a resumed run's) in the form; a recipe fitted later leaves it."""
+        self._backbone, self._follows = spec.backbone, False
         self.encoder.setCurrentIndex(self.encoder.findData(spec.encoder))
         self.decoder.setCurrentIndex(self.decoder.findData(spec.decoder))
         self.bitfit.setChecked(spec.bitfit)

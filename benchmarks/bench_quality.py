@@ -81,6 +81,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", default=None, metavar="KEYS", help="sweep rows to run (all)")
+    p.add_argument("--lr-scale", type=float, default=1.0, metavar="F",
+                   help="multiply the per-method learning rates by F (pair it with its own "
+                   "--out)")
     p.add_argument("--param", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="method hyper-parameter for the rows using that method, e.g. "
                         "lora.rank=2 (repeatable; pair it with its own --out)")
@@ -112,6 +115,8 @@ def run_command(args, backbone: str, base: str | None) -> str:
         cmd += ["--only", args.only]
     for item in args.param:
         cmd += ["--param", item]
+    if args.lr_scale != 1.0:
+        cmd += ["--lr-scale", repr(args.lr_scale)]
     if args.data != DEFAULT_DATA:
         cmd += ["--data", str(args.data)]
     out = Path(args.out).expanduser().resolve()
@@ -159,6 +164,8 @@ def run_sweep(args, backbone: str, source: str, target: str, folder: Path,
         cli += ["--only", args.only]
     for item in args.param:
         cli += ["--param", item]
+    if args.lr_scale != 1.0:
+        cli += ["--lr-scale", repr(args.lr_scale)]
     launcher = [sys.executable]
     if args.nproc > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone",

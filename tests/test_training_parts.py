@@ -156,3 +156,23 @@ def test_device_resolution():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_lr_scale_multiplies_every_per_method_rate():
+    """A learning-rate search over one factor keeps the methods' rates in proportion; an
+    explicit rate is left alone, and a scale of 0 is refused with a sentence."""
+    from test_peft_toys import build
+
+    from napari_petite.peft.apply import apply_spec
+    from napari_petite.peft.spec import MixPEFTSpec
+    from napari_petite.training.engine import _lr_groups
+
+    model = build("toy")
+    spec = MixPEFTSpec("toy", "small", "lora", "ssf", True)
+    apply_spec(model, spec)
+    plain = [g["lr"] for g in _lr_groups(model, spec, None)]
+    scaled = [g["lr"] for g in _lr_groups(model, spec, None, scale=3.0)]
+    assert len(plain) >= 2 and scaled == pytest.approx([3.0 * lr for lr in plain])
+    assert [g["lr"] for g in _lr_groups(model, spec, 1e-4, scale=3.0)] == [1e-4]
+    with pytest.raises(ConfigError, match="above 0"):
+        _lr_groups(model, spec, None, scale=0.0)

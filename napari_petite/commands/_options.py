@@ -64,6 +64,8 @@ def add_training(parser, *, steps: int = 200) -> None:
     group.add_argument("--batch", type=int, default=2, metavar="B")
     group.add_argument("--lr", type=float, default=None,
                        help="learning rate for every tensor (default: per-method paper values)")
+    group.add_argument("--lr-scale", type=float, default=1.0, metavar="F",
+                       help="multiply the per-method learning rates by F (default 1)")
     group.add_argument("--val-every", type=int, default=50, metavar="N")
     group.add_argument("--gan-warmup", type=int, default=0, metavar="N",
                        help="CVT-GAN: train the first N steps with the pixel loss (MSE) alone "
@@ -126,7 +128,10 @@ def train_config(args, out_resume: str | None = None):
 
     if args.steps < 1:
         raise ConfigError("--steps must be at least 1.")
+    if not args.lr_scale > 0:
+        raise ConfigError(f"--lr-scale must be above 0, not {args.lr_scale}.")
     return TrainConfig(steps=args.steps, batch_size=args.batch, lr=args.lr,
+                       lr_scale=args.lr_scale,
                        val_every=args.val_every, gan_warmup_steps=args.gan_warmup,
                        seed=args.seed, device=rank_device(args.device),
                        bf16=args.bf16, checkpoint_every=args.checkpoint_every,

@@ -46,6 +46,9 @@ class TrainConfig:
     steps: int = 200
     batch_size: int = 2
     lr: float | None = None  # None: per-method defaults (METHOD_LR)
+    #: multiplies the per-method defaults (not an explicit ``lr``): a learning-rate search
+    #: over one factor keeps the methods' rates in proportion
+    lr_scale: float = 1.0
     weight_decay: float = 1e-4
     schedule: str = "auto"  # auto | cosine | warmup-cosine | constant
     warmup_fraction: float = 0.1
@@ -137,9 +140,12 @@ class TrainResult:
     device: str = "cpu"
 
 
-def _lr_groups(model, spec, base_lr: float | None, exclude=frozenset()) -> list[dict]:
-    """AdamW parameter groups: each part at its method's rate, BitFit biases at 1e-3
-    (``exclude``: ids of tensors another optimizer steps)."""
+def _lr_groups(model, spec, base_lr: float | None, exclude=frozenset(),
+               scale: float = 1.0) -> list[dict]:
+    """AdamW parameter groups: each part at its method's rate, BitFit biases at 1e-3, both
+    times ``scale`` (``exclude``: ids of tensors another optimizer steps)."""
+    if not scale > 0:
+        raise ConfigError(f"The learning-rate scale must be above 0, not {scale}.")
     groups: dict[float, list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad or id(p) in exclude:
@@ -150,7 +156,7 @@ def _lr_groups(model, spec, base_lr: float | None, exclude=frozenset()) -> list[
             part = model.group_of(name)
             method = getattr(spec, part, "full") if part in ("encoder", "decoder") else "full"
             is_bias = name.endswith(".bias") and method not in ("full",)
-            lr = METHOD_LR["bitfit"] if is_bias else METHOD_LR.get(method, 1e-3)
+            lr = scale * (METHOD_LR["bitfit"] if is_bias else METHOD_LR.get(method, 1e-3))
         groups.setdefault(lr, []).append(p)
     if not groups:
         raise ConfigError("Nothing to train: the chosen methods leave no trainable parameters "
@@ -168,7 +174,7 @@ def make_optimizers(model, spec, config: TrainConfig):
     import torch
 
     head = {id(p) for p in model.discriminator.parameters()} if model.is_gan else set()
-    groups = _lr_groups(model, spec, config.lr, exclude=head)
+    groups = _lr_groups(model, spec, config.lr, exclude=head, scale=config.lr_scale)
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     d_params = [p for p in model.discriminator.parameters() if p.requires_grad] \
         if model.is_gan else []

@@ -172,6 +172,8 @@ def fingerprint(plan: RowPlan, setup: SweepSetup) -> dict:
            "split": setup.split.to_dict()}
     if c.gan_warmup_steps:  # only when used, so rows made before it existed stay reusable
         out["gan_warmup_steps"] = c.gan_warmup_steps
+    if c.lr_scale != 1.0:  # likewise
+        out["lr_scale"] = c.lr_scale
     return out
 
 

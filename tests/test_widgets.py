@@ -85,6 +85,18 @@ def _load(qtbot, viewer, data, gui_dataset, subject="sub-02"):
     return viewer.layers[f"tgt/{subject} low"]
 
 
+def _base_reconstruction(make_napari_viewer, qtbot, gui_dataset, unetr_base):
+    """A viewer with the docks, tgt/sub-02 loaded and reconstructed with the base model."""
+    viewer = make_napari_viewer()
+    data, tune, comp = _docks(viewer)
+    low = _load(qtbot, viewer, data, gui_dataset)
+    tune.set_base(unetr_base)
+    comp.model.setCurrentIndex(comp.model.findData("base model"))
+    comp.reconstruct()
+    qtbot.waitUntil(lambda: comp.recon_layer is not None and comp.is_idle, timeout=60_000)
+    return viewer, comp, low
+
+
 def _setup_training(tune, base, steps=2000, val_every=3):
     tune.set_base(base)
     settings = tune.settings
@@ -490,13 +502,7 @@ def test_roi_statistics_on_low_reconstruction_and_full(make_napari_viewer, qtbot
     definition; a painted Labels layer and drawn shapes work the same way."""
     from napari_petite.training.roi import roi_stats
 
-    viewer = make_napari_viewer()
-    data, tune, comp = _docks(viewer)
-    low = _load(qtbot, viewer, data, gui_dataset)
-    tune.set_base(unetr_base)
-    comp.model.setCurrentIndex(comp.model.findData("base model"))
-    comp.reconstruct()
-    qtbot.waitUntil(lambda: comp.recon_layer is not None and comp.is_idle, timeout=60_000)
+    viewer, comp, low = _base_reconstruction(make_napari_viewer, qtbot, gui_dataset, unetr_base)
     roi = comp.roi
     roi.source.setCurrentText("tgt/sub-02 labels")
     assert [roi.value.itemText(i) for i in range(roi.value.count())] == ["grey matter",
@@ -542,13 +548,7 @@ def test_sample_dataset_button_simulates_with_progress_then_opens(make_napari_vi
 def test_one_readout_for_all_panels(make_napari_viewer, qtbot, gui_dataset, unetr_base):
     from napari_petite._widgets import views
 
-    viewer = make_napari_viewer()
-    data, tune, comp = _docks(viewer)
-    low = _load(qtbot, viewer, data, gui_dataset)
-    tune.set_base(unetr_base)
-    comp.model.setCurrentIndex(comp.model.findData("base model"))
-    comp.reconstruct()
-    qtbot.waitUntil(lambda: comp.recon_layer is not None and comp.is_idle, timeout=60_000)
+    viewer, comp, low = _base_reconstruction(make_napari_viewer, qtbot, gui_dataset, unetr_base)
     full = viewer.layers["tgt/sub-02 full"]
     position = tuple(np.asarray([16, 10, 12]) * np.asarray(low.scale))
     text = views.readout([("low", low), ("base", comp.recon_layer), ("full", full)], position)

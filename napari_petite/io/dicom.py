@@ -466,6 +466,12 @@ def _unreadable(file: Path, err: BaseException) -> InputError:
                       "decode, so copy it again from the scanner or PACS, uncompressed.")
 
 
+def frames_per_file(members: list[tuple[Path, Any]]) -> int:
+    """The most image frames one file of the series holds (multi-frame files are read
+    whole): what :func:`read_bytes` needs."""
+    return max(int(as_float(ds.get("NumberOfFrames")) or 1) for _, ds in members)
+
+
 def read_bytes(n_frames: int, rows: int, cols: int, frames_per_file: int = 1) -> int:
     """Peak bytes reading a series allocates: the float32 volume, one file's decoded pixels
     and a float64 slice while rescaling."""
@@ -600,9 +606,9 @@ def read_series(path: str | os.PathLike, series_uid: str | None = None) -> Volum
     _refuse_dynamic(frames, path)
     stack = stack_frames(frames, path)
     n, rows, cols = stack.shape
-    per_file = max(int(as_float(ds.get("NumberOfFrames")) or 1) for _, ds in members)
     check_fits_in_memory(
-        read_bytes(n, rows, cols, per_file), f"Reading {path.name} ({n}x{rows}x{cols} voxels)",
+        read_bytes(n, rows, cols, frames_per_file(members)),
+        f"Reading {path.name} ({n}x{rows}x{cols} voxels)",
         "use a machine with more memory, or resample the series to a coarser grid first.")
     units, scales, extra = describe(stack)
     data = np.empty((n, rows, cols), dtype=np.float32)

@@ -34,6 +34,8 @@ from napari_petite.io.memory import check_fits_in_memory
 from napari_petite.io.nifti import (
     Volume,
     is_nifti,
+    nifti_voxels,
+    open_nifti,
     sidecar_path,
     spacing_from_affine,
     write_volume,
@@ -87,8 +89,6 @@ def _timing_list(meta: dict, key: str, side: Path) -> np.ndarray:
 
 
 def _read_nifti(path: Path) -> Dynamic:
-    import nibabel as nib
-
     side = sidecar_path(path)
     if not side.is_file():
         raise InputError(f"{path.name} has no BIDS sidecar {side.name} giving FrameTimesStart "
@@ -107,18 +107,7 @@ def _read_nifti(path: Path) -> Dynamic:
     if units is not None and not isinstance(units, str):
         raise InputError(f'"Units" in {side.name} must be a string such as "Bq/mL".')
 
-    def unreadable(err: BaseException) -> InputError:
-        reason = " ".join(str(err).split()).rstrip(".") or type(err).__name__
-        return InputError(f"{path.name} could not be read as NIfTI ({reason}); the file is "
-                          "truncated, corrupted or not a NIfTI image.")
-
-    try:
-        img = nib.load(str(path))
-        shape = tuple(int(n) for n in img.shape)
-        itemsize = np.dtype(img.get_data_dtype()).itemsize
-        slope, inter = img.header.get_slope_inter()
-    except Exception as err:  # nibabel raises many types
-        raise unreadable(err) from None
+    img, shape, disk_dtype = open_nifti(path)
     if len(shape) != 4 or shape[3] < 2:
         raise InputError(f"{path.name} has shape {shape}, not 4D with several time frames; a "
                          "dynamic scan is needed to make a low/full pair.")
@@ -126,19 +115,7 @@ def _read_nifti(path: Path) -> Dynamic:
         raise InputError(f"{side.name} gives {len(starts)} frame starts and {len(durations)} "
                          f"durations for the {shape[3]} frames of {path.name}; give one of each "
                          "per frame.")
-    scaled = slope is not None or inter is not None
-    check_fits_in_memory(int(np.prod(shape)) * ((8 if scaled else itemsize) + 4),
-                         f"Reading {path.name} (shape {shape})",
-                         "crop or resample it first, or use a machine with more memory.")
-    try:
-        raw = np.asanyarray(img.dataobj)
-    except MemoryError:
-        raise InputError(f"{path.name} (shape {shape}) does not fit in memory; crop or resample "
-                         "it first.") from None
-    except Exception as err:  # truncated or corrupted data
-        raise unreadable(err) from None
-    if np.iscomplexobj(raw) or raw.dtype.kind not in "biuf":
-        raise InputError(f"{path.name} holds {raw.dtype} voxels; a PET scan must be real-valued.")
+    raw = nifti_voxels(img, path, shape, disk_dtype)
     frames = np.ascontiguousarray(np.asarray(raw, dtype=np.float32).transpose(3, 2, 1, 0))
     del raw
     if not np.all(np.isfinite(frames)):
@@ -158,6 +135,7 @@ def _read_nifti(path: Path) -> Dynamic:
 def _read_dicom(path: Path, series_uid: str | None) -> Dynamic:
     from napari_petite.io.dicom import (
         describe,
+        frames_per_file,
         load_frames,
         read_bytes,
         select_series,
@@ -216,8 +194,7 @@ def _read_dicom(path: Path, series_uid: str | None) -> Dynamic:
         start_s = np.asarray([(s - zero).total_seconds() for s in starts], dtype=np.float64)
     nt = len(stacks)
     nz, rows, cols = first.shape
-    per_file = max(int(float(ds.get("NumberOfFrames") or 1)) for _, ds in members)
-    check_fits_in_memory(read_bytes(nt * nz, rows, cols, per_file),
+    check_fits_in_memory(read_bytes(nt * nz, rows, cols, frames_per_file(members)),
                          f"Reading the dynamic series {path.name} ({nt} frames of "
                          f"{nz}x{rows}x{cols} voxels)",
                          "use a machine with more memory or export fewer frames.")

@@ -148,6 +148,49 @@ def read_bytes(shape, disk_dtype, *, scaled: bool = False) -> int:
     return n * (raw + 4 + 2)
 
 
+def _unreadable(path: Path, err: BaseException) -> InputError:
+    return InputError(
+        f"{path.name} could not be read as NIfTI ({type(err).__name__}: "
+        f"{' '.join(str(err).split())}); the file is "
+        "truncated, corrupted or not a NIfTI image. Re-export it from the scanner software."
+    )
+
+
+def open_nifti(path: Path):
+    """(image, shape, on-disk dtype) of a NIfTI file, its voxels not read yet; a header
+    nibabel cannot parse is one sentence."""
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+            img = nib.Nifti1Image.from_image(img)
+        return img, tuple(int(n) for n in img.shape), np.dtype(img.get_data_dtype())
+    except Exception as err:  # nibabel raises many types (HeaderDataError, KeyError, ...)
+        raise _unreadable(path, err) from None
+
+
+def nifti_voxels(img, path: Path, shape, disk_dtype) -> np.ndarray:
+    """The voxels of ``img`` as stored (x, y, z[, t]), after checking they fit in memory and
+    are real numbers: shared by the 3D and the dynamic readers."""
+    check_fits_in_memory(
+        read_bytes(shape, disk_dtype, scaled=_is_scaled(img.header)),
+        f"Reading {path.name} (shape {tuple(shape)})",
+        "crop it to the head or resample it to a coarser grid first, or use a machine with "
+        "more memory.",
+    )
+    try:
+        raw = np.asanyarray(img.dataobj)
+    except MemoryError:
+        raise InputError(f"{path.name} (shape {tuple(shape)}) does not fit in memory; crop or "
+                         "resample it first, or use a machine with more memory.") from None
+    except Exception as err:  # truncated or corrupted data: EOFError, zlib.error, OSError...
+        raise _unreadable(path, err) from None
+    if np.iscomplexobj(raw) or raw.dtype.kind not in "biuf":
+        raise InputError(f"{path.name} holds {raw.dtype} voxels; a PET volume must be real-valued.")
+    return raw
+
+
 def read_volume(path: str | os.PathLike, *, allow_nonfinite: bool = False) -> Volume:
     """Read a 3D NIfTI file into a :class:`Volume` in (z, y, x) order.
 
@@ -157,8 +200,6 @@ def read_volume(path: str | os.PathLike, *, allow_nonfinite: bool = False) -> Vo
         with one sentence saying what is wrong: missing file, not a NIfTI, truncated or
         corrupted, not 3D, or NaN/Inf voxels (unless ``allow_nonfinite``).
     """
-    import nibabel as nib
-
     path = Path(path).expanduser()
     if not path.exists():
         raise InputError(f"{path} does not exist; check the path.")
@@ -167,21 +208,7 @@ def read_volume(path: str | os.PathLike, *, allow_nonfinite: bool = False) -> Vo
     if not is_nifti(path):
         raise InputError(f"{path.name} is not a NIfTI file; napari-petite reads .nii and .nii.gz.")
 
-    def unreadable(err: BaseException) -> InputError:
-        return InputError(
-            f"{path.name} could not be read as NIfTI ({type(err).__name__}: "
-            f"{' '.join(str(err).split())}); the file is "
-            "truncated, corrupted or not a NIfTI image. Re-export it from the scanner software."
-        )
-
-    try:
-        img = nib.load(str(path))
-        if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
-            img = nib.Nifti1Image.from_image(img)
-        shape = tuple(int(n) for n in img.shape)
-        disk_dtype = np.dtype(img.get_data_dtype())
-    except Exception as err:  # nibabel raises many types (HeaderDataError, KeyError, ...)
-        raise unreadable(err) from None
+    img, shape, disk_dtype = open_nifti(path)
     squeeze = len(shape) == 4 and shape[3] == 1
     if squeeze:
         shape = shape[:3]
@@ -196,23 +223,9 @@ def read_volume(path: str | os.PathLike, *, allow_nonfinite: bool = False) -> Vo
     if min(shape) < 2:
         raise InputError(f"{path.name} has shape {tuple(shape)}; a 3D volume needs at least 2 "
                          "voxels along every axis.")
-    check_fits_in_memory(
-        read_bytes(shape, disk_dtype, scaled=_is_scaled(img.header)),
-        f"Reading {path.name} (shape {tuple(shape)})",
-        "crop it to the head or resample it to a coarser grid first, or use a machine with "
-        "more memory.",
-    )
-    try:
-        raw = np.asanyarray(img.dataobj)
-    except MemoryError:
-        raise InputError(f"{path.name} (shape {tuple(shape)}) does not fit in memory; crop or "
-                         "resample it first, or use a machine with more memory.") from None
-    except Exception as err:  # truncated or corrupted data: EOFError, zlib.error, OSError...
-        raise unreadable(err) from None
+    raw = nifti_voxels(img, path, shape, disk_dtype)
     if squeeze:
         raw = raw[..., 0]
-    if np.iscomplexobj(raw) or raw.dtype.kind not in "biuf":
-        raise InputError(f"{path.name} holds {raw.dtype} voxels; a PET volume must be real-valued.")
     data = np.ascontiguousarray(np.asarray(raw, dtype=np.float32).transpose(2, 1, 0))
     if not allow_nonfinite:
         bad = ~np.isfinite(data)

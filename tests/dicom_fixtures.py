@@ -102,6 +102,13 @@ def _set(ds, key: Any, value: Any, k: int) -> None:
         ds.add_new(tag, vr, val)
 
 
+def _set_given(ds, **tags) -> None:
+    """Set the tags whose value is given (None: the tag stays absent, as a test asks)."""
+    for keyword, value in tags.items():
+        if value is not None:
+            setattr(ds, keyword, value)
+
+
 def _common(ds, *, modality, units, weight, dose, half_life, injection_time,
             injection_datetime, series_date, series_time, decay, corrected, manufacturer,
             description, study_uid, series_uid, for_uid) -> None:
@@ -116,29 +123,16 @@ def _common(ds, *, modality, units, weight, dose, half_life, injection_time,
     ds.StudyID, ds.ReferringPhysicianName, ds.SeriesNumber = "1", "", 3
     ds.Modality, ds.Manufacturer, ds.SeriesDescription = modality, manufacturer, description
     ds.PositionReferenceIndicator = ""
-    if series_date is not None:
-        ds.SeriesDate = series_date
-    if series_time is not None:
-        ds.SeriesTime = series_time
-    if weight is not None:
-        ds.PatientWeight = weight
-    if units is not None:
-        ds.Units = units
-    if decay is not None:
-        ds.DecayCorrection = decay
-    if corrected is not None:
-        ds.CorrectedImage = corrected.split("\\") if "\\" in corrected else corrected
+    if corrected is not None and "\\" in corrected:
+        corrected = corrected.split("\\")
+    _set_given(ds, SeriesDate=series_date, SeriesTime=series_time, PatientWeight=weight,
+               Units=units, DecayCorrection=decay, CorrectedImage=corrected)
     if modality == "PT":
         item = Dataset()
         item.Radiopharmaceutical = "Fluorodeoxyglucose"
-        if injection_time is not None:
-            item.RadiopharmaceuticalStartTime = injection_time
-        if injection_datetime is not None:
-            item.RadiopharmaceuticalStartDateTime = injection_datetime
-        if dose is not None:
-            item.RadionuclideTotalDose = dose
-        if half_life is not None:
-            item.RadionuclideHalfLife = half_life
+        _set_given(item, RadiopharmaceuticalStartTime=injection_time,
+                   RadiopharmaceuticalStartDateTime=injection_datetime,
+                   RadionuclideTotalDose=dose, RadionuclideHalfLife=half_life)
         item.RadionuclidePositronFraction = 0.97
         ds.RadiopharmaceuticalInformationSequence = DicomSequence([item])
         ds.SeriesType = ["STATIC", "IMAGE"]

@@ -51,17 +51,20 @@ def parse_date(value: Any) -> _dt.date | None:
         return None
 
 
+def _pydicom_value(kind, text: str):
+    """pydicom's TM / DT parse of ``text``; None when it is malformed."""
+    try:
+        return kind(text)
+    except (ValueError, TypeError, OverflowError):
+        return None
+
+
 def parse_time(value: Any) -> _dt.time | None:
     """TM ``101500.000000``, ``1015`` or the old ``10:15:00`` -> time; None when malformed."""
     from pydicom.valuerep import TM
 
     text = as_text(value).replace(":", "")
-    if not text:
-        return None
-    try:
-        parsed = TM(text)
-    except (ValueError, TypeError, OverflowError):
-        return None
+    parsed = _pydicom_value(TM, text) if text else None
     if parsed is None:
         return None
     return _dt.time(parsed.hour, parsed.minute, parsed.second, parsed.microsecond)
@@ -72,12 +75,8 @@ def parse_datetime(value: Any) -> _dt.datetime | None:
     from pydicom.valuerep import DT
 
     text = as_text(value)
-    if len(text) < 8:  # a year alone says nothing about the time of a scan
-        return None
-    try:
-        parsed = DT(text)
-    except (ValueError, TypeError, OverflowError):
-        return None
+    # a year alone says nothing about the time of a scan
+    parsed = _pydicom_value(DT, text) if len(text) >= 8 else None
     if parsed is None:
         return None
     return _dt.datetime(parsed.year, parsed.month, parsed.day, parsed.hour, parsed.minute,

@@ -83,10 +83,9 @@ class SpecCounter:
         spec = petite_spec(backbone, preset)
         if "lora" not in (spec.encoder, spec.decoder):
             return spec
-        rank = method_config(backbone, "lora").rank
+        rank = paper_rank = method_config(backbone, "lora").rank
         while True:
-            params = {} if rank == method_config(backbone, "lora").rank else {
-                "lora": {"rank": rank}}
+            params = {} if rank == paper_rank else {"lora": {"rank": rank}}
             spec = MixPEFTSpec(backbone, preset, spec.encoder, spec.decoder, True, params)
             if rank == 1 or self.count(spec, config)[2] <= BUDGET_PERCENT:
                 return spec

@@ -78,7 +78,7 @@ def main(argv=None) -> int:
 
     from napari.qt import get_qapp
 
-    from napari_petite.commands.gui import open_viewer
+    from napari_petite._widgets.window import open_viewer
 
     app = get_qapp()
     t_open = time.monotonic()

@@ -112,7 +112,7 @@ def main() -> None:
     from qtpy.QtCore import QTimer
 
     from napari_petite._widgets.data_dock import sample_dataset_dir
-    from napari_petite.commands.gui import open_viewer
+    from napari_petite._widgets.window import open_viewer
     from napari_petite.io.dataset import discover
 
     app = get_qapp()

@@ -77,7 +77,7 @@ def test_walk(make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path,  # n
               size):
     from qtpy.QtCore import Qt
 
-    from napari_petite.commands.gui import open_viewer
+    from napari_petite._widgets.window import open_viewer
 
     tag = f"{size[0]}x{size[1]}"
     viewer, docks = open_viewer(data=gui_dataset, base=unetr_base, sample=False,

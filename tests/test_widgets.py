@@ -441,7 +441,7 @@ def test_petite_gui_window_fits_the_screen(make_napari_viewer, qtbot, gui_datase
     """`petite gui`'s window: its docks share one area as tabs and scroll, so the window's
     minimum size fits a laptop screen (it needed 1342-1501 px of height before); the first
     step's tab is in front and the subject list says what each target subject is for."""
-    from napari_petite.commands.gui import DOCKS, open_viewer
+    from napari_petite._widgets.window import DOCKS, open_viewer
 
     viewer, docks = open_viewer(data=gui_dataset, sample=False, viewer=make_napari_viewer())
     try:
@@ -597,7 +597,7 @@ def test_dock_tabs_show_names_as_written(make_napari_viewer, qtbot):
     '&'), while napari's title bar keeps the plain name."""
     from qtpy.QtWidgets import QTabBar
 
-    from napari_petite.commands.gui import install_docks
+    from napari_petite._widgets.window import install_docks
 
     viewer = make_napari_viewer()
     docks = install_docks(viewer)

@@ -110,6 +110,7 @@ def test_full_flow(make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path,
     import napari_petite.training.engine as engine
     from napari_petite._widgets.exports import details as report_details
     from napari_petite._widgets.finetune_dock import trainable_line
+    from napari_petite._widgets.state import short_name
     from napari_petite.io.dataset import discover
     from napari_petite.io.nifti import read_volume
     from napari_petite.models.checkpoint import load_checkpoint
@@ -242,7 +243,8 @@ def test_full_flow(make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path,
     assert "PSNR head (dB)" in labels and "bias lesion (%)" in labels
     recon.contrast_limits = (2.0, 555.0)
     assert tuple(full.contrast_limits) == pytest.approx((2.0, 555.0))
-    comp.show_difference()
+    comp.show_difference()  # computed in a worker
+    qtbot.waitUntil(lambda: comp.comparison.mode == "difference", timeout=30_000)
     diff = next(lay for lay in viewer.layers if lay.name.startswith("difference"))
     lo, hi = diff.contrast_limits
     assert lo == pytest.approx(-hi) and hi > 0 and diff.colormap.name == "RdBu_r"
@@ -257,15 +259,21 @@ def test_full_flow(make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path,
     assert comp.export_nifti(subject.low, overwrite=True) is None
     assert len(_errors()) == n_errors + 1
     assert read_volume(subject.low).data.shape == src.data.shape  # input untouched
-    png = comp.export_report(tmp_path / "out" / "report.png")
+    reports = []
+    for name in ("report.png", "report.pdf"):  # drawn in a worker: the GUI stays live
+        task = comp.export_report(tmp_path / "out" / name)
+        qtbot.waitUntil(lambda task=task: not task.running, timeout=60_000)
+        reports.append(task.result)
+    png, pdf = reports
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    pdf = comp.export_report(tmp_path / "out" / "report.pdf")
     assert pdf.read_bytes()[:5] == b"%PDF-"
     # the chart's page names the scan, the base and every adapter (and, always, that it is
     # for research only: training.report.DISCLAIMER)
     details = report_details(comp.session, low)
     assert details["scan"] == "tgt/sub-02" and "pre-trained on src" in details["base model"]
-    assert all(name in details for name in names)
+    assert all(short_name(name) in details and name in details[short_name(name)]
+               for name in names)
+    assert not any(str(tmp_path) in v or "/" + "tmp" in v for v in details.values())
     shutil.copy(png, ARTIFACTS / "report-full-flow.png")
 
     # batch export of the target's test subjects, with the library's metrics
@@ -485,7 +493,9 @@ def test_comparison_is_labelled_oriented_and_warns_on_training_subjects(
     shown = [lay for lay in viewer.layers if lay.visible]
     assert len(shown) == 3 and viewer.canvas.grid.enabled
     assert all(lay.name_overlay.visible and lay.colorbar.visible for lay in shown)
-    assert viewer.text_overlay.visible and "Bq/mL" in viewer.text_overlay.text
+    from napari_petite._widgets.views import UNITS_KEY
+
+    assert viewer.canvas.overlays[UNITS_KEY].text == "Bq/mL"  # beside every colour bar
     comp.views.orientation.setCurrentText("coronal")
     assert tuple(viewer.dims.order) == (1, 0, 2)
     comp.views.mip.setChecked(True)
@@ -552,9 +562,9 @@ def test_one_readout_for_all_panels(make_napari_viewer, qtbot, gui_dataset, unet
     full = viewer.layers["tgt/sub-02 full"]
     position = tuple(np.asarray([16, 10, 12]) * np.asarray(low.scale))
     text = views.readout([("low", low), ("base", comp.recon_layer), ("full", full)], position)
-    expected = [f"low {float(low.data[16, 10, 12]):.4g}",
-                f"base {float(comp.recon_layer.data[16, 10, 12]):.4g}",
-                f"full {float(full.data[16, 10, 12]):.4g}"]
+    expected = [f"low {float(low.data[16, 10, 12]):,.0f}",  # Bq/mL: whole numbers
+                f"base {float(comp.recon_layer.data[16, 10, 12]):,.0f}",
+                f"full {float(full.data[16, 10, 12]):,.0f}"]
     assert text == " · ".join(expected) + " Bq/mL"
     assert viewer.scale_bar.visible and str(low.units[0]) == "millimeter"
 

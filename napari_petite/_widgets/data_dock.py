@@ -408,10 +408,12 @@ class ScannerDataDock(TaskDock, QWidget):
                        on_done=self._add_layers))
 
     def _add_layers(self, result) -> None:
+        """Add the volumes read by a worker. Scans of one subject start with one window
+        (the full-count one's); the comparison in 'Reconstruct & compare' keeps its panels
+        on one window from then on (no colormap is linked: an overlay recolours only its
+        own two layers)."""
         if not isinstance(result, list):
             return
-        from napari.experimental import link_layers
-
         images = []
         limits = None
         for data, kwargs, ltype in result:
@@ -430,8 +432,6 @@ class ScannerDataDock(TaskDock, QWidget):
             # the low-count scan is the one to read: full and truth are toggles, not on top
             if layer.metadata[ROLE_KEY]["kind"] != "low":
                 layer.visible = False
-        if len(images) > 1:
-            link_layers(images, ("contrast_limits", "gamma", "colormap"))
         if images:
             self.viewer.reset_view()
             self.viewer.layers.selection.active = images[0]

@@ -40,3 +40,19 @@ def show_all_in_suv(viewer, on: bool) -> int:
         scale = factor if on else 1.0 / factor
         layer.contrast_limits = (lo * scale, hi * scale)
     return len(todo)
+
+
+def format_value(value: float, unit: str) -> str:
+    """A value at the precision its quantity is read with, without scientific notation:
+    SUV to two decimals (2.31), Bq/mL in whole numbers with thousands separators (11,390),
+    anything else to four significant digits."""
+    if unit == "SUV":
+        return f"{value:.2f}"
+    if unit.lower().replace(" ", "") in ("bq/ml", "bq/cc"):
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
+
+
+def with_unit(value: float, unit: str) -> str:
+    """"2.31 SUV", "11,390 Bq/mL"."""
+    return f"{format_value(value, unit)} {unit}"

@@ -192,7 +192,7 @@ def test_full_flow(make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path,
     # with its own budget (not the form's) and its curves
     done = trained.training["steps_done"]
     saved = json.loads((tune.run_folder / "resume.json").read_text())
-    assert saved["step"] == done and str(tune.run_folder) in tune.run.status.text()
+    assert saved["step"] == done and tune.run_folder.name in tune.run.status.text()
     tune.settings.steps.setValue(5)  # the form says 5; the run's own budget is 2000
     tune.start(resume=tune.run_folder)
     assert tune.settings.steps.value() == 2000  # the form shows what runs

@@ -95,6 +95,7 @@ class ScannerDataDock(TaskDock, QWidget):
         layout.addWidget(self.split_form)
         layout.addWidget(self.status)
         self._set_busy(False)
+        self.session.run_changed.connect(self._run_changed)
         self.stop_on_destroy()
 
     def _folder_row(self) -> QHBoxLayout:
@@ -102,7 +103,7 @@ class ScannerDataDock(TaskDock, QWidget):
         self.folder = QLineEdit()
         self.folder.setPlaceholderText("dataset folder (<root>/<scanner>/<subject>/)")
         self.folder.returnPressed.connect(self._open_typed)
-        browse = QPushButton("Browse…")
+        self.browse_button = browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
         self.sample_button = QPushButton("Sample dataset")
         self.sample_button.setToolTip(
@@ -445,7 +446,19 @@ class ScannerDataDock(TaskDock, QWidget):
                        failed=lambda _: "Failed; see the notification.")
 
     def _set_busy(self, busy: bool) -> None:
+        training = self.session.running is not None
         self.load_button.setEnabled(not busy)
         self.scan_button.setEnabled(not busy)
-        self.pairs_button.setEnabled(not busy)
-        self.sample_button.setEnabled(not busy)
+        for w in (self.pairs_button, self.sample_button):
+            w.setEnabled(not busy and not training)
+
+    def _run_changed(self) -> None:
+        """While a run trains, what it trains on cannot change under it: the dataset, the
+        scanners, the split and the target's subjects are locked (looking at subjects is
+        not)."""
+        training = self.session.running is not None
+        for w in (self.folder, self.browse_button, self.split_form):
+            w.setEnabled(not training)
+        self._set_busy(not self.is_idle)
+        self.split_form.setToolTip("Locked while a run trains on these subjects; stop it to "
+                                   "change them." if training else "")

@@ -38,3 +38,37 @@ def literal_tab_title(dock: QWidget) -> None:
     title = parent.windowTitle()
     if "&" in title and "&&" not in title:
         parent.setWindowTitle(title.replace("&", "&&"))
+
+
+class Collapsible(QWidget):
+    """A titled section that opens on a click: technical settings stay one click away
+    without crowding the main path. Add widgets to ``body`` (a vertical layout)."""
+
+    def __init__(self, title: str, tip: str = "", parent=None) -> None:
+        from qtpy.QtCore import Qt
+        from qtpy.QtWidgets import QToolButton
+
+        super().__init__(parent)
+        self.button = QToolButton()
+        self.button.setText(title)
+        self.button.setCheckable(True)
+        self.button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.button.setArrowType(Qt.ArrowType.RightArrow)
+        self.button.setStyleSheet("QToolButton { border: none; }")
+        self.button.setToolTip(tip)
+        self.content = QWidget()
+        self.body = QVBoxLayout(self.content)
+        self.body.setContentsMargins(12, 0, 0, 0)
+        self.content.setVisible(False)
+        self.button.toggled.connect(self.set_open)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.button)
+        layout.addWidget(self.content)
+
+    def set_open(self, on: bool) -> None:
+        from qtpy.QtCore import Qt
+
+        self.button.setChecked(on)
+        self.button.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+        self.content.setVisible(on)

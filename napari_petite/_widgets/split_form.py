@@ -63,6 +63,12 @@ class SplitForm(QWidget):
         if dataset is None or target not in dataset.scanners:
             self.label.setText("")
             return None
+        if target == (self.source.currentText() or None):
+            self.label.setText(f"The source and the target are both {target}: the base was "
+                               "pre-trained there, so there is nothing to adapt to; choose "
+                               "your scanner as the target.")
+            self.label.setStyleSheet("color: #e0a040;")
+            return None
         ids = [s.id for s in dataset.scanners[target].subjects]
         try:
             split = split_subjects(ids, n_val=self.n_val.value(), n_test=self.n_test.value())

@@ -57,6 +57,8 @@ class Session(QObject):
     selection_changed = Signal()
     base_changed = Signal()
     models_changed = Signal()
+    #: a run started or ended (``running`` says what trains, in words)
+    run_changed = Signal()
 
     def __init__(self, viewer) -> None:
         super().__init__()
@@ -68,6 +70,7 @@ class Session(QObject):
         self.base_path: Path | None = None
         self.base_card: dict | None = None
         self.models: list[TrainedModel] = []
+        self.running: str | None = None
         self._runs = 0
 
     @property
@@ -100,6 +103,13 @@ class Session(QObject):
         self.base_path = Path(path) if path else None
         self.base_card = card
         self.base_changed.emit()
+
+    def set_running(self, what: str | None) -> None:
+        """What trains now, in words (None: nothing). While a run trains, the docks lock the
+        inputs it uses (dataset, scanners, split, base, methods, settings), so no form can
+        differ from what runs."""
+        self.running = what
+        self.run_changed.emit()
 
     def add_model(self, model: TrainedModel, *, loaded: bool = False) -> str:
         """Keep ``model`` under a new name of its own (nothing is replaced); return it.

@@ -193,3 +193,19 @@ def atomic_dir(dest: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def discard_dir(folder: str | os.PathLike, *, within: str | os.PathLike) -> bool:
+    """Remove ``folder`` (a folder this tool wrote, e.g. a run that left nothing to resume),
+    but only when it lies inside ``within`` and is not a symbolic link; True when removed.
+    Every deletion of the tool goes through this module."""
+    import shutil
+
+    folder, within = Path(folder), Path(within).resolve()
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    resolved = folder.resolve()
+    if resolved == within or within not in resolved.parents:
+        return False
+    shutil.rmtree(resolved, ignore_errors=True)
+    return not resolved.exists()

@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import pet_like, write_nifti
 from test_widgets import ARTIFACTS, gui_dataset, unetr_base  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.gui
@@ -149,3 +150,76 @@ def test_walk(make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path,  # n
             assert p99 < STALL_MS, (name, stalls)
     finally:
         viewer.window._qt_window.hide()
+
+
+@pytest.mark.parametrize("size", [(1920, 1080), (1366, 768)])
+def test_first_launch(make_napari_viewer, qtbot, tmp_path, size, monkeypatch):
+    """Docks opened one by one from the *Plugins* menu end up as tabs of one area, keep a
+    readable width after the window was shrunk and grown again, the first-run panel says
+    what the sample data is and asks before simulating, and dropped NIfTI files open with
+    this plugin without napari's 'Choose reader' dialog once the user said so."""
+    from napari.errors.reader_errors import MultipleReaderError
+    from napari.settings import get_settings
+    from qtpy.QtWidgets import QTabBar
+
+    import napari_petite._widgets.data_dock as data_dock
+    from napari_petite._widgets.first_run import READER_PATTERNS, reader_preferred
+    from napari_petite._widgets.layout import DOCK_MIN_WIDTH
+
+    monkeypatch.setattr(data_dock, "sample_dataset_dir", lambda: tmp_path / "no-sample-yet")
+    viewer = make_napari_viewer()
+    window = viewer.window._qt_window
+    tag = f"{size[0]}x{size[1]}"
+    saved = dict(get_settings().plugins.extension2reader)
+    try:
+        window.resize(*size)
+        window.show()
+        docks = [viewer.window.add_plugin_dock_widget("napari-petite", name)[1]
+                 for name in ("Scanner data", "Fine-tune", "Reconstruct & compare")]
+        qtbot.wait(200)
+        bars = [bar for bar in window.findChildren(QTabBar)
+                if any(bar.tabText(i).startswith("Fine-tune") for i in range(bar.count()))]
+        assert bars and bars[0].count() == 3, [b.count() for b in bars]  # one tab group
+        for shrink in ((900, 600), size):
+            window.resize(*shrink)
+            qtbot.wait(200)
+        tune = docks[1]
+        _tab(qtbot, window, "Fine-tune")
+        start = tune.run.start_button
+        assert tune.width() >= DOCK_MIN_WIDTH
+        assert start.visibleRegion().boundingRect().width() == start.width()  # not cut off
+        bar = bars[0]
+        for i in range(bar.count()):  # tab names whole, not "Sca…"
+            text = bar.tabText(i).replace("&&", "&")
+            assert bar.tabRect(i).width() >= bar.fontMetrics().horizontalAdvance(text)
+        window.grab().save(str(ARTIFACTS / f"launch-{tag}-plugins-menu.png"))
+
+        # first run: the sample data is explained and nothing is simulated until asked
+        data = docks[0]
+        _tab(qtbot, window, "Scanner data")
+        data.offer_sample()
+        offer = data.sample_offer
+        assert offer.isVisible() and "Biograph Vision 600" in offer.text.text()
+        assert data.is_idle and offer.start_button.isEnabled() and data.sample_button.isEnabled()
+        window.grab().save(str(ARTIFACTS / f"launch-{tag}-first-run.png"))
+
+        # dropped scans: napari's own reader also claims NIfTI, so napari asks, until the
+        # user chose this plugin once (napari's reader preference); nothing claims '*'
+        from napari_petite._napari import get_reader
+
+        assert get_reader(str(tmp_path / "picture.png")) is None
+        path = write_nifti(tmp_path / "sub-07" / "full.nii.gz", pet_like())
+        get_settings().plugins.extension2reader = {}
+        data.reader_choice.setVisible(not reader_preferred())
+        assert data.reader_choice.isVisible()
+        with pytest.raises(MultipleReaderError):  # what a drop does (plugin=None)
+            viewer.open(str(path), plugin=None)
+        data.reader_choice.button.click()
+        assert reader_preferred() and not data.reader_choice.isVisible()
+        assert all(get_settings().plugins.extension2reader[p] == "napari-petite"
+                   for p in READER_PATTERNS)
+        (layer,) = viewer.open(str(path), plugin=None)  # as dropped: no dialog
+        assert layer.name == "sub-07 full" and "affine" in layer.metadata
+    finally:
+        get_settings().plugins.extension2reader = saved
+        window.hide()

@@ -547,10 +547,19 @@ def test_sample_dataset_button_simulates_with_progress_then_opens(make_napari_vi
     viewer = make_napari_viewer()
     data, _, _ = _docks(viewer)
     seen = []
-    data.open_sample()
-    qtbot.waitUntil(lambda: (seen.append(data.status.text()) or data.is_idle), timeout=120_000)
-    assert any("1/2 subjects" in text or "2/2 subjects" in text for text in seen), seen[:5]
+    data.offer_sample()  # first: what the sample data is, and a question; nothing simulated
+    offer = data.sample_offer
+    assert offer.isVisibleTo(data) and "Biograph mCT" in offer.text.text()
+    assert data.is_idle and not data_dock.sample_dataset_dir().exists()
+    assert data.sample_button.isEnabled() and offer.start_button.isEnabled()
+    offer.start_button.click()
+    assert offer.bar.isVisibleTo(data) and offer.bar.maximum() == 2
+    qtbot.waitUntil(lambda: (seen.append((data.status.text(), offer.bar.value()))
+                             or data.is_idle), timeout=120_000)
+    assert any("1 of 2 people" in text and "left" in text and value == 1
+               for text, value in seen), seen[:5]
     assert data.status.text().startswith("Opened sample-dataset")
+    assert not offer.isVisibleTo(data)
     assert list(data.session.dataset.scanners) == ["mct", "vereos"]
     assert data.target.currentText() == "vereos"
 

@@ -16,12 +16,14 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMenu,
     QPushButton,
     QTreeWidget,
     QTreeWidgetItem,
     QWidget,
 )
 
+from napari_petite._widgets.first_run import ReaderChoice, SampleOffer
 from napari_petite._widgets.layout import scroll_layout
 from napari_petite._widgets.split_form import SplitForm
 from napari_petite._widgets.state import ROLE_KEY, session_for
@@ -86,7 +88,12 @@ class ScannerDataDock(TaskDock, QWidget):
         self.split_form.changed.connect(self._update_split)
         self.status = QLabel()
         self.status.setWordWrap(True)
+        self.reader_choice = ReaderChoice()
+        self.sample_offer = SampleOffer(SAMPLE_SCANNERS, SAMPLE_SUBJECTS,
+                                        on_start=self.open_sample, on_browse=self._browse)
+        self.sample_offer.setVisible(False)
         layout = scroll_layout(self)
+        layout.addWidget(self.sample_offer)
         layout.addLayout(self._folder_row())
         layout.addWidget(self._subject_tree(), 1)
         layout.addWidget(self.profile)
@@ -94,6 +101,7 @@ class ScannerDataDock(TaskDock, QWidget):
         self._scan_buttons(layout)
         layout.addWidget(self.split_form)
         layout.addWidget(self.status)
+        layout.addWidget(self.reader_choice)
         self._set_busy(False)
         self.session.run_changed.connect(self._run_changed)
         self.stop_on_destroy()
@@ -107,9 +115,9 @@ class ScannerDataDock(TaskDock, QWidget):
         browse.clicked.connect(self._browse)
         self.sample_button = QPushButton("Sample dataset")
         self.sample_button.setToolTip(
-            f"Simulate (first time, about a minute) or reopen a small dataset: scanners "
-            f"{', '.join(SAMPLE_SCANNERS)}, {SAMPLE_SUBJECTS} subjects each.")
-        self.sample_button.clicked.connect(self.open_sample)
+            f"Reopen the sample dataset (scanners {', '.join(SAMPLE_SCANNERS)}, "
+            f"{SAMPLE_SUBJECTS} people each), or say what it is and offer to simulate it")
+        self.sample_button.clicked.connect(self.offer_sample)
         row = QHBoxLayout()
         row.addWidget(self.folder, 1)
         row.addWidget(browse)
@@ -135,7 +143,10 @@ class ScannerDataDock(TaskDock, QWidget):
         self.scan_button.setToolTip("One scan outside a dataset: a NIfTI file, or a DICOM PET "
                                     "series folder (a folder holding several series lists "
                                     "them to choose from)")
-        self.scan_button.clicked.connect(self._scan_dialog)
+        menu = QMenu(self.scan_button)
+        menu.addAction("NIfTI file…", self._nifti_dialog)
+        menu.addAction("DICOM series folder…", self._dicom_dialog)
+        self.scan_button.setMenu(menu)
         self.pairs_button = QPushButton("Add a subject from a dynamic scan…")
         self.pairs_button.setToolTip(
             "A dynamic FDG scan (4D NIfTI + BIDS sidecar, or a multi-frame DICOM series) "
@@ -215,14 +226,24 @@ class ScannerDataDock(TaskDock, QWidget):
         scanner = dataset.scanners[sid]
         self.profile.setText(profile_summary(scanner.profile, scanner))
 
-    def open_sample(self) -> None:
-        """Open the cached sample dataset, simulating it in a worker the first time."""
+    def offer_sample(self) -> None:
+        """Open the cached sample dataset; the first time, say what it is and ask before
+        simulating it (the first-run panel)."""
         folder = sample_dataset_dir()
         if folder.is_dir():
             self.open_dataset(folder)
             return
+        self.sample_offer.setVisible(True)
+        self.status.setText("The sample data is not on this computer yet: see above.")
 
-        total = len(SAMPLE_SCANNERS) * SAMPLE_SUBJECTS
+    def open_sample(self) -> None:
+        """Open the cached sample dataset, simulating it in a worker the first time, with
+        its progress and the time left measured as it goes."""
+        folder = sample_dataset_dir()
+        if folder.is_dir():
+            self.open_dataset(folder)
+            return
+        offer = self.sample_offer
         holder: dict = {}
 
         def body(_control):
@@ -241,22 +262,36 @@ class ScannerDataDock(TaskDock, QWidget):
 
         def progress(value):
             if isinstance(value, tuple) and self.live:
-                self.status.setText(f"Simulating the sample dataset (first time only): "
-                                    f"{value[0]}/{total} subjects ({value[1]})…")
+                offer.advance(*value)
+                self.status.setText(f"Simulating the sample data: {value[0]} of "
+                                    f"{offer.total} people ({offer.eta.text()})…")
                 self.task.set_progress(value[0])
 
-        self.status.setText(f"Simulating the sample dataset (first time only): 0/{total} "
-                            "subjects, about 10 s each…")
-        task = Task(body, desc="simulating sample dataset", total=total, on_yield=progress,
-                    on_done=lambda r: self.open_dataset(r) if isinstance(r, Path) else None)
+        def done(result):
+            if isinstance(result, Path):
+                offer.setVisible(False)
+                self.open_dataset(result)
+            else:
+                offer.failed()
+
+        offer.setVisible(True)
+        offer.begin()
+        self.status.setText(f"Simulating the sample data: 0 of {offer.total} people "
+                            f"({offer.eta.text()})…")
+        task = Task(body, desc="simulating the sample data", total=offer.total,
+                    on_yield=progress, on_done=done)
         holder["task"] = task
         self._run(task)
 
     # -- one scan ----------------------------------------------------------------------------
-    def _scan_dialog(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "DICOM series folder (Cancel: a file)")
-        if not path:
-            path, _ = QFileDialog.getOpenFileName(self, "NIfTI or DICOM file")
+    def _nifti_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "NIfTI file (or one DICOM file)", "",
+                                              "NIfTI (*.nii *.nii.gz);;DICOM (*.dcm);;all (*)")
+        if path:
+            self.open_scan(path)
+
+    def _dicom_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "DICOM series folder")
         if path:
             self.open_scan(path)
 
@@ -442,8 +477,13 @@ class ScannerDataDock(TaskDock, QWidget):
 
     # -- jobs --------------------------------------------------------------------------------
     def _run(self, task: Task) -> None:
+        def failed(_failure) -> str:
+            if self.sample_offer.bar.isVisible():  # the offer stands again
+                self.sample_offer.failed()
+            return "Failed; see the notification."
+
         self._run_task(task, busy="The dock is still busy; wait for the current step.",
-                       failed=lambda _: "Failed; see the notification.")
+                       failed=failed)
 
     def _set_busy(self, busy: bool) -> None:
         training = self.session.running is not None

@@ -273,8 +273,11 @@ class TaskDock:
         if event.type() == QEvent.Type.ParentChange:
             if self.parent() is None:  # type: ignore[attr-defined]
                 self.shutdown()
-            else:  # docked: its tab must read its name
-                from napari_petite._widgets.layout import literal_tab_title
+            else:  # docked: its tab must read its name, beside the other docks' tabs
+                from qtpy.QtCore import QTimer
+
+                from napari_petite._widgets.layout import literal_tab_title, tab_with_siblings
 
                 literal_tab_title(self)  # type: ignore[arg-type]
+                QTimer.singleShot(0, lambda: tab_with_siblings(self, TaskDock))  # once placed
         return super().event(event)  # type: ignore[misc]

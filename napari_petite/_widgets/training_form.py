@@ -70,8 +70,7 @@ class TrainingSettings(QWidget):
         box = QGroupBox("How long")
         main = QGridLayout(box)
         for i, (label, widget) in enumerate((("train for", self.steps),
-                                             ("check on the validation subject every",
-                                              self.val_every))):
+                                             ("validate every", self.val_every))):
             main.addWidget(QLabel(label), i, 0)
             main.addWidget(widget, i, 1)
         self.advanced = Collapsible("Advanced: learning rate, patch, batch, device, seed",

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import write_nifti
 from test_orientation import AFFINES, marked
-from test_widgets import ARTIFACTS, gui_dataset, unetr_base  # noqa: F401 (fixtures)
+from test_widgets import ARTIFACTS, drawn, gui_dataset, unetr_base  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.gui
 
@@ -32,12 +32,18 @@ def _open(qtbot, data, path):
 
 
 def _marker_on_screen(viewer, qtbot) -> tuple[float, float]:
-    """Where the bright marker is on the canvas, as fractions of (height, width)."""
-    qtbot.wait(50)
+    """Where the bright marker is on the canvas, as fractions of (height, width): the
+    pixels in the colormap's brightest (yellow) colours, not the white letters, outside the
+    colour bar's corner (top right)."""
+    qtbot.wait(300)  # napari re-slices on the next turns of the event loop
     image = np.asarray(viewer.screenshot(canvas_only=True, flash=False))[..., :3].astype(float)
-    bright = image.sum(-1)
-    rows, cols = np.nonzero(bright > 0.8 * bright.max())
-    return rows.mean() / bright.shape[0], cols.mean() / bright.shape[1]
+    r, g, b = image[..., 0], image[..., 1], image[..., 2]
+    yellow = (r > 200) & (g > 170) & (b < r - 40)
+    h, w = yellow.shape
+    yellow[: int(0.3 * h), int(0.55 * w):] = False  # the bar and its units line
+    rows, cols = np.nonzero(yellow)
+    assert rows.size > 20, "the marker is not on screen"
+    return rows.mean() / h, cols.mean() / w
 
 
 def _dicom_affine(orientation, spacing, origin) -> np.ndarray:
@@ -86,6 +92,7 @@ def test_marker_lands_where_a_pet_reader_expects_it(make_napari_viewer, qtbot, t
         comp.views.mip.setChecked(True)  # the marker is on screen in every view
         for view in ("axial", "coronal", "sagittal"):
             comp.views.orientation.setCurrentText(view)
+            drawn(qtbot, comp)
             row, col = _marker_on_screen(viewer, qtbot)
             assert row < 0.5 and col < 0.5, (name, view, row, col)
             overlays = viewer.canvas.overlays
@@ -98,6 +105,7 @@ def test_marker_lands_where_a_pet_reader_expects_it(make_napari_viewer, qtbot, t
             viewer.window._qt_window.grab().save(
                 str(ARTIFACTS / f"orientation-{name.replace(' ', '-')}-{view}.png"))
         comp.views.mip.setChecked(False)
+        drawn(qtbot, comp)
         viewer.layers.remove(layer)
 
 
@@ -168,10 +176,14 @@ def test_panels_units_windows_and_crosshair_come_from_one_state(
     assert tuple(viewer.canvas.grid.shape) == (1, 3)
 
     # units: one state for the bars' units line, the read-out and the crosshair
-    units = viewer.canvas.overlays[UNITS_KEY]
-    assert units.text == "Bq/mL" and units.visible
+    def units() -> str:  # the line beside every colour bar
+        overlay = viewer.canvas.overlays.get(UNITS_KEY)
+        return overlay.text if overlay is not None and overlay.visible else ""
+
+    assert units() == "Bq/mL"
     width, height = viewer.canvas.size[1], viewer.canvas.size[0]
     _click(viewer, width / 6, height / 2)  # the middle of the first panel
+    drawn(qtbot, comp)
     position = comp.crosshair.position
     assert position is not None
     values = comp.crosshair.values()
@@ -182,15 +194,18 @@ def test_panels_units_windows_and_crosshair_come_from_one_state(
     assert len(marks) == 3 and all(m.visible for m in marks)
     assert {str(m.text.string.constant) for m in marks} == set(values.values())
     comp.suv.setChecked(True)
-    assert units.text == "SUV"
+    drawn(qtbot, comp)
+    assert units() == "SUV"
     assert all(v.endswith(" SUV") for v in comp.crosshair.values().values())
     assert comp.readout.text().endswith("SUV")
     comp.suv.setChecked(False)
-    assert units.text == "Bq/mL" and comp.readout.text().endswith("Bq/mL")
+    drawn(qtbot, comp)
+    assert units() == "Bq/mL" and comp.readout.text().endswith("Bq/mL")
     assert all(v.endswith(" Bq/mL") for v in comp.crosshair.values().values())
 
     # one window for the panels of one quantity; presets in SUV; auto after a preset
     comp.suv.setChecked(True)
+    drawn(qtbot, comp)
     auto = tuple(full.contrast_limits)
     comp.views.window.setCurrentText("brain SUV 0–15")
     assert all(tuple(p.contrast_limits) == pytest.approx((0, 15)) for p in panels)
@@ -201,6 +216,7 @@ def test_panels_units_windows_and_crosshair_come_from_one_state(
     assert comp.views.window.currentText() == "window: dragged"
     x, y = width / 6, height / 2
     _click(viewer, x, y, Qt.MouseButton.RightButton, drag=(40, 0))  # wider window
+    drawn(qtbot, comp)
     lo, hi = low.contrast_limits
     assert hi - lo > 6.5 * 1.1 and all(tuple(p.contrast_limits) == pytest.approx((lo, hi))
                                        for p in panels)
@@ -210,16 +226,19 @@ def test_panels_units_windows_and_crosshair_come_from_one_state(
     comp.views.link.setChecked(True)
     comp.views.window.setCurrentText("window: auto")
     comp.suv.setChecked(False)
+    drawn(qtbot, comp)
 
     # MIP follows the orientation and leaves nothing behind
     comp.views.orientation.setCurrentText("sagittal")
     comp.views.mip.setChecked(True)
     comp.views.orientation.setCurrentText("axial")
+    drawn(qtbot, comp)
     assert all(p.projection_mode == "max" for p in panels)
     thick = viewer.dims.thickness
     assert thick[0] >= low.data.shape[0] * low.scale[0] and thick[1] == thick[2] == 0
     mip_window = tuple(low.contrast_limits)
     comp.views.mip.setChecked(False)
+    drawn(qtbot, comp)
     assert all(p.projection_mode == "none" for p in panels)
     assert tuple(viewer.dims.thickness) == (0, 0, 0)
     assert tuple(low.contrast_limits) != pytest.approx(mip_window)
@@ -227,17 +246,20 @@ def test_panels_units_windows_and_crosshair_come_from_one_state(
     # the difference: symmetric, its range beside the bar
     comp.show_difference()
     qtbot.waitUntil(lambda: comp.comparison.mode == "difference", timeout=30_000)
+    drawn(qtbot, comp)
     diff = comp.comparison.difference
     lo, hi = diff.contrast_limits
     assert lo == -hi > -1e9 and hi > 0 and visible() == {diff.name}
-    assert units.text.startswith("Δ Bq/mL, ±") and not comp.views.mip.isEnabled()
+    assert units().startswith("Δ Bq/mL, ±") and not comp.views.mip.isEnabled()
     viewer.window._qt_window.grab().save(str(ARTIFACTS / "reading-difference.png"))
 
     # the overlay recolours its own two layers only
     comp.show_overlay()
+    drawn(qtbot, comp)
     assert truth.colormap.name == "inferno" and low.colormap.name == "inferno"
     assert full.colormap.name == "green" and recon.colormap.name == "magenta"
     comp.show_grid()
+    drawn(qtbot, comp)
     assert full.colormap.name == "inferno" and visible() == {p.name for p in panels}
     viewer.window._qt_window.grab().save(str(ARTIFACTS / "reading-grid-1366.png"))
 
@@ -253,6 +275,7 @@ def test_panels_units_windows_and_crosshair_come_from_one_state(
     from test_widgets import _load
 
     _load(qtbot, viewer, comp.viewer and _data_dock(viewer), gui_dataset, subject="sub-01")
+    drawn(qtbot, comp)
     assert comp.low.currentText() == "tgt/sub-01 low"
     assert comp.roi.table.rowCount() == 0 and comp.table.columnCount() == 0
     assert comp.comparison.shown == [viewer.layers["tgt/sub-01 low"],

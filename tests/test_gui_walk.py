@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 from conftest import pet_like, write_nifti
-from test_widgets import ARTIFACTS, gui_dataset, unetr_base  # noqa: F401 (fixtures)
+from test_widgets import ARTIFACTS, gui_dataset, unetr_base, written  # noqa: F401
 
 pytestmark = pytest.mark.gui
 #: the longest the event loop may go without running while work happens in the workers
@@ -144,7 +144,7 @@ def test_walk(make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path,  # n
         _click(qtbot, comp.roi.measure_button)
         assert comp.roi.table.rowCount() == len(comp.roi.results) >= 3
         _shot(window, f"walk-{tag}-3-compared")
-        out = comp.export_nifti(tmp_path / f"recon-{tag}.nii.gz")
+        out = written(qtbot, comp.export_nifti(tmp_path / f"recon-{tag}.nii.gz"))
         assert out is not None and out.is_file()
         for name, p99 in stalls.items():
             assert p99 < STALL_MS, (name, stalls)

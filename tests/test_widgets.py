@@ -81,8 +81,23 @@ def _load(qtbot, viewer, data, gui_dataset, subject="sub-02"):
     item = next(top.child(i) for i in range(top.childCount()) if top.child(i).text(0) == subject)
     data.tree.setCurrentItem(item)
     data.load_selected()
-    qtbot.waitUntil(lambda: f"tgt/{subject} low" in viewer.layers, timeout=20_000)
+    qtbot.waitUntil(lambda: f"tgt/{subject} low" in viewer.layers and data.is_idle,
+                    timeout=20_000)  # every layer added (one per turn of the event loop)
     return viewer.layers[f"tgt/{subject} low"]
+
+
+def drawn(qtbot, comp) -> None:
+    """Wait until the compare dock's work is done and its comparison is drawn (it draws in
+    steps, one per turn of the event loop, so the GUI never stalls)."""
+    qtbot.waitUntil(lambda: comp.settled, timeout=60_000)
+
+
+def written(qtbot, task):
+    """The path an export (written in a worker) gave, or None when it was refused."""
+    if task is None:
+        return None
+    qtbot.waitUntil(lambda: not task.running, timeout=60_000)
+    return task.result if isinstance(task.result, Path) else None
 
 
 def _base_reconstruction(make_napari_viewer, qtbot, gui_dataset, unetr_base):
@@ -94,6 +109,7 @@ def _base_reconstruction(make_napari_viewer, qtbot, gui_dataset, unetr_base):
     comp.model.setCurrentIndex(comp.model.findData("base model"))
     comp.reconstruct()
     qtbot.waitUntil(lambda: comp.recon_layer is not None and comp.is_idle, timeout=60_000)
+    drawn(qtbot, comp)
     return viewer, comp, low
 
 
@@ -226,6 +242,7 @@ def test_full_flow(make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path,
     comp.reconstruct()
     qtbot.waitUntil(lambda: comp.recon_layer.name != base_layer.name and comp.is_idle,
                     timeout=60_000)
+    drawn(qtbot, comp)
     recon = comp.recon_layer
     assert base_layer.name in viewer.layers and recon.name == f"reconstructed · {names[-1]}"
     assert np.allclose(recon.scale, low.scale)
@@ -245,25 +262,25 @@ def test_full_flow(make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path,
     assert tuple(full.contrast_limits) == pytest.approx((2.0, 555.0))
     comp.show_difference()  # computed in a worker
     qtbot.waitUntil(lambda: comp.comparison.mode == "difference", timeout=30_000)
+    drawn(qtbot, comp)
     diff = next(lay for lay in viewer.layers if lay.name.startswith("difference"))
     lo, hi = diff.contrast_limits
     assert lo == pytest.approx(-hi) and hi > 0 and diff.colormap.name == "RdBu_r"
     comp.show_overlay()
+    drawn(qtbot, comp)
     assert recon.blending == "additive" and not viewer.canvas.grid.enabled
 
     # export round trip; never over an input
-    out = comp.export_nifti(tmp_path / "out" / "recon.nii.gz")
+    out = written(qtbot, comp.export_nifti(tmp_path / "out" / "recon.nii.gz"))
     back, src = read_volume(out), read_volume(subject.low)
     assert np.allclose(back.affine, src.affine) and np.allclose(back.data, recon.data)
     n_errors = len(_errors())
-    assert comp.export_nifti(subject.low, overwrite=True) is None
+    assert written(qtbot, comp.export_nifti(subject.low, overwrite=True)) is None
     assert len(_errors()) == n_errors + 1
     assert read_volume(subject.low).data.shape == src.data.shape  # input untouched
     reports = []
     for name in ("report.png", "report.pdf"):  # drawn in a worker: the GUI stays live
-        task = comp.export_report(tmp_path / "out" / name)
-        qtbot.waitUntil(lambda task=task: not task.running, timeout=60_000)
-        reports.append(task.result)
+        reports.append(written(qtbot, comp.export_report(tmp_path / "out" / name)))
     png, pdf = reports
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert pdf.read_bytes()[:5] == b"%PDF-"
@@ -283,8 +300,8 @@ def test_full_flow(make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path,
     doc = json.loads((tmp_path / "batch" / "tgt" / "metrics.json").read_text())
     assert [r["subject"] for r in doc["subjects"]] == ["sub-02"]
     assert doc["model"].startswith(names[-1])
-    written = read_volume(tmp_path / "batch" / "tgt" / "sub-02_reconstructed.nii.gz")
-    assert np.allclose(written.affine, src.affine)
+    batch = read_volume(tmp_path / "batch" / "tgt" / "sub-02_reconstructed.nii.gz")
+    assert np.allclose(batch.affine, src.affine)
 
 
 def test_a_run_stopped_before_it_improved_keeps_the_previous_model(
@@ -489,6 +506,7 @@ def test_comparison_is_labelled_oriented_and_warns_on_training_subjects(
     comp.low.setCurrentText(low.name)
     comp.reconstruct()
     qtbot.waitUntil(lambda: comp.recon_layer is not None and comp.is_idle, timeout=60_000)
+    drawn(qtbot, comp)
     assert "sub-00 is a subject this model trained on" in comp.status.text()
     shown = [lay for lay in viewer.layers if lay.visible]
     assert len(shown) == 3 and viewer.canvas.grid.enabled
@@ -496,12 +514,16 @@ def test_comparison_is_labelled_oriented_and_warns_on_training_subjects(
     from napari_petite._widgets.views import UNITS_KEY
 
     assert viewer.canvas.overlays[UNITS_KEY].text == "Bq/mL"  # beside every colour bar
+    drawn(qtbot, comp)
     comp.views.orientation.setCurrentText("coronal")
+    drawn(qtbot, comp)
     assert tuple(viewer.dims.order) == (1, 0, 2)
     comp.views.mip.setChecked(True)
+    drawn(qtbot, comp)
     assert all(lay.projection_mode == "max" for lay in shown)
     assert viewer.dims.thickness[1] > 10  # through the whole volume
     comp.views.mip.setChecked(False)
+    drawn(qtbot, comp)
     assert all(lay.projection_mode == "none" for lay in shown)
 
 

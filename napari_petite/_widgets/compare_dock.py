@@ -31,6 +31,7 @@ from napari_petite._widgets.metrics_table import MetricsTable
 from napari_petite._widgets.model_choice import BASE, ModelChoice, recon_name
 from napari_petite._widgets.roi_panel import ROIPanel, subject_images
 from napari_petite._widgets.state import ROLE_KEY, session_for, short_name
+from napari_petite._widgets.steps import Steps
 from napari_petite._widgets.tasks import Task, TaskDock, notify_failure
 from napari_petite._widgets.units import unit_label
 from napari_petite._widgets.view_controls import ViewControls
@@ -115,6 +116,7 @@ class CompareDock(TaskDock, QWidget):
         self.choice.scans_changed.connect(self._scans_changed)
         self.side_task: Task | None = None  # difference maps and reports, beside self.task
         self._last_folder: Path | None = None
+        self._suv_steps = Steps(self)
         self._set_busy(False)
         self.stop_on_destroy()
 
@@ -369,7 +371,7 @@ class CompareDock(TaskDock, QWidget):
                                 f"{unit_label(recon)} at the ends of the bar.")
 
         self.status.setText("Computing the difference…")
-        self.side_task = Task(body, desc="difference", on_done=done, progress=False).start()
+        self.side_task = Task(body, desc="difference", on_done=done).start()
 
     def _hover(self, viewer, event) -> None:
         """One read-out for all panels: each panel's value at the cursor, with its unit."""
@@ -391,19 +393,32 @@ class CompareDock(TaskDock, QWidget):
     def suv(self):
         return self.views.suv
 
+    @property
+    def settled(self) -> bool:
+        """Nothing is computing or waiting to be drawn: the screen shows what was asked."""
+        return self.is_idle and self.comparison.settled and self._suv_steps.idle and \
+            self.crosshair.settled and (self.side_task is None or not self.side_task.running)
+
     # -- SUV ---------------------------------------------------------------------------------
     def _suv_toggled(self, on: bool) -> None:
-        from napari_petite._widgets.units import show_all_in_suv
+        """Every layer that can into SUV (or back), one layer per turn of the event loop;
+        then the window, the units, the crosshair values and the read-out follow."""
+        from napari_petite._widgets.units import suv_switches
 
-        with self.comparison.owning():
-            changed = show_all_in_suv(self.viewer, on)
-        self.comparison.units_changed()
-        if self.crosshair.position is not None:
-            self.crosshair.set(self.crosshair.position)
-        self._hover(self.viewer, None)  # the read-out in the new units at once
-        self.status.setText(f"{changed} layer(s) now in {'SUV' if on else 'their file units'}."
-                            if changed else "No layer has an SUV factor (DICOM tags or the "
-                            "dataset's meta.json give one).")
+        switches = suv_switches(self.viewer, on)
+
+        def after() -> None:
+            self.comparison.units_changed()
+            if self.crosshair.position is not None:
+                self.crosshair.set(self.crosshair.position)
+            self._hover(self.viewer, None)  # the read-out in the new units at once
+            self.status.setText(
+                f"{len(switches)} layer(s) now in {'SUV' if on else 'their file units'}."
+                if switches else "No layer has an SUV factor (DICOM tags or the dataset's "
+                "meta.json give one).")
+
+        # its own queue: a redraw asked for meanwhile must not drop a layer's conversion
+        self._suv_steps.run([self.comparison.owned(s) for s in switches] + [after])
 
     def _suv_new_layer(self, event) -> None:
         if self.views.suv.isChecked():
@@ -445,10 +460,31 @@ class CompareDock(TaskDock, QWidget):
         if self._chosen(path):
             self.export_nifti(path, overwrite=True)
 
-    def export_nifti(self, path, overwrite: bool = False) -> Path | None:
-        """Write the reconstruction as NIfTI (never over an input)."""
+    def export_nifti(self, path, overwrite: bool = False) -> Task | None:
+        """Write the reconstruction as NIfTI (never over an input), in a worker; the task's
+        ``result`` is the path written."""
         layer = self._recon_or_fail()
-        return None if layer is None else exports.nifti(self.viewer, layer, path, overwrite)
+        return None if layer is None else self._write(
+            "Reconstruction", exports.nifti_job(self.viewer, layer, path, overwrite))
+
+    def _write(self, what: str, write) -> Task | None:
+        """Run ``write`` (an exports job) in a worker beside the dock's main task."""
+        if self.side_task is not None and self.side_task.running:
+            notify_failure(PetiteError("A report, an export or a difference is still being "
+                                       "made; wait a moment."))
+            return None
+
+        def body(_control):
+            yield "writing"
+            return write()
+
+        def done(result):
+            if isinstance(result, Path):
+                self.status.setText(f"{what} written: {result.name} (in {result.parent}).")
+
+        self.status.setText(f"Writing: {what.lower()}…")
+        self.side_task = Task(body, desc=what, on_done=done).start()
+        return self.side_task
 
     def _dicom_dialog(self) -> None:
         if self._recon_or_fail() is None:
@@ -458,10 +494,11 @@ class CompareDock(TaskDock, QWidget):
         if self._chosen(folder):
             self.export_dicom(folder)
 
-    def export_dicom(self, folder, overwrite: bool = False) -> Path | None:
-        """Write the reconstruction as a derived DICOM series."""
+    def export_dicom(self, folder, overwrite: bool = False) -> Task | None:
+        """Write the reconstruction as a derived DICOM series, in a worker."""
         layer = self._recon_or_fail()
-        return None if layer is None else exports.dicom(layer, folder, overwrite)
+        return None if layer is None else self._write(
+            "DICOM series", exports.dicom_job(layer, folder, overwrite))
 
     def _report_dialog(self) -> None:
         if self._recon_or_fail() is None:
@@ -473,30 +510,12 @@ class CompareDock(TaskDock, QWidget):
 
     def export_report(self, path, overwrite: bool = False) -> Task | None:
         """Write the report of the scan and every model reconstructed on it, drawn in a
-        worker; the returned task's ``result`` is the written path (None on failure)."""
+        worker; the returned task's ``result`` is the written path."""
         if self._recon_or_fail() is None or self._trio()[0] is None:
             return None
-        if self.side_task is not None and self.side_task.running:
-            notify_failure(PetiteError("A report or difference is still being made; wait a "
-                                       "moment."))
-            return None
-        write = exports.report_job(self.viewer, self.session, self._trio(), self._columns,
-                                   self.roi.results, path, overwrite)
-
-        def body(_control):
-            yield "drawing"
-            return write()
-
-        def done(result):
-            from napari.utils.notifications import show_info
-
-            if isinstance(result, Path):
-                self.status.setText(f"Report written: {result.name}.")
-                show_info(f"Report written to {result}.")
-
-        self.status.setText(f"Writing the report {Path(path).name}…")
-        self.side_task = Task(body, desc="report", on_done=done, progress=False).start()
-        return self.side_task
+        return self._write("Report", exports.report_job(
+            self.viewer, self.session, self._trio(), self._columns, self.roi.results, path,
+            overwrite))
 
     def _batch_dialog(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder for the test-subject exports")
@@ -543,14 +562,17 @@ class CompareDock(TaskDock, QWidget):
             self.status.setText("Stopped; the volumes exported so far are kept, without a "
                                 "metrics.json.")
         elif isinstance(result, tuple):
-            from napari.utils.notifications import show_info
-
             self.status.setText(f"Exported {result[0]} test subject(s) to {result[1]}.")
-            show_info(self.status.text())
 
     # -- tasks -----------------------------------------------------------------------------
     def _tasks(self) -> tuple[Task | None, ...]:
         return (self.task, self.side_task)
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Also drop the drawing still waiting: its widgets are going away."""
+        for steps in (self.comparison.steps, self.crosshair.steps, self._suv_steps):
+            steps.stop()
+        super().shutdown(timeout)
 
     def _start(self, task: Task) -> None:
         self._run_task(task, busy="Still working; wait or press Stop.",

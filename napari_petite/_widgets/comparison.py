@@ -20,6 +20,7 @@ from qtpy.QtCore import QObject, Signal
 
 from napari_petite._widgets import views
 from napari_petite._widgets.state import ROLE_KEY, unwrap
+from napari_petite._widgets.steps import Steps
 from napari_petite._widgets.units import unit_label
 
 #: the window choices besides the presets of :data:`views.WINDOWS`
@@ -54,6 +55,11 @@ class Comparison(QObject):
         self.custom: tuple[float, float] | None = None  # (lo, hi) in the panels' units
         self.linked = True
         self.overlays: list[Callable[[object], list]] = []  # per panel: layers drawn over it
+        #: per drawing: steps that must run first (e.g. make what is drawn over new panels),
+        #: and steps that run last (e.g. show what is drawn over the panels again)
+        self.preparers: list[Callable[[list], list]] = []
+        self.finishers: list[Callable[[], list]] = []
+        self.steps = Steps(self)
         self._own = 0  # >0 while this object changes layers itself
         layers = self.viewer.layers
         layers.events.inserted.connect(self._inserted)
@@ -101,40 +107,87 @@ class Comparison(QObject):
             affine = affine_from_spacing(ref.scale[-3:] if ref is not None else (1, 1, 1))
         return plan(affine, self.view)
 
+    @property
+    def settled(self) -> bool:
+        """Everything asked for is drawn (the drawing steps have all run)."""
+        return self.steps.idle
+
+    def owned(self, step: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            with self.owning():
+                step()
+
+        run.__qualname__ = getattr(step, "__qualname__", "step")
+        return run
+
     def show(self, mode: str | None = None) -> None:
-        """Draw the comparison in ``mode`` (default: the current one, else side by side)."""
+        """Draw the comparison in ``mode`` (default: the current one, else side by side),
+        in steps (:mod:`.steps`), each one change and a repaint: what is drawn over the
+        panels, the layout, each panel's name and colour bar, the window, the units, the
+        orientation letters, the slice position."""
         self.mode = mode or self.mode or GRID
         shown = self.shown
         if not shown:
             self.mode = None
             return
+        todo = [step for prepare in self.preparers for step in prepare(shown)]
+        todo += self._layout_steps(shown)
+        todo += [lambda lay=lay: self._label(lay) for lay in self._labelled(shown)]
+        todo += [self._refit, self._window_step, self._describe_units,
+                 *[lambda side=side: self._markers((side,))
+                   for side in ("top", "left", "bottom", "right")], self._slice_moved]
+        todo += [step for finish in self.finishers for step in finish()]
+        self.steps.run([self.owned(step) for step in todo], replace=True)
+
+    def _layout_steps(self, shown) -> list:
+        """Which layers are on screen and where. The orientation letters and the units are
+        blanked first: napari rebuilds visible canvas overlays for every grid cell when the
+        grid changes, and they are filled in again at the end."""
         viewer = self.viewer
-        with self.owning():
-            p = self.plan()
-            views.orient(viewer, p)
-            if self.mode == DIFFERENCE and self.difference is not None:
-                views.only(viewer, [self.difference])
-                viewer.canvas.grid.enabled = False
-                views.label([self.difference])
-            elif self.mode == OVERLAY and len(shown) > 1:
-                recon = next((lay for lay in reversed(shown)  # the newest model's
-                              if kind(lay) == "reconstructed"), shown[-1])
-                reference = shown[-1] if kind(shown[-1]) == "full" else shown[0]
-                views.overlay(viewer, reference, recon)
-            else:
-                self.mode = GRID
-                views.pet_look(shown)
-                ordered = views.grid_order(viewer, shown)
-                views.grid(viewer, [[lay, *self._drawn_over(lay)] for lay in ordered])
-                views.label(shown)
+
+        def blank() -> None:
+            views.markers(viewer, None)
+            views.units_line(viewer, "")
+            views.orient(viewer, self.plan())
+
+        def reset() -> None:
             viewer.scale_bar.visible = True  # in mm: the layers' units (io.layers)
-            views.markers(viewer, p.markers)
-            self._projection()
-            self.apply_window()
-            self._describe_units()
-            self._slice_moved()
-            self._refit()
             viewer.reset_view()
+
+        if self.mode == DIFFERENCE and self.difference is not None:
+            diff = self.difference
+
+            def alone() -> None:
+                views.only(viewer, [diff])
+                viewer.canvas.grid.enabled = False
+
+            return [blank, alone, reset]
+        if self.mode == OVERLAY and len(shown) > 1:
+            recon = next((lay for lay in reversed(shown)  # the newest model's
+                          if kind(lay) == "reconstructed"), shown[-1])
+            reference = shown[-1] if kind(shown[-1]) == "full" else shown[0]
+            return [blank, lambda: views.overlay(viewer, reference, recon), reset]
+        self.mode = GRID
+        ordered = views.grid_order(viewer, shown)
+        cells = [[lay, *self._drawn_over(lay)] for lay in ordered]
+        return [blank, lambda: views.pet_look(shown), *views.grid_steps(viewer, cells), reset]
+
+    def _labelled(self, shown) -> list:
+        if self.mode == DIFFERENCE and self.difference is not None:
+            return [self.difference]
+        return list(shown) if self.mode == GRID else []
+
+    def _label(self, layer) -> None:
+        if layer in self.viewer.layers:
+            views.label([layer])
+
+    def _window_step(self) -> None:
+        self._projection()
+        self.apply_window()
+
+    def _markers(self, sides) -> None:
+        marks = self.plan().markers
+        views.markers(self.viewer, {side: marks[side] for side in sides}, sides)
 
     def _drawn_over(self, layer) -> list:
         return [lay for make in self.overlays for lay in make(layer)]
@@ -148,23 +201,27 @@ class Comparison(QObject):
     def set_view(self, view: str) -> None:
         """Axial, coronal or sagittal; the MIP (if on) follows into the new view."""
         self.view = view
-        if self.mode is not None:
-            with self.owning():
-                views.orient(self.viewer, self.plan())
-                views.markers(self.viewer, self.plan().markers)
-                self._projection()
-                if self.window == AUTO:
-                    self.apply_window()
-                self._slice_moved()
-                self.viewer.reset_view()
+        if self.mode is None:
+            return
+
+        def orient() -> None:
+            views.orient(self.viewer, self.plan())
+            self.viewer.reset_view()
+
+        def window() -> None:
+            self._projection()
+            if self.window == AUTO:
+                self.apply_window()
+
+        self.steps.run([self.owned(step) for step in (
+            orient, lambda: self._markers(("top", "bottom")),
+            lambda: self._markers(("left", "right")), window, self._slice_moved)])
 
     def set_mip(self, on: bool) -> None:
         self.mip = on
         if self.mode is not None:
-            with self.owning():
-                self._projection()
-                if self.window == AUTO:
-                    self.apply_window()
+            self.steps.run([self.owned(self._projection),
+                            self.owned(lambda: self.window == AUTO and self.apply_window())])
 
     def _projection(self) -> None:
         axis = self.plan().sliced if self.mip and self.mode != DIFFERENCE else None

@@ -16,6 +16,7 @@ import numpy as np
 
 from napari_petite._widgets.comparison import CUSTOM, GRID, Comparison
 from napari_petite._widgets.state import ROLE_KEY
+from napari_petite._widgets.steps import Steps
 
 #: the cross's colour (cyan reads on the PET colormap's black and yellow alike)
 COLOR = "#40e0ff"
@@ -31,7 +32,10 @@ class Crosshair:
         self.viewer = comparison.viewer
         self.position: tuple[float, ...] | None = None  # world (mm), 3D
         self.marks: dict[int, object] = {}  # id(panel) -> its Points layer
+        self.steps = Steps(comparison)
         comparison.overlays.append(self._over)
+        comparison.preparers.append(self._prepare)
+        comparison.finishers.append(self._draw_steps)
         self.viewer.mouse_drag_callbacks.append(self._drag)
         self.viewer.dims.events.current_step.connect(self._follow_slice)
         self.viewer.layers.events.removed.connect(self._removed)
@@ -54,9 +58,14 @@ class Crosshair:
         return out
 
     def set(self, position) -> None:
-        """Mark ``position`` (world, mm) in every panel, with each panel's value there."""
+        """Mark ``position`` (world, mm) in every panel, with each panel's value there (one
+        panel per turn of the event loop; a newer position replaces what is still waiting)."""
         self.position = tuple(float(c) for c in position)
         self._draw()
+
+    @property
+    def settled(self) -> bool:
+        return self.steps.idle
 
     def clear(self) -> None:
         self.position = None
@@ -64,25 +73,45 @@ class Crosshair:
             if mark in self.viewer.layers:
                 mark.visible = False
 
+    def _prepare(self, panels) -> list:
+        """Steps making the (hidden) cross of every panel that has none yet, one per step,
+        before the grid is laid out (each cross shares its panel's cell)."""
+        return [lambda p=panel: self._mark_of(p) for panel in panels
+                if self.marks.get(id(panel)) not in self.viewer.layers]
+
+    def _mark_of(self, panel):
+        if panel not in self.viewer.layers:  # removed before this step ran
+            return None
+        mark = self.marks.get(id(panel))
+        if mark is None or mark not in self.viewer.layers:
+            mark = self.marks[id(panel)] = self._new_mark(panel)
+        return mark
+
     def _draw(self) -> None:
+        self.steps.run(self._draw_steps(), replace=True)
+
+    def _draw_steps(self) -> list:
+        """One step per panel's cross (each moves it, writes its value and shows it)."""
         comparison = self.comparison
         if self.position is None or comparison.mode != GRID:
-            return
+            return [lambda: [setattr(m, "visible", False) for m in self.marks.values()
+                             if m in self.viewer.layers and m.visible]]
         values = self.values()
-        added = False
-        with comparison.owning():
-            for panel in comparison.shown:
-                mark = self.marks.get(id(panel))
-                if mark is None or mark not in self.viewer.layers:
-                    mark = self._new_mark(panel)
-                    self.marks[id(panel)] = mark
-                    added = True
-                point = np.asarray(panel.world_to_data(self.position))[None]
-                mark.data = point
+        panels = comparison.shown
+        if any(self.marks.get(id(p)) not in self.viewer.layers for p in panels):
+            # a panel came without its cross: lay the grid out again with it
+            return [comparison.show]
+
+        def draw(panel) -> None:
+            mark = self.marks.get(id(panel))
+            if mark is None or mark not in self.viewer.layers or self.position is None:
+                return
+            with comparison.owning():
+                mark.data = np.asarray(panel.world_to_data(self.position))[None]
                 mark.text.string = {"constant": values.get(panel.name, "")}
                 mark.visible = True
-        if added:  # the new layers must join their panels' cells
-            comparison.show()
+
+        return [lambda p=panel: draw(p) for panel in panels]
 
     def _new_mark(self, panel):
         with self.comparison.owning():
@@ -92,7 +121,8 @@ class Crosshair:
                 face_color=COLOR, border_width=0, text={"string": {"constant": ""}, "color": COLOR,
                                       "size": 9, "anchor": "upper_left",
                                       "translation": [0, -3, 3]},
-                metadata={ROLE_KEY: {"kind": "crosshair", "panel": panel.name}})
+                metadata={ROLE_KEY: {"kind": "crosshair", "panel": panel.name}},
+                visible=False)
         mark.name_overlay.visible = False
         mark.editable = False
         return mark
@@ -108,9 +138,13 @@ class Crosshair:
         self._draw()
 
     def _removed(self, event) -> None:
+        """A removed cross is forgotten; a removed panel takes its cross with it."""
         for key, mark in list(self.marks.items()):
             if mark is event.value:
                 del self.marks[key]
+        mark = self.marks.pop(id(event.value), None)
+        if mark is not None and mark in self.viewer.layers:
+            self.viewer.layers.remove(mark)
 
     # -- mouse -------------------------------------------------------------------------------
     def _drag(self, viewer, event):

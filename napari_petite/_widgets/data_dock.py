@@ -27,6 +27,7 @@ from napari_petite._widgets.first_run import ReaderChoice, SampleOffer
 from napari_petite._widgets.layout import scroll_layout
 from napari_petite._widgets.split_form import SplitForm
 from napari_petite._widgets.state import ROLE_KEY, session_for
+from napari_petite._widgets.steps import Steps
 from napari_petite._widgets.tasks import Task, TaskDock, notify_failure
 from napari_petite.errors import PetiteError
 
@@ -88,6 +89,7 @@ class ScannerDataDock(TaskDock, QWidget):
         self.split_form.changed.connect(self._update_split)
         self.status = QLabel()
         self.status.setWordWrap(True)
+        self.adding = Steps(self)  # layers are added one per turn of the event loop
         self.reader_choice = ReaderChoice()
         self.sample_offer = SampleOffer(SAMPLE_SCANNERS, SAMPLE_SUBJECTS,
                                         on_start=self.open_sample, on_browse=self._browse)
@@ -163,14 +165,15 @@ class ScannerDataDock(TaskDock, QWidget):
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Dataset folder", self.folder.text())
         if folder:
-            self.open_dataset(folder)
+            self.open_dataset_later(folder)
 
     def _open_typed(self) -> None:
         if self.folder.text().strip():
-            self.open_dataset(self.folder.text().strip())
+            self.open_dataset_later(self.folder.text().strip())
 
     def open_dataset(self, root) -> bool:
-        """Discover ``root`` and list it; problems are listed, not fatal. True when opened."""
+        """Discover ``root`` and list it at once (scripts and tests); problems are listed, not
+        fatal. True when opened. The dock's own buttons use :meth:`open_dataset_later`."""
         from napari_petite.io.dataset import discover
 
         try:
@@ -178,6 +181,22 @@ class ScannerDataDock(TaskDock, QWidget):
         except PetiteError as err:
             notify_failure(err)
             return False
+        self._show_dataset(dataset)
+        return True
+
+    def open_dataset_later(self, root) -> None:
+        """Discover ``root`` in a worker (it reads every subject's headers), then list it."""
+        def body(_control):
+            from napari_petite.io.dataset import discover
+
+            yield "reading"
+            return discover(root, strict=False)
+
+        self.status.setText(f"Reading the dataset {Path(root).name}…")
+        self._run(Task(body, desc="reading the dataset", on_done=lambda d: (
+            self._show_dataset(d) if d is not None and hasattr(d, "scanners") else None)))
+
+    def _show_dataset(self, dataset) -> None:
         self.folder.setText(str(dataset.root))
         self._fill(dataset)
         self.session.set_dataset(dataset)
@@ -186,7 +205,6 @@ class ScannerDataDock(TaskDock, QWidget):
         self.status.setText(f"Opened {dataset.root.name}: {len(dataset.scanners)} scanner(s), "
                             f"{n} subject(s). Choose a subject and load it, or go on to "
                             "'Fine-tune'.")
-        return True
 
     def _fill(self, dataset) -> None:
         self.tree.clear()
@@ -231,7 +249,7 @@ class ScannerDataDock(TaskDock, QWidget):
         simulating it (the first-run panel)."""
         folder = sample_dataset_dir()
         if folder.is_dir():
-            self.open_dataset(folder)
+            self.open_dataset_later(folder)
             return
         self.sample_offer.setVisible(True)
         self.status.setText("The sample data is not on this computer yet: see above.")
@@ -270,7 +288,7 @@ class ScannerDataDock(TaskDock, QWidget):
         def done(result):
             if isinstance(result, Path):
                 offer.setVisible(False)
-                self.open_dataset(result)
+                self.open_dataset_later(result)
             else:
                 offer.failed()
 
@@ -296,31 +314,35 @@ class ScannerDataDock(TaskDock, QWidget):
             self.open_scan(path)
 
     def open_scan(self, path, series: str | None = None) -> None:
-        """Open one scan as a layer; a DICOM folder of several PET series asks which one."""
-        from napari_petite.io.dicom import is_dicom_path, list_series
-
-        if series is None and is_dicom_path(path) and Path(path).is_dir():
-            try:
-                pets = [s for s in list_series(path) if s.modality == "PT"]
-            except PetiteError as err:
-                notify_failure(err)
-                return
-            if len(pets) > 1:
-                series = self._choose_series(pets)
-                if series is None:
-                    return
-
+        """Open one scan as a layer, read in a worker; a DICOM folder of several PET series
+        asks which one (the folder is listed in the worker too: a series of hundreds of
+        files takes seconds to list)."""
         def body(_control):
+            from napari_petite.io.dicom import is_dicom_path, list_series
             from napari_petite.io.layers import volume_to_layer_data
             from napari_petite.io.volumes import read_any
 
             yield "reading"
+            if series is None and is_dicom_path(path) and Path(path).is_dir():
+                pets = [s for s in list_series(path) if s.modality == "PT"]
+                if len(pets) > 1:
+                    return ("choose", pets)
             data, kwargs, kind = volume_to_layer_data(read_any(path, series=series))
             kwargs["metadata"][ROLE_KEY] = {"kind": "low"}  # what a scan is opened for
             return [(data, kwargs, kind)]
 
+        def done(result):
+            if isinstance(result, tuple) and result[0] == "choose":
+                chosen = self._choose_series(result[1])
+                if chosen is not None:
+                    self.open_scan(path, chosen)
+                else:
+                    self.status.setText("No series chosen; nothing was opened.")
+                return
+            self._add_layers(result)
+
         self.status.setText(f"Reading {Path(path).name}…")
-        self._run(Task(body, desc=f"reading {Path(path).name}", on_done=self._add_layers))
+        self._run(Task(body, desc=f"reading {Path(path).name}", on_done=done))
 
     def _choose_series(self, pets) -> str | None:
         from qtpy.QtWidgets import QInputDialog
@@ -444,36 +466,64 @@ class ScannerDataDock(TaskDock, QWidget):
                        on_done=self._add_layers))
 
     def _add_layers(self, result) -> None:
-        """Add the volumes read by a worker. Scans of one subject start with one window
-        (the full-count one's); the comparison in 'Reconstruct & compare' keeps its panels
-        on one window from then on (no colormap is linked: an overlay recolours only its
-        own two layers)."""
+        """Add the volumes read by a worker, one layer per turn of the event loop (each
+        addition costs a repaint). Scans of one subject start with one window (the
+        full-count one's); the comparison in 'Reconstruct & compare' keeps its panels on
+        one window from then on (no colormap is linked: an overlay recolours only its own
+        two layers)."""
         if not isinstance(result, list):
             return
-        images = []
-        limits = None
-        for data, kwargs, ltype in result:
+        from napari.layers import Image, Labels
+
+        added: list = []
+        limits = next((kw["contrast_limits"] for _, kw, t in result if t == "image"
+                       and kw["metadata"][ROLE_KEY]["kind"] == "full"),
+                      next((kw["contrast_limits"] for _, kw, t in result if t == "image"),
+                           None))
+
+        def add(data, kwargs, ltype) -> None:
             name = kwargs["name"]
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
+            old = next((lay for lay in self.viewer.layers if lay.name == name), None)
+            if old is not None and old.data.shape == data.shape and isinstance(
+                    old, Image if ltype == "image" else Labels):  # read again: new data in
+                # place (removing a layer and adding it again costs over a second)
+                old.data = data
+                old.metadata.clear()
+                old.metadata.update(kwargs["metadata"])
+                old.scale = kwargs["scale"]
+                if ltype == "image":
+                    old.contrast_limits = limits
+                    added.append(old)
+                return
+            if old is not None:
+                self.viewer.layers.remove(old)
             if ltype == "image":
-                if kwargs["metadata"][ROLE_KEY]["kind"] == "full" or limits is None:
-                    limits = kwargs["contrast_limits"]
-                images.append(self.viewer.add_image(data, **kwargs))
+                # the low-count scan is the one to read: full and truth are toggles
+                kwargs = {**kwargs, "contrast_limits": limits,
+                          "visible": kwargs["metadata"][ROLE_KEY]["kind"] == "low"}
+                added.append(self.viewer.add_image(data, **kwargs))
             else:
-                layer = self.viewer.add_labels(data, **kwargs)
-                layer.visible = False
-        for layer in images:
-            layer.contrast_limits = limits
-            # the low-count scan is the one to read: full and truth are toggles, not on top
-            if layer.metadata[ROLE_KEY]["kind"] != "low":
-                layer.visible = False
-        if images:
-            self.viewer.reset_view()
-            self.viewer.layers.selection.active = images[0]
-        spacing = " x ".join(f"{float(s):.3g}" for s in images[0].scale) if images else ""
-        self.status.setText(f"Loaded {len(result)} volume(s); scale = voxel spacing {spacing} "
-                            "mm (z, y, x)." if images else "")
+                self.viewer.add_labels(data, **kwargs, visible=False)
+
+        def finish() -> None:
+            images = [lay for lay in added if lay in self.viewer.layers]
+            if images:
+                self.viewer.reset_view()
+                self.viewer.layers.selection.active = images[0]
+            spacing = " x ".join(f"{float(s):.3g}" for s in images[0].scale) if images else ""
+            self.status.setText(f"Loaded {len(result)} volume(s); scale = voxel spacing "
+                                f"{spacing} mm (z, y, x)." if images else "")
+
+        self.adding.run([lambda item=item: add(*item) for item in result] + [finish])
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        self.adding.stop()  # layers still to add would land in a closing viewer
+        super().shutdown(timeout)
+
+    @property
+    def is_idle(self) -> bool:
+        """No worker runs and every layer read has been added."""
+        return TaskDock.is_idle.fget(self) and self.adding.idle
 
     # -- jobs --------------------------------------------------------------------------------
     def _run(self, task: Task) -> None:

@@ -1,9 +1,10 @@
 """Writing what the compare dock shows: the reconstruction as NIfTI or as a DICOM series, and
 the one-page report for the chart.
 
-Functions of the viewer, the session and the layers (no widgets); each turns a library error
-into one notification and returns None, so a dock button never raises. Nothing is written
-over a file a loaded layer came from.
+Functions of the viewer, the session and the layers (no widgets). Each gathers what it
+needs on the GUI thread and returns a function that writes in a worker (compressing a
+volume or drawing a page took the GUI thread 150-250 ms); a user's error there reaches the
+dock as one notification. Nothing is written over a file a loaded layer came from.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from napari_petite._widgets.state import ROLE_KEY, short_name
-from napari_petite._widgets.tasks import notify_failure
-from napari_petite.errors import PetiteError
 
 
 def layer_volume(layer):
@@ -29,37 +28,25 @@ def inputs(viewer) -> list[Path]:
     return [Path(src) for layer in viewer.layers if (src := layer.metadata.get("source_path"))]
 
 
-def _written(what: str, write) -> Path | None:
-    from napari.utils.notifications import show_info
-
-    try:
-        out = write()
-    except PetiteError as err:
-        notify_failure(err)
-        return None
-    show_info(f"{what} written to {out}.")
-    return out
-
-
-def nifti(viewer, layer, path, overwrite: bool = False) -> Path | None:
-    """The reconstruction with the input's affine / header / units, in the file's units even
-    when shown in SUV."""
+def nifti_job(viewer, layer, path, overwrite: bool = False):
+    """Writing the reconstruction as NIfTI (the input's affine / header / units, in the
+    file's units even when shown in SUV), gathered on the GUI thread; the returned
+    function writes it in a worker and returns the path."""
     from napari_petite.io.nifti import write_like
 
-    volume = layer_volume(layer)
-    return _written("Reconstruction", lambda: write_like(
-        path, volume.data, volume, inputs=inputs(viewer), overwrite=overwrite))
+    volume, sources = layer_volume(layer), inputs(viewer)
+    return lambda: write_like(path, volume.data, volume, inputs=sources, overwrite=overwrite)
 
 
-def dicom(layer, folder, overwrite: bool = False) -> Path | None:
-    """A derived DICOM series (patient, study and SUV tags of its source; never inside the
-    source series folder)."""
+def dicom_job(layer, folder, overwrite: bool = False):
+    """Writing a derived DICOM series (patient, study and SUV tags of its source; never
+    inside the source series folder); the returned function runs in a worker."""
     from napari_petite.io.dicom_export import write_derived_series
 
     volume = layer_volume(layer)
     model = layer.metadata.get(ROLE_KEY, {}).get("model", "model")
-    return _written("DICOM series", lambda: write_derived_series(
-        volume.data, volume, folder, overwrite=overwrite, description=f"PETITE {model}"[:64]))
+    return lambda: write_derived_series(volume.data, volume, folder, overwrite=overwrite,
+                                        description=f"PETITE {model}"[:64])
 
 
 def report_job(viewer, session, panels, metrics: dict, regions: dict, path,

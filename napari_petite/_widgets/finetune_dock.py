@@ -357,8 +357,6 @@ class FineTuneDock(TaskDock, QWidget):
 
     def _report(self, result: TrainedModel) -> None:
         """Say how the run ended; keep the model under its own name if it improved."""
-        from napari.utils.notifications import show_info
-
         best, t = result.metrics.get("val_best"), result.training
         how = "Stopped" if t.get("stopped") else "Finished"
         where = f" Saved run: {self.run_folder.name} (Open saved run… continues it)." \
@@ -380,7 +378,6 @@ class FineTuneDock(TaskDock, QWidget):
         self.run.status.setText(f"{how} after {t['steps_done']} steps in {t['seconds']:.0f} s"
                                 f"{val}. Kept as \"{name}\" for 'Reconstruct & compare'."
                                 f"{where}")
-        show_info(f"napari-petite: fine-tuning {how.lower()}: {name}.")
 
     def _open_dialog(self) -> None:
         runs = saved_runs()
@@ -481,8 +478,6 @@ class FineTuneDock(TaskDock, QWidget):
 
     def save_adapter(self, folder, overwrite: bool = False, model: TrainedModel | None = None):
         """Write ``model`` (default: the newest) as an adapter bundle (a small folder)."""
-        from napari.utils.notifications import show_info
-
         from napari_petite.peft.bundle import save_adapter
 
         trained = model or self.session.trained
@@ -497,7 +492,7 @@ class FineTuneDock(TaskDock, QWidget):
             notify_failure(err)
             return None
         trained.bundle = out
-        show_info(f"Adapter \"{trained.name}\" saved to {out}.")
+        self.run.status.setText(f"Adapter \"{trained.name}\" saved to {out}.")
         return out
 
     def _load_dialog(self) -> None:

@@ -63,12 +63,6 @@ class SplitForm(QWidget):
         if dataset is None or target not in dataset.scanners:
             self.label.setText("")
             return None
-        if target == (self.source.currentText() or None):
-            self.label.setText(f"The source and the target are both {target}: the base was "
-                               "pre-trained there, so there is nothing to adapt to; choose "
-                               "your scanner as the target.")
-            self.label.setStyleSheet("color: #e0a040;")
-            return None
         ids = [s.id for s in dataset.scanners[target].subjects]
         try:
             split = split_subjects(ids, n_val=self.n_val.value(), n_test=self.n_test.value())
@@ -76,7 +70,13 @@ class SplitForm(QWidget):
             self.label.setText(str(err))
             self.label.setStyleSheet("color: #e0a040;")
             return None
-        self.label.setText(f"train: {', '.join(split.train)}\nvalidate: "
-                           f"{', '.join(split.val) or '-'}\ntest: {', '.join(split.test) or '-'}")
-        self.label.setStyleSheet("")
+        text = (f"train: {', '.join(split.train)}\nvalidate: {', '.join(split.val) or '-'}"
+                f"\ntest: {', '.join(split.test) or '-'}")
+        same = target == (self.source.currentText() or None)
+        if same:  # the split still serves reconstructing and exporting its test subjects
+            text = (f"The source and the target are both {target}: the base was pre-trained "
+                    "there, so fine-tuning is refused; choose your scanner as the target.\n"
+                    + text)
+        self.label.setText(text)
+        self.label.setStyleSheet("color: #e0a040;" if same else "")
         return split

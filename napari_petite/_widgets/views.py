@@ -58,17 +58,26 @@ def label(layers) -> None:
 
 def _canvas_text(viewer, key: str, text: str, position: str, *, size: float = 10,
                  color=None) -> None:
-    """Set (adding once) a canvas text overlay repeated in every grid panel."""
+    """Set a canvas text overlay repeated in every grid panel; a blank text removes it.
+    Removed rather than hidden: napari rebuilds a shown overlay's visuals for every cell
+    when the grid changes (a repaint each), and fails to place a hidden one that is shown
+    again after the grid changed, so the comparison removes them while it lays the grid out
+    and adds them back one by one."""
     from napari.components.overlays import TextOverlay
 
     overlays = viewer.canvas.overlays
+    if not text:
+        if key in overlays:
+            del overlays[key]
+        return
     if key not in overlays:
-        overlays[key] = TextOverlay(position=position, gridded=True, box=False)
+        overlays[key] = TextOverlay(position=position, gridded=True, box=False, visible=True,
+                                    text=text, font_size=size, color=color)
+        return
     overlay = overlays[key]
-    overlay.text, overlay.font_size, overlay.position = text, size, position
     if color is not None:
         overlay.color = color
-    overlay.visible = bool(text)
+    overlay.font_size, overlay.position, overlay.text = size, position, text
 
 
 def units_line(viewer, text: str) -> None:
@@ -76,12 +85,12 @@ def units_line(viewer, text: str) -> None:
     _canvas_text(viewer, UNITS_KEY, text, "top_right", size=8)
 
 
-def markers(viewer, marks: dict[str, str] | None) -> None:
-    """Orientation letters (A/P, R/L, S/I) at the four edges of every panel; None hides
-    them."""
-    for side, key in MARKER_KEYS.items():
-        _canvas_text(viewer, key, (marks or {}).get(side, ""), _MARKER_POSITIONS[side],
-                     size=11, color="#e8e8e8")
+def markers(viewer, marks: dict[str, str] | None, sides=tuple(MARKER_KEYS)) -> None:
+    """Orientation letters (A/P, R/L, S/I) at the edges ``sides`` of every panel; None
+    hides them."""
+    for side in sides:
+        _canvas_text(viewer, MARKER_KEYS[side], (marks or {}).get(side, ""),
+                     _MARKER_POSITIONS[side], size=11, color="#e8e8e8")
 
 
 def units_note(viewer, text: str) -> None:
@@ -109,19 +118,41 @@ def grid_order(viewer, layers: list) -> list:
     return layers
 
 
-def grid(viewer, cells: list[list]) -> None:
-    """Each cell's layers (a panel and what is drawn over it) placed in napari's grid in
-    reading order: cells take the bottom of the layer list, ``stride`` layers each (napari
-    fills the grid from the first layer up); everything else is hidden."""
+def grid_steps(viewer, cells: list[list]) -> list:
+    """Steps placing each cell's layers (a panel and what is drawn over it) in napari's
+    grid in reading order: cells take the bottom of the layer list, ``stride`` layers each
+    (napari fills the grid from the first layer up); everything else is hidden first and
+    the panels shown last (what is drawn over a panel is shown by its owner), so a panel
+    never lands in another's cell on the way, and napari never has more occupied cells
+    than its grid (which it cannot draw)."""
     stride = max(len(c) for c in cells)
     order = [lay for cell in cells for lay in cell]
-    only(viewer, order)
-    for i, layer in enumerate(order):
-        viewer.layers.move(viewer.layers.index(layer), i)
-    g = viewer.canvas.grid
-    g.stride = stride
-    g.shape = grid_shape(viewer, len(cells))
-    g.enabled = True
+
+    def arrange() -> None:
+        for i, layer in enumerate(order):
+            if layer in viewer.layers:
+                viewer.layers.move(viewer.layers.index(layer), i)
+
+    def shape() -> None:
+        g = viewer.canvas.grid
+        g.stride = stride
+        g.shape = grid_shape(viewer, len(cells))
+        g.enabled = True
+
+    panels = [cell[0] for cell in cells]
+
+    def hide_others() -> None:  # never more occupied cells than the grid has
+        for layer in viewer.layers:
+            if layer.visible and layer not in panels:
+                layer.visible = False
+
+    def show(layer) -> None:
+        if layer in viewer.layers:
+            layer.visible = True
+
+    # one panel per step: a layer drawn in a new cell has its shaders built again (with
+    # software OpenGL ~0.2 s a visual, paid at the next repaint)
+    return [hide_others, arrange, shape, *[lambda p=p: show(p) for p in panels]]
 
 
 def refit_on_resize(viewer, refit) -> None:
@@ -222,9 +253,9 @@ def projection(viewer, layers, axis: int | None) -> None:
     slices); the other axes' thickness goes back to a single slice, so nothing of an earlier
     projection stays when the orientation changes."""
     thickness = [0.0] * viewer.dims.ndim
-    if axis is not None:
+    if axis is not None:  # twice the extent: the whole volume from any slider position
         extent = viewer.dims.range[axis]
-        thickness[axis] = (extent.stop - extent.start) + extent.step
+        thickness[axis] = 2 * ((extent.stop - extent.start) + extent.step)
     for layer in layers:
         layer.projection_mode = "none" if axis is None else "max"
     viewer.dims.thickness = tuple(thickness)

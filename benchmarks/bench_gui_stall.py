@@ -187,7 +187,42 @@ def walk(args, app, viewer, docks, data: Path) -> Walk:
     w.pump(1.0)
     comp.model.setCurrentIndex(comp.model.count() - 1)
     comparisons(w, viewer, comp, data_dock, subject, "idle", reconstruct_as="adapted")
+    w.reconstruction = timed_reconstruction(w, comp, subject, args.base)
     return w
+
+
+def timed_reconstruction(w: Walk, comp, subject, base) -> dict:
+    """Seconds from pressing Reconstruct (base model, nothing training) to the result on
+    screen, and with its metrics; against ``petite predict`` on the same scan (a fresh
+    process: what a user of the command line waits, imports included)."""
+    from napari_petite._widgets.model_choice import BASE
+
+    comp.model.setCurrentIndex(comp.model.findData(BASE))
+    before = comp.recon_layer.data if comp.recon_layer is not None else None
+    shown = {}
+
+    def start():
+        shown["t0"] = time.monotonic()
+        comp.reconstruct()
+
+    def result_shown():
+        layer = comp.recon_layer
+        if "result" not in shown and layer is not None and layer.data is not before:
+            shown["result"] = time.monotonic() - shown["t0"]
+        return "result" in shown and comp.settled
+
+    w.phase("reconstruct, timed (idle)", start, until=result_shown, settle=0.0)
+    dock = w.phases["reconstruct, timed (idle)"]["seconds"]
+    out = Path(tempfile.mkdtemp())
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-m", "napari_petite.cli", "predict", str(subject.low),
+                    "--base", str(base), "--out", str(out), "--json"], check=True,
+                   stdout=subprocess.DEVNULL)
+    cli = time.monotonic() - t0
+    print(f"  reconstruction: dock {shown['result']:.1f} s to the result, {dock:.1f} s with "
+          f"metrics; petite predict {cli:.1f} s", flush=True)
+    return {"dock_result_s": shown["result"], "dock_with_metrics_s": dock,
+            "petite_predict_s": cli}
 
 
 def comparisons(w: Walk, viewer, comp, data_dock, subject, when: str,
@@ -288,7 +323,8 @@ def main() -> None:
     if args.json:
         write_json(args.json, {
             "phases": w.phases, "max_ms": worst[1]["max_ms"], "worst_phase": worst[0],
-            "training_steps": w.steps, "heartbeat_ms": HEARTBEAT_MS, "load": args.load,
+            "training_steps": w.steps, "reconstruction": w.reconstruction,
+            "heartbeat_ms": HEARTBEAT_MS, "load": args.load,
             "settings": {k: v for k, v in vars(args).items() if k != "json"},
             "machine": machine(), "command": command_line()})
         print(f"written to {args.json}")

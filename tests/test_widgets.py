@@ -141,7 +141,9 @@ def test_full_flow(make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path,
     full = viewer.layers["tgt/sub-02 full"]
     for layer in (low, full, viewer.layers["tgt/sub-02 truth"]):
         assert np.allclose(layer.scale, subject.spacing)
-    assert low.visible and not full.visible
+    drawn(qtbot, comp)  # the comparison shows the scans at once: low | full, radiological
+    assert low.visible and full.visible and not viewer.layers["tgt/sub-02 truth"].visible
+    assert comp.comparison.shown == [low, full] and viewer.canvas.grid.enabled
     assert data.session.split.test == ["sub-02"] and data.session.split.train == ["sub-00"]
     full.contrast_limits = (1.0, 777.0)
     assert tuple(low.contrast_limits) == pytest.approx((1.0, 777.0))

@@ -52,6 +52,18 @@ def derived_metadata(layer, **extra) -> dict:
     return meta
 
 
+def use_cores(training: bool) -> None:
+    """Torch's threads for an inference: every core, as ``petite predict`` uses, unless a
+    run trains beside it (then it keeps the training's share; the worker threads run below
+    the GUI's priority either way, see :func:`.tasks.lower_priority`)."""
+    import os
+
+    import torch
+
+    cores = os.cpu_count() or 1
+    torch.set_num_threads(max(1, cores - 1) if training else cores)
+
+
 def _buttons(*specs) -> tuple[QHBoxLayout, list[QPushButton]]:
     row, out = QHBoxLayout(), []
     for text, slot, tip in specs:
@@ -154,6 +166,7 @@ class CompareDock(TaskDock, QWidget):
         full = None if full_layer is None else np.asarray(full_layer.data, dtype=np.float32)
         labels, names = self._labels_for(low_layer)
         holder: dict = {}
+        training = self.session.running is not None
 
         def body(control):
             from napari_petite.io.layers import robust_limits
@@ -161,6 +174,7 @@ class CompareDock(TaskDock, QWidget):
             from napari_petite.training.inference import Stopped, predict_volume
 
             model, description = loader()
+            use_cores(training)
             try:
                 recon = predict_volume(model, low, progress=lambda d, t: holder["task"].emit(
                     (d, t)), should_stop=lambda: control.stopped)
@@ -322,7 +336,7 @@ class CompareDock(TaskDock, QWidget):
             self.roi.clear()
         self.crosshair.clear()
         self.comparison.set_panels(self.panels())
-        if self.comparison.mode is not None:
+        if low is not None:  # from the first scan on, every view is the radiological one
             self.comparison.show()
 
     def show_grid(self) -> None:

@@ -60,6 +60,8 @@ class Comparison(QObject):
         self.preparers: list[Callable[[list], list]] = []
         self.finishers: list[Callable[[], list]] = []
         self.steps = Steps(self)
+        self._explanation, self._where = "", ""
+        self.viewer.canvas.overlay_tiling.top_right = "vertical"  # units under each bar
         self._own = 0  # >0 while this object changes layers itself
         layers = self.viewer.layers
         layers.events.inserted.connect(self._inserted)
@@ -221,7 +223,8 @@ class Comparison(QObject):
         self.mip = on
         if self.mode is not None:
             self.steps.run([self.owned(self._projection),
-                            self.owned(lambda: self.window == AUTO and self.apply_window())])
+                            self.owned(lambda: self.window == AUTO and self.apply_window()),
+                            self.owned(self._note)])
 
     def _projection(self) -> None:
         axis = self.plan().sliced if self.mip and self.mode != DIFFERENCE else None
@@ -241,19 +244,28 @@ class Comparison(QObject):
             unit = unit_label(self.difference)
             hi = self.difference.contrast_limits[1]
             views.units_line(self.viewer, f"Δ {unit}, ±{format_value(hi, unit)}")
-            views.units_note(self.viewer, "blue: below full count · red: above")
+            self._note("blue: below full count · red: above")
             return
         units = {lay.name: unit_label(lay) for lay in shown}
         distinct = sorted(set(units.values()))
         views.units_line(self.viewer, distinct[0] if len(distinct) == 1 else "")
         if len(distinct) > 1:  # the bars' units differ: the note names them per panel
-            views.units_note(self.viewer, "values in " + "; ".join(
+            self._note("values in " + "; ".join(
                 f"{u} ({', '.join(n for n, v in units.items() if v == u)})" for u in distinct))
         elif self.mode == OVERLAY:
-            views.units_note(self.viewer, "green: full count · magenta: reconstruction · "
-                                          "grey: they agree")
+            self._note("green: full count · magenta: reconstruction · grey: they agree")
         else:
-            views.units_note(self.viewer, "")
+            self._note("")
+
+    def _note(self, explanation: str | None = None, where: str | None = None) -> None:
+        """The line at the canvas' bottom left: the view and where its slice lies (the
+        slider says it too, when it has the room), then what the colours mean if needed."""
+        if explanation is not None:
+            self._explanation = explanation
+        if where is not None:
+            self._where = where
+        text = f"{self.view} {'MIP' if self.mip else self._where}".strip()
+        views.units_note(self.viewer, " · ".join(t for t in (text, self._explanation) if t))
 
     def units_changed(self) -> None:
         """After *values in SUV* changed the layers' data: the difference follows, the
@@ -350,10 +362,11 @@ class Comparison(QObject):
         if affine is None:
             return
         index = ref.world_to_data(self.viewer.dims.point)[-3:][p.sliced]
+        where = position_text(affine, ref.data.shape, p,
+                              float(np.clip(index, 0, ref.data.shape[p.sliced] - 1)))
         with self.owning():
-            views.slice_label(self.viewer, p.sliced, position_text(
-                affine, ref.data.shape, p, float(np.clip(index, 0, ref.data.shape[p.sliced]
-                                                         - 1))))
+            views.slice_label(self.viewer, p.sliced, where)
+            self._note(where=where)
 
     # -- layers added by others --------------------------------------------------------------
     def _watch(self, layer) -> None:

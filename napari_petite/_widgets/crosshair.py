@@ -73,6 +73,14 @@ class Crosshair:
             if mark in self.viewer.layers:
                 mark.visible = False
 
+    def _below(self) -> list[float]:
+        """The value's offset from the cross: a few voxels down the screen (the view's row
+        axis runs up or down depending on the orientation), clear of the colour bar."""
+        p = self.comparison.plan()
+        offset = [0.0, 0.0, 0.0]
+        offset[p.rows] = -3.0 if p.up else 3.0
+        return offset
+
     def _prepare(self, panels) -> list:
         """Steps making the (hidden) cross of every panel that has none yet, one per step,
         before the grid is laid out (each cross shares its panel's cell)."""
@@ -102,6 +110,8 @@ class Crosshair:
             # a panel came without its cross: lay the grid out again with it
             return [comparison.show]
 
+        below = self._below()
+
         def draw(panel) -> None:
             mark = self.marks.get(id(panel))
             if mark is None or mark not in self.viewer.layers or self.position is None:
@@ -109,6 +119,7 @@ class Crosshair:
             with comparison.owning():
                 mark.data = np.asarray(panel.world_to_data(self.position))[None]
                 mark.text.string = {"constant": values.get(panel.name, "")}
+                mark.text.translation = below
                 mark.visible = True
 
         return [lambda p=panel: draw(p) for panel in panels]
@@ -119,8 +130,7 @@ class Crosshair:
                 np.zeros((1, 3)), name=f"crosshair · {panel.name}", scale=panel.scale,
                 translate=panel.translate, units=panel.units, symbol="cross", size=3,
                 face_color=COLOR, border_width=0, text={"string": {"constant": ""}, "color": COLOR,
-                                      "size": 9, "anchor": "upper_left",
-                                      "translation": [0, -3, 3]},
+                                      "size": 9, "anchor": "center"},
                 metadata={ROLE_KEY: {"kind": "crosshair", "panel": panel.name}},
                 visible=False)
         mark.name_overlay.visible = False

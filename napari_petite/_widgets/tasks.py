@@ -30,6 +30,21 @@ log = logging.getLogger(__name__)
 _IMPORTS = threading.Lock()
 
 
+#: how much lower than the GUI thread a worker thread runs (Linux "nice" steps): when the
+#: cores are busy the scheduler serves the GUI first, so a repaint is not queued behind a
+#: training step or a reconstruction
+WORKER_NICENESS = 5
+
+
+def lower_priority() -> None:
+    """Run the calling (worker) thread at :data:`WORKER_NICENESS` (Linux; elsewhere, or when
+    refused, nothing changes). Threads it starts later (torch's) inherit it."""
+    import os
+
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
+
+
 def import_torch_stack() -> None:
     """Import torch and the MONAI parts the models use, once, under :data:`_IMPORTS`."""
     with _IMPORTS:
@@ -107,6 +122,7 @@ class Task:
 
         def guarded():
             self._entered.set()
+            lower_priority()
             try:
                 if control.stopped:
                     return None

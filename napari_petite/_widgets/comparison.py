@@ -134,7 +134,8 @@ class Comparison(QObject):
             return
         todo = [step for prepare in self.preparers for step in prepare(shown)]
         todo += self._layout_steps(shown)
-        todo += [lambda lay=lay: self._label(lay) for lay in self._labelled(shown)]
+        todo += [lambda lay=lay, part=part: self._label(lay, part)
+                 for lay in self._labelled(shown) for part in ("name", "colour bar")]
         todo += [self._refit, self._window_step, self._describe_units,
                  *[lambda side=side: self._markers((side,))
                    for side in ("top", "left", "bottom", "right")], self._slice_moved]
@@ -179,9 +180,9 @@ class Comparison(QObject):
             return [self.difference]
         return list(shown) if self.mode == GRID else []
 
-    def _label(self, layer) -> None:
+    def _label(self, layer, part: str) -> None:
         if layer in self.viewer.layers:
-            views.label([layer])
+            views.label([layer], (part,))
 
     def _window_step(self) -> None:
         self._projection()

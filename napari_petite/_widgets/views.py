@@ -44,16 +44,19 @@ def fit_names(viewer, layers) -> None:
         layer.name_overlay.font_size = size
 
 
-def label(layers) -> None:
+def label(layers, parts=("name", "colour bar")) -> None:
     """Name and colour bar on every panel: a reader must see what each image is and in what
     scale (napari draws them per grid cell). The bar sits top right, where notifications
-    (bottom right) do not cover it; its units are the line under it (:func:`units_line`)."""
+    (bottom right) do not cover it; its units are the line beside it (:func:`units_line`).
+    ``parts``: one of them only (each new visual costs a repaint with software OpenGL)."""
     for layer in layers:
-        layer.name_overlay.visible = True
-        layer.colorbar.position = "top_right"
-        layer.colorbar.size = (12, 120)
-        layer.colorbar.font_size = 8
-        layer.colorbar.visible = True
+        if "name" in parts:
+            layer.name_overlay.visible = True
+        if "colour bar" in parts:
+            layer.colorbar.position = "top_right"
+            layer.colorbar.size = (12, 120)
+            layer.colorbar.font_size = 8
+            layer.colorbar.visible = True
 
 
 def _canvas_text(viewer, key: str, text: str, position: str, *, size: float = 10,

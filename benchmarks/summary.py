@@ -285,10 +285,9 @@ def gui_entries(results: Path) -> list[dict]:
     def where(d: Any) -> str:
         if not d:
             return ""
-        load = _dig(d, "machine", "load_average_at_start")
         busy = f", {d['load']} busy processes beside it" if d.get("load") else ""
         return (f"largest in '{d.get('worst_phase')}' of {len(d.get('phases', {}))} phases"
-                f"{busy}; load average at start {load}")
+                f"{busy}; load average at start {_load(d)}")
 
     training = _dig(doc, "phases", "training") or {}
     return [entry("gui_walk_max_stall_ms", _dig(doc, "max_ms"), "ms", cmd, detail=where(doc),
@@ -329,9 +328,15 @@ def gui_tables(results: Path) -> list[str]:
                      f"reconstruction of the test scan {_f(rec.get('dock_result_s'), '.1f')} s "
                      f"to the result ({_f(rec.get('dock_with_metrics_s'), '.1f')} s with "
                      f"metrics) against {_f(rec.get('petite_predict_s'), '.1f')} s for "
-                     f"`petite predict`; load average at start "
-                     f"{_dig(doc, 'machine', 'load_average_at_start')}; `{doc.get('command')}`")
+                     f"`petite predict`; load average at start {_load(doc)}; "
+                     f"`{doc.get('command')}`")
     return lines
+
+
+def _load(doc: Any) -> str:
+    """The machine's 1, 5 and 15 minute load averages when the run started."""
+    load = _dig(doc, "machine", "load_average_at_start")
+    return " / ".join(f"{v:.1f}" for v in load) if load else "?"
 
 
 # -- README ---------------------------------------------------------------------------------

@@ -8,7 +8,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_widgets import _docks, _errors, _load, _setup_training, gui_dataset, unetr_base  # noqa: F401
+from test_widgets import (  # noqa: F401 (fixtures)
+    _docks,
+    _errors,
+    _load,
+    _setup_training,
+    gui_dataset,
+    trained_viewer,
+    unetr_base,
+)
 
 pytestmark = pytest.mark.gui
 
@@ -71,12 +79,8 @@ def test_a_finished_run_opens_as_it_ended(make_napari_viewer, qtbot,
                                           gui_dataset, unetr_base):  # noqa: F811
     from napari_petite._widgets.finetune_dock import FINISHED, saved_runs
 
-    viewer = make_napari_viewer()
-    data, tune, comp = _docks(viewer)
-    _load(qtbot, viewer, data, gui_dataset)
-    _setup_training(tune, unetr_base, steps=4, val_every=2)
-    tune.start()
-    qtbot.waitUntil(lambda: tune.is_idle, timeout=120_000)
+    _, _, tune, comp = trained_viewer(make_napari_viewer, qtbot, gui_dataset, unetr_base,
+                                      steps=4, val_every=2)
     folder = tune.run_folder
     assert (folder / FINISHED / "adapter.safetensors").is_file()
     assert "finished, 4 steps" in dict(saved_runs())[folder]

@@ -113,6 +113,17 @@ def _base_reconstruction(make_napari_viewer, qtbot, gui_dataset, unetr_base):
     return viewer, comp, low
 
 
+def trained_viewer(make_napari_viewer, qtbot, gui_dataset, base, *, steps, val_every):
+    """A viewer with the docks, tgt/sub-02 loaded and a run of ``steps`` finished."""
+    viewer = make_napari_viewer()
+    data, tune, comp = _docks(viewer)
+    _load(qtbot, viewer, data, gui_dataset)
+    _setup_training(tune, base, steps=steps, val_every=val_every)
+    tune.start()
+    qtbot.waitUntil(lambda: tune.is_idle, timeout=120_000)
+    return viewer, data, tune, comp
+
+
 def _setup_training(tune, base, steps=2000, val_every=3):
     tune.set_base(base)
     settings = tune.settings
@@ -311,12 +322,8 @@ def test_a_run_stopped_before_it_improved_keeps_the_previous_model(
     """Stop right after Start: the model list (and the compare dock's choice) stays as it
     was; the old dock replaced the adapted model with an untrained copy under the same
     label."""
-    viewer = make_napari_viewer()
-    data, tune, comp = _docks(viewer)
-    _load(qtbot, viewer, data, gui_dataset)
-    _setup_training(tune, unetr_base, steps=3, val_every=0)
-    tune.start()
-    qtbot.waitUntil(lambda: tune.is_idle, timeout=60_000)
+    _, _, tune, comp = trained_viewer(make_napari_viewer, qtbot, gui_dataset,
+                                      unetr_base, steps=3, val_every=0)
     first = tune.session.trained
     assert first is not None and comp.model.currentData() == first.name
     _setup_training(tune, unetr_base, steps=100_000, val_every=1)
@@ -340,7 +347,8 @@ def test_only_runs_that_beat_their_start_join_the_model_list(qtbot):
         pass
 
     viewer = Viewer()
-    spec = SimpleNamespace(label="enc LoRA + dec SSF + BitFit")
+    spec = SimpleNamespace(label="enc LoRA + dec SSF + BitFit", encoder="lora", decoder="ssf",
+                           bitfit=True)
 
     def model(best_step, steps=5, **kw):
         metrics = {} if best_step is None else {"val_best": {"step": best_step, "psnr": 30.0}}
@@ -353,8 +361,9 @@ def test_only_runs_that_beat_their_start_join_the_model_list(qtbot):
     names = [session.add_model(model(3)), session.add_model(model(4)),
              session.add_model(model(2, bundle=Path("/x/ad")), loaded=True),
              session.add_model(model(2, bundle=Path("/y/ad")), loaded=True)]
-    assert names == ["run 1: enc LoRA + dec SSF + BitFit on tgt",
-                     "run 2: enc LoRA + dec SSF + BitFit on tgt", "bundle ad", "bundle ad (2)"]
+    assert names == ["run 1: low-rank updates + scale and shift + biases on tgt",
+                     "run 2: low-rank updates + scale and shift + biases on tgt", "bundle ad",
+                     "bundle ad (2)"]
 
 
 def test_backbone_switch_takes_its_base_and_refuses_other_adapters(

@@ -39,13 +39,14 @@ TECHNICAL = {"none": "no tuning", "full": "full fine-tuning (every weight trains
 WITH_OPTIONS = ("lora", "adapter", "vpt")
 
 
-def plain_recipe(spec) -> str:
+def plain_recipe(spec, *, parts_named: bool = True) -> str:
     """A recipe in a clinician's words: "low-rank updates in the encoder + scale and shift
-    in the decoder + biases" (the technical names are in the tooltips)."""
+    in the decoder + biases" (``parts_named=False``: without "in the encoder/decoder"); the
+    technical names are in the tooltips."""
     parts = []
     for part, method in (("encoder", spec.encoder), ("decoder", spec.decoder)):
         if method != "none":
-            parts.append(f"{PLAIN[method]} in the {part}")
+            parts.append(f"{PLAIN[method]} in the {part}" if parts_named else PLAIN[method])
     if spec.bitfit:
         parts.append("biases")
     return " + ".join(parts) or "nothing (the base as it is)"

@@ -103,8 +103,9 @@ class ModelChoice(QWidget):
         self.model.blockSignals(True)
         self.model.clear()
         self.model.addItem(BASE, BASE)
-        for name in names:
-            self.model.addItem(name, name)
+        for model in self.session.models:  # the technical recipe in the tooltip
+            self.model.addItem(model.name, model.name)
+            self.model.setItemData(self.model.count() - 1, model.label, 3)  # ToolTipRole
         self.model.setCurrentIndex(max(0, self.model.findData(pick)))
         self.model.blockSignals(False)
 
@@ -120,7 +121,7 @@ class ModelChoice(QWidget):
             trained = self.session.model_named(choice)
             if trained is None:
                 raise ConfigError("That model is no longer in the session; choose another.")
-            return choice, lambda: (trained.model, f"{trained.name} ({trained.label})")
+            return choice, lambda: (trained.model, trained.name)
         base = self.session.base_path
         if base is None:
             raise ConfigError("Choose a base checkpoint in the 'Fine-tune' dock first.")

@@ -121,7 +121,9 @@ class Session(QObject):
         else:
             self._runs += 1
             target = model.training.get("target") or "?"
-            stem = f"run {self._runs}: {model.spec.label} on {target}"
+            from napari_petite._widgets.method_form import plain_recipe
+
+            stem = f"run {self._runs}: {plain_recipe(model.spec, parts_named=False)} on {target}"
         name, n = stem, 1
         while self.model_named(name) is not None:
             n += 1
@@ -133,8 +135,9 @@ class Session(QObject):
 
 
 def short_name(name: str) -> str:
-    """"run 2: enc LoRA + dec SSF + BitFit on vision" -> "run 2": narrow headers and canvas
-    labels cut long names (the whole name goes in tooltips and layer metadata)."""
+    """"run 2: low-rank updates + scale and shift + biases on vision" -> "run 2": narrow
+    headers and canvas labels cut long names (the whole name goes in tooltips and layer
+    metadata)."""
     return name.split(":", 1)[0]
 
 

@@ -26,7 +26,7 @@ def only(viewer, shown) -> None:
 
 
 #: width of one character of a layer name per point of font size, measured on the canvas
-CHAR_PX_PER_PT = 0.9
+CHAR_PX_PER_PT = 1.0
 
 
 def name_font(panel_width: float, names) -> int:

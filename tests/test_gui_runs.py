@@ -41,6 +41,10 @@ def test_a_running_run_is_visible_and_its_inputs_locked(
     n = len(_errors())
     tune.start()
     assert tune.is_idle and len(_errors()) == n + 1 and "both tgt" in _errors()[-1]
+    data.target.setCurrentText("src")  # the base's card says it was pre-trained on src
+    tune.start()
+    assert tune.is_idle and len(_errors()) == n + 2 and "both src" in _errors()[-1]
+    data.target.setCurrentText("tgt")
     data.source.setCurrentText("src")
 
     # while it trains: what runs is said, and what it uses is locked

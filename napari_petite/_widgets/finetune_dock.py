@@ -260,7 +260,9 @@ class FineTuneDock(TaskDock, QWidget):
         if scanner is None:
             raise ConfigError("Open a dataset and choose a target scanner in 'Scanner data' "
                               "first (or press its Sample dataset button).")
-        if session.source is not None and session.source == session.target:
+        base_source = (self.chooser.card or {}).get("source")
+        if scanner.id == base_source or (session.source == session.target
+                                         and len(session.dataset.scanners) > 1):
             raise ConfigError(f"The source and the target scanner are both {scanner.id}: the "
                               "base was pre-trained there, so there is nothing to adapt to; "
                               "choose your scanner as the target in 'Scanner data'.")

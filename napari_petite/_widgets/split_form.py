@@ -72,7 +72,7 @@ class SplitForm(QWidget):
             return None
         text = (f"train: {', '.join(split.train)}\nvalidate: {', '.join(split.val) or '-'}"
                 f"\ntest: {', '.join(split.test) or '-'}")
-        same = target == (self.source.currentText() or None)
+        same = target == (self.source.currentText() or None) and len(dataset.scanners) > 1
         if same:  # the split still serves reconstructing and exporting its test subjects
             text = (f"The source and the target are both {target}: the base was pre-trained "
                     "there, so fine-tuning is refused; choose your scanner as the target.\n"

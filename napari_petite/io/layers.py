@@ -67,8 +67,7 @@ def layer_metadata(volume: Volume) -> dict:
 
 
 #: file names that say what a scan is but not whose: the folder names the subject
-_GENERIC_STEMS = {"low", "full", "truth", "labels", "recon", "reconstructed", "pet", "image",
-                  "volume", "scan"}
+_GENERIC_STEMS = {"low", "full", "truth", "labels", "recon", "reconstructed"}
 
 
 def scan_name(volume: Volume) -> str:

@@ -64,14 +64,15 @@ def trainable_line(n_trainable: int, n_total: int, percent: float) -> str:
 
 def read_saved_run(folder: Path):
     """(request, (losses, val_history)) of a GUI run folder, for *Open saved run…*."""
+    from napari_petite.io.jsonfile import read_json
     from napari_petite.training.job import JobRequest
 
-    try:
-        doc = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
-        state = json.loads((folder / "resume.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    if not (folder / RUN_FILE).is_file() or not (folder / "resume.json").is_file():
         raise CheckpointError(f"{folder} holds no saved run (it needs {RUN_FILE} and "
-                              "resume.json); choose a folder under the runs folder.") from None
+                              "resume.json); choose a folder under the runs folder.")
+    hint = "the saved run is damaged; start a new run"
+    doc = read_json(folder / RUN_FILE, error=CheckpointError, hint=hint)
+    state = read_json(folder / "resume.json", error=CheckpointError, hint=hint)
     return (JobRequest.from_dict(doc, resume=folder),
             (state.get("losses", []), state.get("val_history", [])))
 
@@ -347,7 +348,8 @@ class FineTuneDock(TaskDock, QWidget):
         try:
             out = save_adapter(trained.model, trained.spec, folder,
                                base_sha256=trained.base_sha256, training=trained.training,
-                               metrics=trained.metrics, seed=trained.seed, overwrite=overwrite)
+                               metrics=trained.metrics, seed=trained.seed, overwrite=overwrite,
+                               inputs=self.session.inputs())
         except PetiteError as err:
             notify_failure(err)
             return None

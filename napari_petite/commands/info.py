@@ -32,7 +32,7 @@ def run(args) -> int:
 
     path = Path(args.path).expanduser()
     if path.is_dir() and (looks_like_dataset(path) or not is_volume_path(path)):
-        info = discover(path).summary()
+        info = discover(path, strict=True).summary()
     else:
         info = describe(read_any(path, series=args.series))
     if args.json:

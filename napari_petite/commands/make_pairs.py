@@ -54,8 +54,9 @@ def run(args) -> int:
 
     low, full = _window(args.low), _window(args.full)
     dyn = read_dynamic(args.input, args.series)
-    meta = make_pair(dyn, Path(args.out).expanduser(), low=low, full=full,
-                     overwrite=args.overwrite)
+    with opt.reserve_outputs(args, Path(args.out).expanduser(), kind="folder"):
+        meta = make_pair(dyn, Path(args.out).expanduser(), low=low, full=full,
+                         overwrite=args.overwrite)
     opt.emit(args, meta, f"wrote {args.out}: low = mean of {len(meta['low']['frames'])} "
              f"frame(s) in {args.low} min, full = mean of {len(meta['full']['frames'])} "
              f"frame(s) in {args.full} min ({dyn.n_frames} frames in the scan)")

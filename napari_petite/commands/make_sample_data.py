@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from napari_petite.commands import _options as opt
 from napari_petite.errors import ConfigError
 
 
@@ -32,16 +33,17 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="dataset folder to create")
     p.add_argument("--scanners", default=None, metavar="IDS",
                    help="comma-separated scanner ids (default: all shipped profiles)")
-    p.add_argument("--subjects", type=int, default=6, metavar="N",
+    p.add_argument("--subjects", type=opt.positive_int, default=6, metavar="N",
                    help="subjects per scanner (default 6)")
     p.add_argument("--drf", type=float, default=None, metavar="D",
                    help="dose-reduction factor of the low-count scan for every site, >= 1 "
                    "(default: each site's own protocol, from its scanner profile; the source "
                    "site mct keeps 5 of 30 min = 6)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    p.add_argument("--seed", type=opt.seed, default=0, metavar="S",
+                   help="random seed (default 0)")
     p.add_argument("--size", default="small", metavar="small|native",
                    help="small (default, reduced grids, fast) or native (the profile's grid)")
-    p.add_argument("--jobs", type=int, default=1, metavar="N",
+    p.add_argument("--jobs", type=opt.positive_int, default=1, metavar="N",
                    help="worker processes (default 1; results do not depend on it)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing non-empty --out folder")
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--jobs must be at least 1, not {args.jobs}.")
     scanners = _scanner_list(args.scanners) if args.scanners is not None else available_ids()
     ids = check_request(scanners, args.subjects, args.drf, args.size)
-    check_output(args.out, args.overwrite)
+    check_output(args.out, args.overwrite, len(ids) * args.subjects)
     total = len(ids) * args.subjects
     from tqdm import tqdm
 

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_petite.errors import ConfigError, InputError, OutputError
-from napari_petite.io.atomic import atomic_dir, write_text
+from napari_petite.errors import ConfigError, InputError
+from napari_petite.io.atomic import atomic_dir, check_folder_destination, write_text
 from napari_petite.io.memory import check_fits_in_memory
 from napari_petite.io.nifti import (
     Volume,
@@ -93,14 +93,10 @@ def _read_nifti(path: Path) -> Dynamic:
     if not side.is_file():
         raise InputError(f"{path.name} has no BIDS sidecar {side.name} giving FrameTimesStart "
                          "and FrameDuration; add it so the timing of the frames is known.")
-    try:
-        meta = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        reason = " ".join(str(err).split()).rstrip(".")
-        raise InputError(f"The sidecar {side} is not valid JSON ({reason}); fix it.") from None
-    if not isinstance(meta, dict):
-        raise InputError(f"The sidecar {side} must hold a JSON object with FrameTimesStart and "
-                         "FrameDuration.")
+    from napari_petite.io.jsonfile import read_json
+
+    meta = read_json(side, what=f"The sidecar {side}",
+                     hint="it must be an object with FrameTimesStart and FrameDuration")
     starts = _timing_list(meta, "FrameTimesStart", side)
     durations = _timing_list(meta, "FrameDuration", side)
     units = meta.get("Units")
@@ -350,15 +346,7 @@ def make_pair(
                          f"({len(low_frames)} frames), so the pair would not differ in counts; "
                          "widen the full window or narrow the low one.")
     dest = Path(subject_folder).expanduser()
-    target = dest.resolve()
-    for src in _sources(dyn):
-        src = src.resolve()
-        if src == target or target in src.parents:
-            raise OutputError(f"Refusing to write {dest}: it holds the scan the pair is made from "
-                              f"({src}), which must stay untouched; choose another folder.")
-    if dest.exists() and not overwrite:
-        raise OutputError(f"{dest} already exists; choose another folder or allow overwriting "
-                          "(--overwrite on the command line).")
+    check_folder_destination(dest, inputs=_sources(dyn), overwrite=overwrite)
     template = dyn.template
     meta = {
         "source": str(dyn.path),
@@ -372,7 +360,7 @@ def make_pair(
         "full": _summary(dyn, full_frames, full_w),
     }
     low_img, full_img = _mean(dyn, low_frames), _mean(dyn, full_frames)
-    with atomic_dir(dest, overwrite=overwrite) as tmp:
+    with atomic_dir(dest, overwrite=overwrite, inputs=_sources(dyn), kind="subject") as tmp:
         for name, image in (("low", low_img), ("full", full_img)):
             write_volume(tmp / f"{name}.nii.gz", image, affine=template.affine,
                          units=template.units)

@@ -9,6 +9,7 @@ headers only (:func:`geometry`).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -40,21 +41,26 @@ def read_any(path: str | os.PathLike, *, series: str | None = None,
 
 def geometry(path: str | os.PathLike) -> tuple[tuple[int, int, int], np.ndarray]:
     """(shape z, y, x; NIfTI-style affine) from the headers alone."""
-    if is_nifti(path):
-        import nibabel as nib
+    from napari_petite.io.grid import check_affine
 
-        img = nib.load(str(path))
-        shape = tuple(int(n) for n in img.shape)
+    if is_nifti(path):
+        from napari_petite.io.grid import check_nifti_header
+        from napari_petite.io.nifti import open_nifti
+
+        img, shape, _ = open_nifti(Path(path))
         if len(shape) == 4 and shape[3] == 1:
             shape = shape[:3]
         if len(shape) != 3:
             raise InputError(f"{path}: {len(shape)}D with shape {shape}; a 3D volume is "
                              "needed.")
+        check_nifti_header(path)
+        check_affine(img.affine, Path(path).name)
         return tuple(reversed(shape)), np.asarray(img.affine, dtype=np.float64)  # type: ignore
     from napari_petite.io.dicom import select_series, series_frames, stack_frames
 
     _, members = select_series(path, None)
     stack = stack_frames(series_frames(members), path)
+    check_affine(stack.affine, Path(path).name)
     return stack.shape, np.asarray(stack.affine, dtype=np.float64)
 
 

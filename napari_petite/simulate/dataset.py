@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -22,7 +21,7 @@ import numpy as np
 
 from napari_petite import __version__
 from napari_petite.errors import ConfigError, OutputError
-from napari_petite.io.atomic import atomic_dir
+from napari_petite.io.atomic import atomic_dir, check_folder_destination
 from napari_petite.simulate.anatomy import LABELS
 from napari_petite.simulate.profiles import ScannerProfile, available_ids, load_profile
 from napari_petite.simulate.scan import (
@@ -61,26 +60,18 @@ def check_request(scanners: Sequence[str], subjects: int, drf: float | None,
     return chosen
 
 
-def check_output(out: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse a file, a non-empty folder (unless ``overwrite``) or an unwritable location."""
-    out = Path(out).expanduser().absolute()
-    if out.exists() and not out.is_dir():
+#: bytes one simulated subject takes on disk (four compressed volumes and meta.json), with
+#: margin: a native-grid subject is ~10 MB
+SUBJECT_BYTES = 32 << 20
+
+
+def check_output(out: str | os.PathLike, overwrite: bool, subjects: int = 0) -> Path:
+    """Refuse a file, a non-empty folder (unless ``overwrite`` and it is a dataset this tool
+    wrote), an unwritable location or a disk without room for ``subjects`` subjects."""
+    if Path(out).expanduser().is_file():
         raise OutputError(f"{out} is a file; --out must name a folder for the dataset.")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise OutputError(f"{out} already exists and is not empty; choose another --out or "
-                          "add --overwrite to replace it.")
-    parent = out.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"Cannot create {parent} ({err.strerror}); choose a writable "
-                          "--out location.") from None
-    try:  # probe by doing it: permission bits say nothing for root or special file systems
-        Path(tempfile.mkdtemp(prefix=f".{out.name}.probe-", dir=parent)).rmdir()
-    except OSError as err:
-        raise OutputError(f"The folder {parent} is not writable ({err.strerror}); choose a "
-                          "writable --out location.") from None
-    return out
+    return check_folder_destination(Path(out).expanduser().absolute(), overwrite=overwrite,
+                                    needed=subjects * SUBJECT_BYTES)
 
 
 def _write_json(path: Path, doc: dict) -> None:
@@ -173,11 +164,11 @@ def make_dataset(
     counts). ``progress`` is called after each finished subject with its summary.
     """
     ids = check_request(list(scanners) if scanners else available_ids(), subjects, drf, size)
-    out = check_output(out, overwrite)
+    out = check_output(out, overwrite, subjects * len(ids))
     jobs = max(1, int(jobs))
     t0 = time.perf_counter()
-    # check_output has applied the dataset's own rules (an empty folder may be reused)
-    with atomic_dir(out, overwrite=True) as tmp:
+    with atomic_dir(out, overwrite=overwrite, kind="dataset",
+                    needed=subjects * len(ids) * SUBJECT_BYTES) as tmp:
         for sid in ids:
             (tmp / sid).mkdir()
             _write_json(tmp / sid / "scanner.json",
@@ -191,11 +182,14 @@ def make_dataset(
                 if progress:
                     progress(done[-1])
         else:
-            with ProcessPoolExecutor(max_workers=jobs) as pool:
+            pool = ProcessPoolExecutor(max_workers=jobs)
+            try:
                 for fut in as_completed([pool.submit(_simulate_one, t) for t in tasks]):
                     done.append(fut.result())
                     if progress:
                         progress(done[-1])
+            finally:  # a failure or a stop cancels the rest before the folder is removed
+                pool.shutdown(wait=True, cancel_futures=True)
         drfs = {sid: float(drf) if drf is not None else load_profile(sid).drf for sid in ids}
         settings = {"scanners": ids, "subjects": subjects, "drf": drfs,
                     "drf_source": "site protocols" if drf is None else "--drf override",

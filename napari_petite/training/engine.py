@@ -34,6 +34,8 @@ METHOD_LR = {"full": 3e-4, "layernorm": 1e-3, "bitfit": 1e-3, "lora": 1e-3, "ia3
              "adapter": 1e-2, "ssf": 1e-2, "vpt": 1e-2, "none": 0.0}
 #: weight of the L1 term in the pix2pix-style CVT-GAN loss (adversarial + 100 L1)
 GAN_L1_WEIGHT = 100.0
+#: what a resume checkpoint's state must hold to continue a run exactly
+RESUME_KEYS = ("step", "losses", "val_history", "scheduler", "numpy_rng", "optim_groups")
 #: the pix2pix discriminator's optimizer settings (Isola et al.: Adam 2e-4, beta1 0.5)
 DISCRIMINATOR_LR = 2e-4
 DISCRIMINATOR_BETAS = (0.5, 0.999)
@@ -413,7 +415,6 @@ class Trainer:
         from napari_petite.peft.apply import trainable_state
 
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         tensors = {f"model/{k}": v.detach().cpu().contiguous()
                    for k, v in trainable_state(self.model).items()}
         groups = {}
@@ -449,22 +450,41 @@ class Trainer:
 
     def load_checkpoint(self, folder: str | Path) -> None:
         """Continue a run saved by :meth:`save_checkpoint` (same spec and data)."""
-        import torch
         from safetensors import SafetensorError, safe_open
         from safetensors.torch import load_file
 
-        from napari_petite.peft.apply import trainable_state
+        from napari_petite.io.jsonfile import parse_json, read_json
 
         folder = Path(folder)
+        hint = "point --resume at a folder written by a previous run, or start afresh"
+        if not (folder / "resume.safetensors").is_file():
+            raise CheckpointError(f"Cannot resume from {folder}: it holds no resume.safetensors; "
+                                  f"{hint}.")
         try:
             tensors = load_file(str(folder / "resume.safetensors"))
             with safe_open(str(folder / "resume.safetensors"), framework="pt") as fh:
                 text = (fh.metadata() or {}).get("resume")
-            meta = json.loads(text if text is not None
-                              else (folder / "resume.json").read_text())
-        except (OSError, json.JSONDecodeError, SafetensorError) as err:
-            raise CheckpointError(f"Cannot resume from {folder}: {err}. Point --resume at a "
-                                  "folder written by a previous run.") from None
+        except (OSError, SafetensorError) as err:
+            raise CheckpointError(f"Cannot resume from {folder}: {err}; {hint}.") from None
+        what = f"The resume state in {folder}"
+        meta = parse_json(text, what=what, error=CheckpointError, hint=hint) if text is not None \
+            else read_json(folder / "resume.json", what=what, error=CheckpointError, hint=hint)
+        missing = [k for k in RESUME_KEYS if k not in meta]
+        if missing or "rng/torch" not in tensors:
+            lacking = ", ".join(missing) or "the random state"
+            raise CheckpointError(f"{what} is incomplete (missing {lacking}); it was cut short "
+                                  f"or edited, so the run cannot continue exactly; {hint}.")
+        try:
+            self._restore(folder, tensors, meta)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as err:
+            raise CheckpointError(f"{what} is damaged ({type(err).__name__}: {err}); "
+                                  f"{hint}.") from None
+
+    def _restore(self, folder: Path, tensors: dict, meta: dict) -> None:
+        import torch
+
+        from napari_petite.peft.apply import trainable_state
+
         current = trainable_state(self.model)
         names = {k[len("model/"):] for k in tensors if k.startswith("model/")}
         if names != set(current):

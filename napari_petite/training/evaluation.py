@@ -84,12 +84,14 @@ def export_subjects(model, scanner: Scanner, ids: Sequence[str], folder, *, desc
     """
     import json
 
-    from napari_petite.io.atomic import write_text
+    from napari_petite.io.atomic import check_not_input, write_text
     from napari_petite.io.nifti import write_like
     from napari_petite.io.volumes import read_any
     from napari_petite.training.inference import Stopped, predict_volume
 
     out = Path(folder).expanduser() / scanner.id
+    dataset = scanner.path.parent
+    check_not_input(out, [dataset])  # before any work: never into the data it reads
     rows = []
     for k, sid in enumerate(ids):
         subject = scanner.subject(sid)
@@ -99,14 +101,14 @@ def export_subjects(model, scanner: Scanner, ids: Sequence[str], folder, *, desc
         except Stopped:
             return None
         path = write_like(out / f"{sid}_reconstructed.nii.gz", recon, low,
-                          inputs=[subject.low, subject.full])
+                          inputs=[subject.low, subject.full, dataset])
         rows.append({"file": str(path), **evaluate_subject(model, subject, recon=recon)})
         if on_subject is not None:
             on_subject(k + 1, len(ids))
     doc = {"model": description, "scanner": scanner.id, "subjects": rows,
            "mean": summarise(rows)}
     write_text(out / "metrics.json", json.dumps(doc, indent=2, default=float) + "\n",
-               overwrite=True)
+               inputs=[dataset], overwrite=True)
     return out
 
 

@@ -106,4 +106,17 @@ def predict_volume(
     finally:
         model.train(was_training)
     out = y[0, 0].numpy()[crop] * scale
+    check_finite_output(out)
     return out.astype(np.float32)
+
+
+def check_finite_output(out: np.ndarray) -> None:
+    """Refuse a model output with NaN or infinite voxels: such weights (a diverged run, a
+    damaged adapter) must not reach a file, a layer or a metric as if they were an image."""
+    from napari_petite.errors import CheckpointError
+
+    bad = int(np.size(out) - np.count_nonzero(np.isfinite(out)))
+    if bad:
+        raise CheckpointError(f"The model produced {bad} NaN or infinite voxels on this scan, "
+                              "so nothing was written; its weights are damaged or its training "
+                              "diverged. Use another adapter or base, or train it again.")

@@ -34,8 +34,8 @@ class Split:
         return asdict(self)
 
 
-def split_subjects(ids: Sequence[str], *, n_train: int | None = None, n_val: int = 1,
-                   n_test: int | None = None) -> Split:
+def split_subjects(ids: Sequence[str], *, n_train: int | None = None,
+                   n_val: int | None = None, n_test: int | None = None) -> Split:
     """Deterministic split in sorted order: train first, then validation, then test.
 
     By default a third of the subjects (at least one) are held out for testing, one validates,
@@ -43,6 +43,8 @@ def split_subjects(ids: Sequence[str], *, n_train: int | None = None, n_val: int
     subjects (as the released PETITE code did) would report optimistic numbers.
     """
     ids = sorted(ids)
+    if n_val is None:
+        n_val = 1
     if n_test is None:
         n_test = max(1, len(ids) // 3)
     if n_train is None:
@@ -51,7 +53,7 @@ def split_subjects(ids: Sequence[str], *, n_train: int | None = None, n_val: int
         raise DatasetError(
             f"Cannot split {len(ids)} subjects into {n_train} training, {n_val} validation and "
             f"{n_test} test subjects; the training set needs at least one subject. Add subjects "
-            "or choose smaller --val/--test counts."
+            "or choose smaller --n-val/--n-test counts."
         )
     return Split(ids[:n_train], ids[n_train:n_train + n_val],
                  ids[n_train + n_val:n_train + n_val + n_test])
@@ -219,7 +221,9 @@ def build_run(request: JobRequest) -> Run:
     from napari_petite.models.registry import build_model
     from napari_petite.peft.apply import apply_spec
     from napari_petite.peft.spec import MixPEFTSpec, petite_spec
+    from napari_petite.training.device import resolve_device
     from napari_petite.training.engine import Trainer, make_optimizers
+    from napari_petite.training.step_memory import check_step_memory
 
     seed = request.config.seed
     if request.scratch is not None:
@@ -239,6 +243,8 @@ def build_run(request: JobRequest) -> Run:
         torch.manual_seed(seed)
     report = apply_spec(model, spec)
     window = tuple(request.config.patch_size or model.patch_size)
+    check_step_memory(model, window, request.config.batch_size,
+                      resolve_device(request.config.device))
     scanner, split = request.scanner, request.split
     trainer = Trainer(model, load_pairs(scanner, split.train, window),
                       load_pairs(scanner, split.val, window), request.config, spec,

@@ -182,7 +182,8 @@ def layer_shape_mismatch(folder, models):
     full = root / "site" / "sub-1" / "full.nii.gz"
     out = folder / "adapter"
     cli = ["finetune", "--data", str(root), "--target", "site", "--base", str(models.base),
-           "--steps", "1", "--device", "cpu", "--n-val", "0", "--n-test", "0", "--out", str(out)]
+           "--steps", "1", "--device", "cpu", "--n-val", "0", "--n-test", "0", "--out", str(out),
+           "--strict"]
     return Case(cli, "must be on the same voxel grid", ("reconstruct", low, full),
                 sorted(root.rglob("*.*")), [out], gui_message="choose the matching full-count")
 

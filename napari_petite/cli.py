@@ -21,6 +21,7 @@ COMMANDS = [
     "make_pairs",
     "methods",
     "pretrain",
+    "import_base",
     "finetune",
     "predict",
     "evaluate",

@@ -255,7 +255,7 @@ class ScannerDataDock(TaskDock, QWidget):
     def _scan_dialog(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "DICOM series folder (Cancel: a file)")
         if not path:
-            path, _ = QFileDialog.getOpenFileName(self, "NIfTI or DICOM file")
+            path, _ = QFileDialog.getOpenFileName(self, "NIfTI, ECAT 7 or DICOM file")
         if path:
             self.open_scan(path)
 
@@ -297,7 +297,7 @@ class ScannerDataDock(TaskDock, QWidget):
 
     # -- pairs from dynamic scans ------------------------------------------------------------
     def _pairs_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Dynamic scan (4D NIfTI, or a DICOM file)")
+        path, _ = QFileDialog.getOpenFileName(self, "Dynamic scan (4D NIfTI, ECAT 7 .v or DICOM)")
         if path:
             self.add_dynamic_subject(path)
 

@@ -26,6 +26,7 @@ COMMANDS = [
     "predict",
     "evaluate",
     "sweep",
+    "pacs",
     "demo",
     "gui",
 ]

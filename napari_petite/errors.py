@@ -28,3 +28,7 @@ class ConfigError(PetiteError):
 
 class OutputError(PetiteError):
     """Results cannot be written where the user asked (exists, input file, not writable)."""
+
+
+class NetworkError(PetiteError):
+    """A PACS cannot be reached, refuses us, or fails a request."""

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
-from conftest import pet_like, write_nifti
+from conftest import make_subject
 from test_cli import petite
 
 SHAPE_XYZ = (36, 34, 32)
@@ -28,11 +27,8 @@ def _monai_unetr(seed: int = 0, **options):
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("import-base")
     for k in range(3):
-        sub = root / "data" / "site-b" / f"sub-{k}"
-        full = pet_like(SHAPE_XYZ, seed=k)
-        low = np.random.default_rng(k).poisson(full / 6.0).astype(np.float32) * 6.0
-        write_nifti(sub / "low.nii.gz", low)
-        write_nifti(sub / "full.nii.gz", full)
+        make_subject(root / "data" / "site-b" / f"sub-{k}", seed=k, shape_xyz=SHAPE_XYZ,
+                     with_truth=False)
     monai = _monai_unetr()
     torch.save(monai.state_dict(), root / "monai_unetr.pth")
     return {"root": root, "monai": monai}

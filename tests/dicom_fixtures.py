@@ -328,7 +328,15 @@ def write_enhanced_pet(
         value.RescaleType = "BQML"
         content = Dataset()
         content.FrameAcquisitionDateTime = STUDY_DATE + "100000"
-        content.FrameAcquisitionDuration = 600000.0
+        content.FrameAcquisitionDuration = FRAME_S * 1000.0
+        content.FrameReferenceDateTime = STUDY_DATE + "100500"  # the middle of the frame
+        factors = Dataset()  # the PET Frame Correction Factors macro
+        factors.PrimaryPromptsCountsAccumulated = 1000000 + k
+        factors.SliceSensitivityFactor = 1.0
+        factors.DecayFactor = f"{decay_factor(FRAME_S) + 0.001 * k:.6f}"
+        factors.ScatterFractionFactor = 0.3
+        factors.DeadTimeFactor = 1.01
+        group.PETFrameCorrectionFactorsSequence = DicomSequence([factors])
         group.PlanePositionSequence = DicomSequence([plane])
         group.PixelValueTransformationSequence = DicomSequence([value])
         group.FrameContentSequence = DicomSequence([content])

@@ -116,6 +116,29 @@ def test_per_slice_timing_and_sources_follow_the_slice_position(tmp_path):
     assert read_series(out).extra["suv_factor"] == pytest.approx(like.extra["suv_factor"])
 
 
+def test_export_of_an_enhanced_pet_source_takes_each_frames_timing(tmp_path):
+    """A multi-frame source: timing and correction factors come from each frame's functional
+    groups (Frame Content, PET Frame Correction Factors)."""
+    from dicom_fixtures import write_enhanced_pet
+
+    src = write_enhanced_pet(tmp_path / "src" / "pet.dcm", pet_volume(seed=4), spacing=SPACING,
+                             orientation=oblique(15, 25))
+    like = read_series(src)
+    out = write_derived_series(like.data, like, tmp_path / "out", description="d")
+    assert _messages(out) == {}
+    groups = pydicom.dcmread(src).PerFrameFunctionalGroupsSequence
+    derived = sorted(map(pydicom.dcmread, out.iterdir()), key=lambda d: int(d.InstanceNumber))
+    for k, d in enumerate(derived):
+        frame = int(like.extra["dicom"]["slices"][k]["frame"])
+        (ref,) = d.SourceImageSequence
+        assert int(ref.ReferencedFrameNumber) == frame + 1
+        factors = groups[frame].PETFrameCorrectionFactorsSequence[0]
+        assert d.DecayFactor == factors.DecayFactor
+        assert int(d.ActualFrameDuration) == 600000
+        assert float(d.FrameReferenceTime) == 300000.0  # 10:05:00 from the 10:00:00 series
+        assert (d.AcquisitionDate, d.AcquisitionTime[:6]) == ("20240102", "100000")
+
+
 def test_dcm2niix_reads_the_export_as_the_nifti_output(tmp_path, source):
     import nibabel as nib
 

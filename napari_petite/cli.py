@@ -29,10 +29,12 @@ COMMANDS = [
     "make_pairs",
     "methods",
     "pretrain",
+    "import_base",
     "finetune",
     "predict",
     "evaluate",
     "sweep",
+    "pacs",
     "demo",
     "gui",
 ]

@@ -72,7 +72,7 @@ def test_round_trip_keeps_patient_study_geometry_and_suv(tmp_path, kind):
     for d in derived:
         assert d.file_meta.MediaStorageSOPInstanceUID == d.SOPInstanceUID
         assert d.SOPClassUID == "1.2.840.10008.5.1.4.1.1.128" and d.Modality == "PT"
-        assert list(d.ImageType) == ["DERIVED", "SECONDARY"]
+        assert list(d.ImageType) == ["DERIVED", "PRIMARY"]
         assert d.SeriesDescription == "PETITE denoised (adapter vereos-lora)"
         assert d.Units == "BQML" and d.BitsAllocated == 16 and d.PixelRepresentation == 0
         for key in ("StudyInstanceUID", "FrameOfReferenceUID", "PatientID", "PatientName",

@@ -129,7 +129,7 @@ def non_nifti(folder, models):
     png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
     renamed = folder / "photo.nii"  # the same bytes under a NIfTI name reach our reader
     renamed.write_bytes(png.read_bytes())
-    return Case(["info", str(png)], "neither a NIfTI file .* nor a DICOM series",
+    return Case(["info", str(png)], "is a PNG picture, not a PET volume",
                 ("reader", renamed), [png, renamed], gui_message="could not be read as NIfTI")
 
 

@@ -27,6 +27,7 @@ from napari_petite._widgets import exports, views
 from napari_petite._widgets.layout import scroll_layout
 from napari_petite._widgets.metrics_table import MetricsTable
 from napari_petite._widgets.model_choice import BASE, ModelChoice, recon_name
+from napari_petite._widgets.pacs_send import SendToPacsButton
 from napari_petite._widgets.roi_panel import ROIPanel, subject_images
 from napari_petite._widgets.state import ROLE_KEY, session_for
 from napari_petite._widgets.tasks import Task, TaskDock, notify_failure
@@ -90,6 +91,7 @@ class CompareDock(TaskDock, QWidget):
              "slices, colour bars, metrics and details on one page (PNG or PDF)"),
             ("Batch: test subjects…", self._batch_dialog,
              "reconstruct every test subject of the target into a folder with metrics.json"))
+        self.send_pacs = SendToPacsButton()
         self.status = QLabel("Load a subject in 'Scanner data', then Reconstruct.")
         self.status.setWordWrap(True)
         self.readout = QLabel("")
@@ -103,6 +105,7 @@ class CompareDock(TaskDock, QWidget):
         layout.addWidget(self.table, 1)
         layout.addWidget(self.roi)
         layout.addLayout(export_row)
+        layout.addWidget(self.send_pacs)
         layout.addWidget(self.status)
         self.viewer.layers.events.inserted.connect(self._suv_new_layer)
         self._set_busy(False)
@@ -366,7 +369,9 @@ class CompareDock(TaskDock, QWidget):
     def export_dicom(self, folder, overwrite: bool = False) -> Path | None:
         """Write the reconstruction as a derived DICOM series."""
         layer = self._recon_or_fail()
-        return None if layer is None else exports.dicom(layer, folder, overwrite)
+        out = None if layer is None else exports.dicom(layer, folder, overwrite)
+        self.send_pacs.set_folder(out or self.send_pacs.folder)  # Send to PACS offers it
+        return out
 
     def _report_dialog(self) -> None:
         if self._recon_or_fail() is None:

@@ -23,6 +23,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_petite._widgets.layout import scroll_layout
+from napari_petite._widgets.pacs_open import OpenFromPacsButton
 from napari_petite._widgets.split_form import SplitForm
 from napari_petite._widgets.state import ROLE_KEY, session_for
 from napari_petite._widgets.tasks import Task, TaskDock, notify_failure
@@ -135,6 +136,7 @@ class ScannerDataDock(TaskDock, QWidget):
                                     "series folder (a folder holding several series lists "
                                     "them to choose from)")
         self.scan_button.clicked.connect(self._scan_dialog)
+        self.pacs_button = OpenFromPacsButton(self)
         self.pairs_button = QPushButton("Add a subject from a dynamic scan…")
         self.pairs_button.setToolTip(
             "A dynamic FDG scan (4D NIfTI + BIDS sidecar, or a multi-frame DICOM series) "
@@ -145,6 +147,7 @@ class ScannerDataDock(TaskDock, QWidget):
         row.addWidget(self.load_button)
         row.addWidget(self.scan_button)
         layout.addLayout(row)
+        layout.addWidget(self.pacs_button)
         layout.addWidget(self.pairs_button)
 
     # -- dataset -----------------------------------------------------------------------------
@@ -255,7 +258,7 @@ class ScannerDataDock(TaskDock, QWidget):
     def _scan_dialog(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "DICOM series folder (Cancel: a file)")
         if not path:
-            path, _ = QFileDialog.getOpenFileName(self, "NIfTI or DICOM file")
+            path, _ = QFileDialog.getOpenFileName(self, "NIfTI, ECAT 7 or DICOM file")
         if path:
             self.open_scan(path)
 
@@ -297,7 +300,7 @@ class ScannerDataDock(TaskDock, QWidget):
 
     # -- pairs from dynamic scans ------------------------------------------------------------
     def _pairs_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Dynamic scan (4D NIfTI, or a DICOM file)")
+        path, _ = QFileDialog.getOpenFileName(self, "Dynamic scan (4D NIfTI, ECAT 7 .v or DICOM)")
         if path:
             self.add_dynamic_subject(path)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QPushButton, QWidget
 
 from napari_petite._widgets.base_chooser import BaseChooser
+from napari_petite._widgets.import_base import ImportBaseButton
 from napari_petite._widgets.layout import scroll_layout
 from napari_petite._widgets.method_form import MixPEFTForm
 from napari_petite._widgets.run_panel import RunPanel
@@ -98,7 +99,8 @@ class FineTuneDock(TaskDock, QWidget):
         bundle_row.addWidget(self.save_button)
         bundle_row.addWidget(self.load_button)
         layout = scroll_layout(self)
-        for w in (self.chooser, self.form, self.settings):
+        self.import_base = ImportBaseButton(self.chooser)
+        for w in (self.chooser, self.import_base, self.form, self.settings):
             layout.addWidget(w)
         layout.addWidget(self.run, 1)
         layout.addLayout(bundle_row)
@@ -431,7 +433,7 @@ class FineTuneDock(TaskDock, QWidget):
         qt_window.installEventFilter(self._close_filter)
 
     def _tasks(self) -> tuple[Task | None, ...]:
-        return (self.task, self._count_task, self._recipe_task)
+        return (self.task, self._count_task, self._recipe_task, self.import_base.task)
 
     def shutdown(self, timeout: float = 30.0) -> None:
         self._pending = None

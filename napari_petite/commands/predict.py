@@ -24,7 +24,8 @@ def register(sub) -> None:
         "input's geometry, units and SUV factor.",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="low-count .nii/.nii.gz files, DICOM series folders or .dcm files")
+                        help="low-count .nii/.nii.gz files, ECAT 7 .v files, DICOM series "
+                        "folders or .dcm files")
     parser.add_argument("--series", metavar="UID", default=None,
                         help="SeriesInstanceUID to read when a DICOM folder holds several")
     parser.add_argument("--format", choices=("nifti", "dicom"), default="nifti",
@@ -42,7 +43,7 @@ def register(sub) -> None:
 
 def output_name(path: Path, fmt: str = "nifti") -> str:
     name = path.name
-    for suffix in (".nii.gz", ".nii", ".dcm"):
+    for suffix in (".nii.gz", ".nii", ".dcm", ".v"):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
     return f"{name}_recon" if fmt == "dicom" else f"{name}_recon.nii.gz"

@@ -132,8 +132,9 @@ class Dataset:
 
 
 def _find_volume(folder: Path, stem: str) -> Path | None:
-    """``<stem>.nii.gz`` / ``<stem>.nii``, or a DICOM series folder named ``<stem>``."""
-    for suffix in (".nii.gz", ".nii"):
+    """``<stem>.nii.gz`` / ``<stem>.nii`` / ``<stem>.v`` (ECAT 7), or a DICOM series folder
+    named ``<stem>``."""
+    for suffix in (".nii.gz", ".nii", ".v"):
         candidate = folder / f"{stem}{suffix}"
         if candidate.is_file():
             return candidate

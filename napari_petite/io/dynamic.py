@@ -12,8 +12,10 @@ gap: a window with a hole or overlapping frames would not be the image of that t
 pair built from it would teach the network the wrong count level.
 
 A dynamic scan comes as a 4D NIfTI with its BIDS sidecar (``FrameTimesStart`` and
-``FrameDuration`` in seconds, optional ``Units``) or as a DICOM PET series with several time
-frames (classic files with NumberOfTimeSlices / ImageIndex, or Enhanced PET multi-frame).
+``FrameDuration`` in seconds, optional ``Units``), as an ECAT 7 file (frame start and
+duration in each frame's subheader, :mod:`napari_petite.io.ecat`) or as a DICOM PET series
+with several time frames (classic files with NumberOfTimeSlices / ImageIndex, or Enhanced PET
+multi-frame).
 """
 
 from __future__ import annotations
@@ -212,9 +214,21 @@ def _read_dicom(path: Path, series_uid: str | None) -> Dynamic:
                    path=path)
 
 
+def _read_ecat(path: Path) -> Dynamic:
+    from napari_petite.io.ecat import read_frames
+
+    ecat = read_frames(path)
+    if ecat.frames.shape[0] < 2:
+        raise InputError(f"{path.name} is a static ECAT scan (one time frame); a dynamic scan "
+                         "with several frames is needed to make a low/full pair.")
+    return Dynamic(frames=ecat.frames, starts_s=ecat.starts_s, durations_s=ecat.durations_s,
+                   template=ecat.template, path=path)
+
+
 def read_dynamic(path: str | os.PathLike, series_uid: str | None = None) -> Dynamic:
-    """Read a dynamic PET scan: a 4D NIfTI with its BIDS sidecar, or a DICOM PET series
-    (folder or multi-frame file) with several time frames; frames come sorted by start.
+    """Read a dynamic PET scan: a 4D NIfTI with its BIDS sidecar, an ECAT 7 file (frame
+    timing from its subheaders), or a DICOM PET series (folder or multi-frame file) with
+    several time frames; frames come sorted by start.
 
     Raises
     ------
@@ -223,16 +237,19 @@ def read_dynamic(path: str | os.PathLike, series_uid: str | None = None) -> Dyna
         different grids, unreadable data, too little memory.
     """
     from napari_petite.io.dicom import is_dicom_path
+    from napari_petite.io.ecat import is_ecat
 
     path = Path(path).expanduser()
     if not path.exists():
         raise InputError(f"{path} does not exist; check the path.")
     if path.is_file() and is_nifti(path):
         return _read_nifti(path)
+    if is_ecat(path):
+        return _read_ecat(path)
     if is_dicom_path(path):
         return _read_dicom(path, series_uid)
-    raise InputError(f"{path} is neither a 4D NIfTI (.nii, .nii.gz) nor a DICOM PET series; "
-                     "choose a dynamic scan in one of those formats.")
+    raise InputError(f"{path} is neither a 4D NIfTI (.nii, .nii.gz), an ECAT 7 file (.v) nor "
+                     "a DICOM PET series; choose a dynamic scan in one of those formats.")
 
 
 # -- the pair --------------------------------------------------------------------------------

@@ -125,7 +125,8 @@ def _check_readable_path(path: Path) -> None:
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise CheckpointError(
             f"{path.name} is a pickle-based PyTorch file; only safetensors checkpoints are read "
-            "(unpickling can run arbitrary code). Convert it to .safetensors with its JSON card."
+            "(unpickling can run arbitrary code). A MONAI UNETR state dict becomes one with "
+            f"`petite import-base {path.name} --out base.safetensors`."
         )
     if path.suffix != SUFFIX:
         raise CheckpointError(

@@ -119,7 +119,22 @@ def output_kind(path: str | os.PathLike) -> str | None:
     made = _json_object(folder / "dataset.json")
     if made and str(made.get("generator", "")).startswith("napari-petite"):
         return "dataset"
-    return None
+    return "DICOM series" if _derived_series(folder) else None
+
+
+def _derived_series(folder: Path) -> bool:
+    """A DICOM series this tool exported (it names itself in SoftwareVersions; DICOM
+    folders carry no marker file, which PACS tools would take for an instance)."""
+    first = next(iter(sorted(folder.glob("*.dcm"))), None)
+    if first is None:
+        return False
+    try:
+        from pydicom import dcmread
+
+        software = dcmread(first, stop_before_pixels=True).get("SoftwareVersions", "")
+    except Exception:  # not DICOM, or unreadable: not ours
+        return False
+    return "napari-petite" in str(software)
 
 
 def is_tool_output(path: str | os.PathLike) -> bool:
@@ -616,13 +631,15 @@ def atomic_dir(
     inputs: Iterable[str | os.PathLike] = (),
     kind: str = "output",
     needed: int = 0,
+    mark: bool = True,
 ) -> Iterator[Path]:
     """Yield a hidden temporary folder beside ``dest``; rename it onto ``dest`` only when the
     block succeeds, so a crash, a Stop or a full disk never leaves half a folder under the
     final name.
 
-    The finished folder carries :data:`MARKER` (``kind`` says what it is) and the usual modes,
-    whichever library wrote its files. An existing ``dest`` is refused unless it is empty, or
+    The finished folder carries :data:`MARKER` (``kind`` says what it is; ``mark=False`` for
+    DICOM series, recognised by their own tags) and the usual modes, whichever library wrote
+    its files. An existing ``dest`` is refused unless it is empty, or
     ``overwrite`` is given and it is one of this tool's outputs; then it is moved aside first
     and removed only once the new folder is in place (restored if the rename fails). When
     the command reserved ``dest`` when it started (:func:`reserve`), a ``dest`` that appeared
@@ -637,7 +654,8 @@ def atomic_dir(
                               "writable location.") from None
         try:
             yield tmp
-            mark_output(tmp, kind)
+            if mark:
+                mark_output(tmp, kind)
             for path in (tmp, *tmp.rglob("*")):  # writers differ (safetensors: 0o600 files)
                 if not path.is_symlink():
                     os.chmod(path, DIR_MODE if path.is_dir() else FILE_MODE)

@@ -344,7 +344,7 @@ def write_derived_series(
     base = _base(src, info, description, n)
     timing = _slice_timing(sources, info)
     source_class = as_text(info.get("SOPClassUID")) or as_text(src.get("SOPClassUID"))
-    with atomic_dir(dest, overwrite=overwrite, kind="DICOM series") as tmp:
+    with atomic_dir(dest, overwrite=overwrite, kind="DICOM series", mark=False) as tmp:
         for k in range(n):
             stored, slope = _encode(values[k])
             ds = copy.deepcopy(base)

@@ -242,8 +242,8 @@ def get(settings: PacsSettings, folder: str | os.PathLike, *, study_uid: str,
     for uid in GET_STORAGE:
         ae.add_requested_context(uid)
     roles = [build_role(uid, scp_role=True) for uid in GET_STORAGE]
-    with atomic_dir(Path(folder).expanduser(), overwrite=overwrite,
-                    kind="DICOM series") as tmp:
+    with atomic_dir(Path(folder).expanduser(), overwrite=overwrite, kind="DICOM series",
+                    mark=False) as tmp:
         received: list[Path] = []
 
         def store(event) -> int:

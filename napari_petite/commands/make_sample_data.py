@@ -41,6 +41,11 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     p.add_argument("--size", default="small", metavar="small|native",
                    help="small (default, reduced grids, fast) or native (the profile's grid)")
+    p.add_argument("--lesions", default=None, metavar="N|MIN:MAX",
+                   help="make a lesion-insertion set: N (or MIN to MAX) spheres of known "
+                   "activity per subject, 4-20 mm, hot and cold, in grey and white matter, "
+                   "written as lesions.nii.gz and listed in meta.json (default: none; the "
+                   "default data stay as they are)")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="worker processes (default 1; results do not depend on it)")
     p.add_argument("--overwrite", action="store_true",
@@ -51,11 +56,13 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from napari_petite.simulate.dataset import check_output, check_request, make_dataset
+    from napari_petite.simulate.lesions import parse_count
     from napari_petite.simulate.profiles import available_ids
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, not {args.jobs}.")
     scanners = _scanner_list(args.scanners) if args.scanners is not None else available_ids()
     ids = check_request(scanners, args.subjects, args.drf, args.size)
+    lesions = parse_count(args.lesions)
     check_output(args.out, args.overwrite)
     total = len(ids) * args.subjects
     from tqdm import tqdm
@@ -70,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = make_dataset(args.out, scanners=ids, subjects=args.subjects, drf=args.drf,
                                seed=args.seed, size=args.size, overwrite=args.overwrite,
-                               jobs=args.jobs, progress=step)
+                               jobs=args.jobs, progress=step, lesions=lesions)
     finally:
         bar.close()
     if args.json:

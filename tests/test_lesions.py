@@ -130,7 +130,7 @@ def test_cli_writes_a_lesion_set_and_refuses_a_bad_count(tmp_path):
     assert sorted(np.unique(instances).astype(int).tolist()) == \
         list(range(len(meta["lesions"]) + 1))
     assert json.loads((out / "dataset.json").read_text())["lesions"] == [3, 4]
-    bad = subprocess.run(cmd[:-1] + ["5:2"], capture_output=True, text=True, timeout=120,
+    bad = subprocess.run([*cmd[:-1], "5:2"], capture_output=True, text=True, timeout=120,
                          env=env)
     assert bad.returncode == 2 and "--lesions" in bad.stderr
     assert "Traceback" not in bad.stderr

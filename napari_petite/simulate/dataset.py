@@ -3,7 +3,8 @@
 ``<root>/<scanner-id>/scanner.json`` and ``<root>/<scanner-id>/<subject-id>/`` with
 ``low.nii.gz``, ``full.nii.gz``, ``truth.nii.gz`` (Bq/mL, same grid), ``labels.nii.gz``
 (uint8, same grid) and ``meta.json``; a lesion-insertion set (``lesions=``) adds
-``lesions.nii.gz`` (uint8 instance labels: 0 none, k lesion k of meta.json's list). Everything is written into a hidden sibling folder that
+``lesions.nii.gz`` (uint8 instance labels: 0 none, k lesion k of meta.json's list).
+Everything is written into a hidden sibling folder that
 is renamed onto the requested name only when complete (``io.atomic.atomic_dir``), so an
 interrupted run never leaves a half dataset under the final name.
 """
@@ -177,7 +178,8 @@ def make_dataset(
 
     ``drf`` overrides every site's protocol dose-reduction factor (``None``: each site's
     own, from its profile). ``lesions`` = (min, max) makes a lesion-insertion set (see
-    ``simulate.scan.simulate_subject``); None keeps the default data bit for bit. Returns a summary (paths, settings, per-subject seconds and
+    ``simulate.scan.simulate_subject``); None keeps the default data bit for bit. Returns a
+    summary (paths, settings, per-subject seconds and
     counts). ``progress`` is called after each finished subject with its summary.
     """
     ids = check_request(list(scanners) if scanners else available_ids(), subjects, drf, size)

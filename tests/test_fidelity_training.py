@@ -131,6 +131,7 @@ def test_validation_reports_fidelity_and_faithful_run_keeps_an_eligible_step():
     vals = [e.val for e in events if e.kind == "val"]
     assert len(vals) == 3 and all("region_abs_bias_pct" in v for v in vals)
     assert all(math.isfinite(v["lesion_suvmean_bias_pct"]) for v in vals)
+    assert "suvr_abs_bias_pct" not in vals[0]  # not measurable here: left out, not NaN
     done = events[-1]
     assert done.val == choose_best(tr.val_history, "faithful", 1.0)
     assert time.perf_counter() - t0 < 120

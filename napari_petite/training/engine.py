@@ -473,8 +473,10 @@ class Trainer:
                 row.update(pair.reference.summary(pred))
             rows.append(row)
         keys = [k for k in rows[0] if all(k in r for r in rows)] if rows else []
-        out = {k: float(np.nanmean([r[k] for r in rows])) if any(r[k] == r[k] for r in rows)
-               else math.nan for k in keys}
+        # a figure no subject measures (no lesions, no labels) is left out, not NaN: cards
+        # and events stay strict JSON
+        out = {k: float(np.nanmean([r[k] for r in rows])) for k in keys
+               if any(r[k] == r[k] for r in rows)}
         out["step"] = self.step
         self.val_history.append(out)
         if self.best is None or self.best_record() is out:

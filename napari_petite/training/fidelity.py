@@ -204,32 +204,34 @@ class Reference:
         percentile of |lesion SUVmean bias|, mean |SUVR bias|, all in % against full count."""
         regional = regional_bias(image, self.full, self.labels, self.names)
         values = [abs(v) for v in regional.values() if v == v]
-        rows = self.lesion_rows(image) if rows is None else rows
-
-        def mean_of(key: str, absolute: bool = False) -> float:
-            xs = [r[key] for r in rows if r.get(key) == r.get(key) and r.get(key) is not None]
-            if not xs:
-                return math.nan
-            return float(np.mean(np.abs(xs) if absolute else xs))
-
         mine = suvr(image, self.labels, self.names)
         suvr_bias = [abs(pct(mine[k], v)) for k, v in self.full_suvr.items() if k in mine]
-        abs_mean = [abs(r["mean_bias_pct"]) for r in rows if r["mean_bias_pct"] == r[
-            "mean_bias_pct"]]
-        return {
-            "region_abs_bias_pct": float(np.mean(values)) if values else math.nan,
-            "lesion_suvmean_bias_pct": mean_of("mean_bias_pct"),
-            "lesion_suvmax_bias_pct": mean_of("max_bias_pct"),
-            "lesion_suvpeak_bias_pct": mean_of("peak_bias_pct"),
-            "lesion_abs_bias_p90_pct": float(np.percentile(abs_mean, 90)) if abs_mean
-            else math.nan,
-            "suvr_abs_bias_pct": float(np.mean(suvr_bias)) if suvr_bias else math.nan,
-        }
+        return {"region_abs_bias_pct": float(np.mean(values)) if values else math.nan,
+                **lesion_figures(self.lesion_rows(image) if rows is None else rows),
+                "suvr_abs_bias_pct": float(np.mean(suvr_bias)) if suvr_bias else math.nan}
 
     def suvr_bias(self, image: np.ndarray) -> dict[str, float]:
         """SUVR bias (%) of ``image`` against the full-count image, per ratio."""
         mine = suvr(image, self.labels, self.names)
         return {k: pct(mine.get(k), v) for k, v in self.full_suvr.items()}
+
+
+def lesion_figures(rows: Sequence[dict], against: str = "") -> dict[str, float]:
+    """Mean signed SUVmean / SUVmax / SUVpeak bias and the 90th percentile of |SUVmean bias|
+    over lesion rows (pooled over subjects by the caller); ``against="_truth"`` reads the
+    biases against the truth instead of the full-count image. NaN without lesions."""
+    def values(stat: str) -> list[float]:
+        key = f"{stat}_bias{against}_pct"
+        return [r[key] for r in rows if r.get(key) is not None and r[key] == r[key]]
+
+    def mean(xs: list[float]) -> float:
+        return float(np.mean(xs)) if xs else math.nan
+
+    means = values("mean")
+    return {"lesion_suvmean_bias_pct": mean(means), "lesion_suvmax_bias_pct": mean(values("max")),
+            "lesion_suvpeak_bias_pct": mean(values("peak")),
+            "lesion_abs_bias_p90_pct": float(np.percentile(np.abs(means), 90)) if means
+            else math.nan}
 
 
 def recovery_by_diameter(rows: Sequence[dict], edges: Sequence[float] = (4, 8, 12, 16, 20.01)

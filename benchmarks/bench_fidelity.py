@@ -28,10 +28,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEFAULT_DATA, RESULTS, clean, ensure_data, mean_sd, read_json, write_json
+import _common as common
+from bench_quality import BACKBONES, PAIRS  # the same backbones and pairs as the tables
 
-BACKBONES = ("unetr", "cvtgan")
-PAIRS = ("mct:vision", "mct:dmi", "mct:uexplorer", "mct:vereos")
 ROWS = ("input", "no-ft", "full-ft", "petite", "best-mix", "faithful")
 #: the lesion test set: subjects per target, lesions per subject, seed (the training
 #: dataset uses seed 0, so these are other people)
@@ -60,18 +59,14 @@ SUVR_KEYS = {"suvr_pcc_pons_bias_pct": "posterior cingulate/pons",
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.splitlines()[1:]))
-    p.add_argument("--backbones", default=",".join(BACKBONES), help="comma-separated")
-    p.add_argument("--pairs", default=",".join(PAIRS), help="comma-separated SOURCE:TARGET")
+    p = common.pair_parser(__doc__, BACKBONES, PAIRS)
     p.add_argument("--only", default=None, metavar="ROWS",
                    help=f"rows to run, comma-separated, of {', '.join(ROWS)} (default all)")
     p.add_argument("--faithful", default="--recipe faithful", metavar="FLAGS",
                    help="fidelity flags of the 'faithful' row, as `petite finetune` takes "
                    "them (default: --recipe faithful)")
     p.add_argument("--data", default=None, metavar="DIR",
-                   help=f"training dataset (default {DEFAULT_DATA}, simulated when missing)")
+                   help=f"training dataset (default {common.DEFAULT_DATA}, simulated when missing)")
     p.add_argument("--testset", default=None, metavar="DIR",
                    help=f"lesion test set (default {DEFAULT_TESTSET}, simulated when missing)")
     p.add_argument("--test-subjects", type=int, default=TEST_SUBJECTS)
@@ -79,7 +74,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--test-seed", type=int, default=TEST_SEED)
     p.add_argument("--base", action="append", default=[], metavar="BACKBONE=FILE",
                    help="base checkpoint per backbone (default: the shipped one)")
-    p.add_argument("--quality", default=str(RESULTS), metavar="DIR",
+    p.add_argument("--quality", default=str(common.RESULTS), metavar="DIR",
                    help="where quality_<backbone>.json names the best Mix-PEFT")
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--val-every", type=int, default=25)
@@ -87,20 +82,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default=str(RESULTS / "fidelity"), metavar="DIR")
+    p.add_argument("--out", default=str(common.RESULTS / "fidelity"), metavar="DIR")
     p.add_argument("--aggregate-only", action="store_true",
                    help="run nothing; build the tables from the rows done so far")
     return p.parse_args(argv)
-
-
-def pairs_of(text: str) -> list[tuple[str, str]]:
-    out = []
-    for item in (s.strip() for s in text.split(",") if s.strip()):
-        source, sep, target = item.partition(":")
-        if not sep or not source or not target:
-            raise SystemExit(f"--pairs item {item!r} must look like SOURCE:TARGET")
-        out.append((source, target))
-    return out
 
 
 def faithful_options(flags: str) -> dict[str, Any]:
@@ -121,7 +106,7 @@ def ensure_testset(args, targets: list[str]) -> Path:
     folder = Path(args.testset).expanduser() if args.testset else DEFAULT_TESTSET
     want = {"simulator_version": SIMULATOR_VERSION, "seed": args.test_seed,
             "subjects": args.test_subjects, "lesions": list(parse_count(args.test_lesions))}
-    made = read_json(folder / "dataset.json") or {}
+    made = common.read_json(folder / "dataset.json") or {}
     if all(made.get(k) == v for k, v in want.items()) and all(
             (folder / t).is_dir() for t in targets):
         return folder
@@ -138,7 +123,7 @@ def ensure_testset(args, targets: list[str]) -> Path:
 
 
 def best_mix_key(quality: Path, backbone: str) -> str | None:
-    return ((read_json(quality / f"quality_{backbone}.json") or {}).get("headline")
+    return ((common.read_json(quality / f"quality_{backbone}.json") or {}).get("headline")
             or {}).get("best_mix_key")
 
 
@@ -196,7 +181,7 @@ def pooled(subjects: list[dict]) -> dict[str, Any]:
     }
     for key, ratio in SUVR_KEYS.items():
         values = [s["suvr_bias_pct"].get(ratio) for s in subjects]
-        out[key] = mean_sd(values)["mean"]
+        out[key] = common.mean_sd(values)["mean"]
     return out
 
 
@@ -233,7 +218,7 @@ def run_pair(args, backbone: str, base: str | None, source: str, target: str,
     model, _, sha = jobs.load_base(base_path)
     folder = out / "rows" / backbone / f"{source}-{target}"
     device = resolve_device(args.device)
-    test_meta = read_json(testset / "dataset.json") or {}
+    test_meta = common.read_json(testset / "dataset.json") or {}
     for row in row_specs(args, model, backbone):
         config = TrainConfig(steps=args.steps, batch_size=args.batch, seed=args.seed,
                              val_every=args.val_every, device=args.device,
@@ -245,7 +230,7 @@ def run_pair(args, backbone: str, base: str | None, source: str, target: str,
         if row["key"] == "input":
             fp = {"input": True, "target": target, "testset": fp["testset"]}
         path = folder / f"{row['key']}.json"
-        done = read_json(path)
+        done = common.read_json(path)
         if done and done.get("fingerprint") == fp:
             print(f"reusing {backbone} {source}->{target} {row['key']}", file=sys.stderr)
             continue
@@ -266,14 +251,14 @@ def run_pair(args, backbone: str, base: str | None, source: str, target: str,
         if net is not None:
             net.to(device).eval()
         scores = evaluate_row(net, testset, target, device)
-        write_json(path, {"key": row["key"], "label": row["label"], "backbone": backbone,
+        common.write_json(path, {"key": row["key"], "label": row["label"], "backbone": backbone,
                           "pair": f"{source}->{target}", **record, **scores,
                           "fingerprint": fp})
 
 
 def aggregate(out: Path, backbone: str, pairs: list[tuple[str, str]]) -> dict | None:
     """Per row: each figure's mean over the pairs that have it (and per pair)."""
-    per_pair = {f"{s}->{t}": {p.stem: read_json(p) for p in sorted(
+    per_pair = {f"{s}->{t}": {p.stem: common.read_json(p) for p in sorted(
         (out / "rows" / backbone / f"{s}-{t}").glob("*.json"))} for s, t in pairs}
     if not any(per_pair.values()):
         return None
@@ -283,14 +268,14 @@ def aggregate(out: Path, backbone: str, pairs: list[tuple[str, str]]) -> dict | 
         if not have:
             continue
         label = next(iter(have.values()))["label"]
-        stats = {f: mean_sd([r.get(f) for r in have.values()]) for f in FIGURES}
+        stats = {f: common.mean_sd([r.get(f) for r in have.values()]) for f in FIGURES}
         gains = [r["psnr"] - per_pair[pair]["input"]["psnr"] for pair, r in have.items()
                  if per_pair[pair].get("input")]
-        stats["psnr_gain_over_input_db"] = mean_sd(gains)
+        stats["psnr_gain_over_input_db"] = common.mean_sd(gains)
         changes = [r["region_mean_abs_bias_pct"] - per_pair[pair]["no-ft"][
             "region_mean_abs_bias_pct"] for pair, r in have.items() if per_pair[pair].get(
             "no-ft")]
-        stats["adaptation_bias_change_pct"] = mean_sd(changes)
+        stats["adaptation_bias_change_pct"] = common.mean_sd(changes)
         rows.append({"key": key, "label": label, "pairs": sorted(have), "stats": stats,
                      "recovery": {pair: r["recovery"] for pair, r in have.items()},
                      "n_lesions": {pair: r["n_lesions"] for pair, r in have.items()},
@@ -362,13 +347,13 @@ def command(args) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    pairs = pairs_of(args.pairs)
+    pairs = common.pairs_of(args.pairs)
     backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
     bases = dict(item.split("=", 1) for item in args.base)
     out = Path(args.out).expanduser()
     if not args.aggregate_only:
-        data = Path(args.data).expanduser() if args.data else DEFAULT_DATA
-        ensure_data(data, sorted({t for _, t in pairs}))  # the bases stand for the sources
+        data = Path(args.data).expanduser() if args.data else common.DEFAULT_DATA
+        common.ensure_data(data, sorted({t for _, t in pairs}))  # the bases stand for the sources
         testset = ensure_testset(args, sorted({t for _, t in pairs}))
         for backbone in backbones:
             for source, target in pairs:
@@ -380,7 +365,7 @@ def main(argv=None) -> int:
         if agg is None:
             continue
         agg["command"] = command(args)
-        write_json(out / f"fidelity_{backbone}.json", clean(agg))
+        common.write_json(out / f"fidelity_{backbone}.json", common.clean(agg))
         from napari_petite.io.atomic import write_text
 
         write_text(out / f"fidelity_{backbone}.md", to_markdown(agg, agg["command"]),

@@ -293,7 +293,7 @@ def to_markdown(agg: dict, command: str) -> str:
              "Mean over the pairs that have the row (n in brackets); lesion figures pooled "
              "over each target's lesion-insertion test subjects; biases against the full-count "
              "image unless marked 'vs truth'.", "",
-             "| row | " + " | ".join(FIGURES[c][0] for c in cols) + " |",
+             "| row | " + " | ".join(FIGURES[c][0].replace("|", "\\|") for c in cols) + " |",
              "|---|" + "---|" * len(cols)]
     for row in agg["rows"]:
         cells = []

@@ -52,6 +52,17 @@ def seed(text: str) -> int:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (weights, shares, tolerances)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of at least 0, not {text}")
+    return value
+
+
 def positive_float(text: str) -> float:
     """A finite number above 0 (learning rates, their scale)."""
     try:
@@ -197,12 +208,76 @@ def add_training(parser, *, steps: int = 200) -> None:
                        "scratch; default 0)")
     group.add_argument("--seed", type=seed, default=0, metavar="S",
                        help=f"random seed, 0 to {MAX_SEED} (default 0)")
+    add_fidelity(parser)
     group.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, mps")
     group.add_argument("--bf16", action="store_true", help="bfloat16 autocast (opt-in)")
     group.add_argument("--checkpoint-every", type=non_negative_int, default=0, metavar="N",
                        help="write a resumable checkpoint every N steps (into OUT.resume/)")
     group.add_argument("--resume", metavar="DIR", default=None,
                        help="continue a run from its resume checkpoint folder")
+
+
+#: the fidelity flags: TrainConfig field -> (flag, type or choices, help)
+FIDELITY_FLAGS = {
+    "sampling": ("--sampling", ("head", "hot"), "patch centres: head (the paper) or hot "
+                 "(a share of patches on the full-count image's hottest structures)"),
+    "hot_fraction": ("--hot-fraction", non_negative_float, "share of patches centred on hot "
+                     "structures with --sampling hot (default 0.3)"),
+    "lesion_augment": ("--lesion-augment", non_negative_float, "share of patches given "
+                       "synthetic spheres, multiplied into input and target alike (default "
+                       "0: off)"),
+    "loss": ("--loss", ("auto", "mse", "l1", "poisson"), "voxel loss (default auto: MSE; "
+             "CVT-GAN keeps adversarial + 100 L1)"),
+    "lowfreq_weight": ("--lowfreq-weight", non_negative_float, "weight of the low-frequency "
+                       "consistency term (the prediction's block means vs the reference's; "
+                       "default 0: off)"),
+    "lowfreq_reference": ("--lowfreq-reference", ("input", "target"), "what the prediction's "
+                          "block means are held to: the input's (unbiased in expectation) or "
+                          "the target's"),
+    "lowfreq_block_mm": ("--lowfreq-block", positive_float, "the low-frequency term's block "
+                         "size in mm (default 12)"),
+    "select": ("--select", ("psnr", "faithful"), "checkpoint choice: best validation PSNR, or "
+               "best PSNR among steps whose regional and lesion bias are no worse than the "
+               "starting model's"),
+    "select_tolerance_pct": ("--select-tolerance", non_negative_float, "--select faithful: "
+                             "how much worse (percentage points) a step's bias may be "
+                             "(default 1)"),
+}
+
+
+def add_fidelity(parser) -> None:
+    """The quantitative-fidelity training options (docs/training.md) and ``--recipe``."""
+    from napari_petite.training.engine import RECIPES
+
+    group = parser.add_argument_group("quantitative fidelity (default: the paper's recipe)")
+    group.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+                       help="a named set of the options below: paper (exactly the paper's "
+                       "training) or faithful; options given beside it win")
+    for dest, (flag, kind, text) in FIDELITY_FLAGS.items():
+        if isinstance(kind, tuple):
+            group.add_argument(flag, dest=dest, choices=kind, default=None, help=text)
+        else:
+            group.add_argument(flag, dest=dest, type=kind, default=None, metavar="X",
+                               help=text)
+
+
+def fidelity_options(args) -> dict[str, Any]:
+    """TrainConfig fields from ``--recipe`` and the fidelity flags (flags win)."""
+    from napari_petite.training.engine import RECIPES
+
+    out = dict(RECIPES[args.recipe]) if getattr(args, "recipe", None) else {}
+    out.update({d: getattr(args, d) for d in FIDELITY_FLAGS if getattr(args, d, None)
+                is not None})
+    return out
+
+
+def fidelity_argv(args) -> list[str]:
+    """The fidelity flags as given, to repeat a run's command line."""
+    parts = ["--recipe", args.recipe] if getattr(args, "recipe", None) else []
+    for dest, (flag, _, _) in FIDELITY_FLAGS.items():
+        if getattr(args, dest, None) is not None:
+            parts += [flag, str(getattr(args, dest))]
+    return parts
 
 
 def add_output(parser, *, required: bool = True, what: str = "output folder") -> None:
@@ -255,12 +330,14 @@ def train_config(args, out_resume: str | None = None):
         raise ConfigError("--steps must be at least 1.")
     if not args.lr_scale > 0:
         raise ConfigError(f"--lr-scale must be above 0, not {args.lr_scale}.")
-    return TrainConfig(steps=args.steps, batch_size=args.batch, lr=args.lr,
-                       lr_scale=args.lr_scale,
-                       val_every=args.val_every, gan_warmup_steps=args.gan_warmup,
-                       seed=args.seed, device=rank_device(args.device),
-                       bf16=args.bf16, checkpoint_every=args.checkpoint_every,
-                       checkpoint_dir=out_resume)
+    config = TrainConfig(steps=args.steps, batch_size=args.batch, lr=args.lr,
+                         lr_scale=args.lr_scale,
+                         val_every=args.val_every, gan_warmup_steps=args.gan_warmup,
+                         seed=args.seed, device=rank_device(args.device),
+                         bf16=args.bf16, checkpoint_every=args.checkpoint_every,
+                         checkpoint_dir=out_resume, **fidelity_options(args))
+    config.check()
+    return config
 
 
 @contextlib.contextmanager
@@ -308,11 +385,21 @@ def run_with_progress(trainer, *, quiet: bool, desc: str, control=None):
                 bar.set_postfix(loss=f"{event.loss:.4g}")
             elif event.kind == "val" and event.val and not quiet:
                 bar.write(f"step {event.step}: validation PSNR {event.val['psnr']:.2f} dB, "
-                          f"SSIM {event.val['ssim']:.3f}", file=sys.stderr)
+                          f"SSIM {event.val['ssim']:.3f}{quantification(event.val)}",
+                          file=sys.stderr)
     except StopIteration as done:
         return done.value
     finally:
         bar.close()
+
+
+def quantification(val: dict) -> str:
+    """The validation's fidelity figures in words (empty when it has none)."""
+    parts = [(k, label) for k, label in (("region_abs_bias_pct", "mean |regional bias|"),
+                                         ("lesion_suvmean_bias_pct", "lesion SUVmean bias"))
+             if val.get(k) == val.get(k) and val.get(k) is not None]
+    return "".join(f", {label} {val[k]:+.1f} %" if k.startswith("lesion") else
+                   f", {label} {val[k]:.1f} %" for k, label in parts)
 
 
 def emit(args, payload: dict, text: str) -> None:

@@ -43,6 +43,11 @@ def register(subparsers) -> None:
                    help="random seed (default 0)")
     p.add_argument("--size", default="small", metavar="small|native",
                    help="small (default, reduced grids, fast) or native (the profile's grid)")
+    p.add_argument("--lesions", default=None, metavar="N|MIN:MAX",
+                   help="make a lesion-insertion set: N (or MIN to MAX) spheres of known "
+                   "activity per subject, 4-20 mm, hot and cold, in grey and white matter, "
+                   "written as lesions.nii.gz and listed in meta.json (default: none; the "
+                   "default data stay as they are)")
     p.add_argument("--jobs", type=opt.positive_int, default=1, metavar="N",
                    help="worker processes (default 1; results do not depend on it)")
     p.add_argument("--overwrite", action="store_true",
@@ -53,11 +58,13 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from napari_petite.simulate.dataset import check_output, check_request, make_dataset
+    from napari_petite.simulate.lesions import parse_count
     from napari_petite.simulate.profiles import available_ids
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, not {args.jobs}.")
     scanners = _scanner_list(args.scanners) if args.scanners is not None else available_ids()
     ids = check_request(scanners, args.subjects, args.drf, args.size)
+    lesions = parse_count(args.lesions)
     check_output(args.out, args.overwrite, len(ids) * args.subjects)
     total = len(ids) * args.subjects
     from tqdm import tqdm
@@ -72,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = make_dataset(args.out, scanners=ids, subjects=args.subjects, drf=args.drf,
                                seed=args.seed, size=args.size, overwrite=args.overwrite,
-                               jobs=args.jobs, progress=step)
+                               jobs=args.jobs, progress=step, lesions=lesions)
     finally:
         bar.close()
     if args.json:

@@ -73,6 +73,7 @@ def command_line(args, overrides: dict[str, Any]) -> str:
         parts += ["--gan-warmup", str(args.gan_warmup)]
     if args.checkpoint_every:
         parts += ["--checkpoint-every", str(args.checkpoint_every)]
+    parts += opt.fidelity_argv(args)
     parts += ["--seed", str(args.seed),
               "--device", args.device]
     if args.bf16:

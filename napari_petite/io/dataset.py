@@ -2,7 +2,7 @@
 
 ``<root>/<scanner-id>/<subject-id>/`` holds ``low.nii.gz`` and ``full.nii.gz`` (same shape and
 affine; a DICOM series folder ``low/`` or ``full/`` may stand for either), optionally
-``truth.nii.gz``, ``labels.nii.gz`` and ``meta.json``;
+``truth.nii.gz``, ``labels.nii.gz``, ``lesions.nii.gz`` and ``meta.json``;
 ``<root>/<scanner-id>/scanner.json`` describes the scanner. Validation reads headers only, so a
 large dataset is checked in seconds, and it collects *every* problem before reporting, so a
 user fixes a folder in one pass instead of one error at a time.
@@ -25,7 +25,7 @@ import numpy as np
 from napari_petite.errors import DatasetError
 
 REQUIRED = ("low", "full")
-OPTIONAL = ("truth", "labels")
+OPTIONAL = ("truth", "labels", "lesions")
 #: affines closer than this (mm, element-wise) count as the same grid
 AFFINE_TOL = 1e-4
 #: problems listed in one message before the rest are counted
@@ -59,6 +59,11 @@ class Subject:
     @property
     def labels(self) -> Path | None:
         return self.files.get("labels")
+
+    @property
+    def lesions(self) -> Path | None:
+        """Per-lesion instance labels of a lesion-insertion subject (0 none, k lesion k)."""
+        return self.files.get("lesions")
 
 
 @dataclass

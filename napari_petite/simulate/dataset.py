@@ -2,7 +2,9 @@
 
 ``<root>/<scanner-id>/scanner.json`` and ``<root>/<scanner-id>/<subject-id>/`` with
 ``low.nii.gz``, ``full.nii.gz``, ``truth.nii.gz`` (Bq/mL, same grid), ``labels.nii.gz``
-(uint8, same grid) and ``meta.json``. Everything is written into a hidden sibling folder that
+(uint8, same grid) and ``meta.json``; a lesion-insertion set (``lesions=``) adds
+``lesions.nii.gz`` (uint8 instance labels: 0 none, k lesion k of meta.json's list).
+Everything is written into a hidden sibling folder that
 is renamed onto the requested name only when complete (``io.atomic.atomic_dir``), so an
 interrupted run never leaves a half dataset under the final name.
 """
@@ -80,7 +82,8 @@ def _write_json(path: Path, doc: dict) -> None:
     write_text(path, json.dumps(doc, indent=2, sort_keys=True) + "\n", overwrite=True)
 
 
-def _write_labels(path: Path, labels: np.ndarray, affine: np.ndarray) -> None:
+def _write_labels(path: Path, labels: np.ndarray, affine: np.ndarray,
+                  descrip: bytes = b"region labels; names in meta.json") -> None:
     import nibabel as nib
 
     from napari_petite.io.atomic import atomic_write
@@ -88,7 +91,7 @@ def _write_labels(path: Path, labels: np.ndarray, affine: np.ndarray) -> None:
     img = nib.Nifti1Image(np.ascontiguousarray(labels.astype(np.uint8).transpose(2, 1, 0)),
                           affine)
     img.header.set_xyzt_units("mm", "sec")
-    img.header["descrip"] = b"region labels; names in meta.json"
+    img.header["descrip"] = descrip
     atomic_write(path, lambda tmp: nib.save(img, str(tmp)), overwrite=True)
 
 
@@ -101,6 +104,9 @@ def write_subject(folder: Path, scan: SimulatedScan, extra_meta: dict | None = N
         write_volume(folder / f"{name}.nii.gz", getattr(scan, name), affine=scan.affine,
                      units="Bq/mL", overwrite=True)
     _write_labels(folder / "labels.nii.gz", scan.labels, scan.affine)
+    if scan.lesions is not None:
+        _write_labels(folder / "lesions.nii.gz", scan.lesions, scan.affine,
+                      b"lesion k = meta.json lesions[k-1]")
     meta = {k: v for k, v in scan.meta.items() if k != "seconds"}
     meta["labels"] = {str(k): v for k, v in LABELS.items()}
     meta.update(extra_meta or {})
@@ -134,10 +140,11 @@ def _simulate_one(task: tuple) -> dict:
     """Worker: simulate and write one subject; return its summary (runs in a subprocess)."""
     from napari_petite.simulate.scan import simulate_subject
 
-    root, scanner_id, index, seed, size, drf = task
+    root, scanner_id, index, seed, size, drf, lesions = task
     t0 = time.perf_counter()
     profile = load_profile(scanner_id)
-    scan = simulate_subject(profile, seed=seed, index=index, size=size, drf=drf)
+    scan = simulate_subject(profile, seed=seed, index=index, size=size, drf=drf,
+                            lesions=lesions)
     sid = subject_id(scanner_id, index)
     write_subject(Path(root) / scanner_id / sid, scan, {"subject": sid})
     return {"scanner": scanner_id, "subject": sid, "seconds": time.perf_counter() - t0,
@@ -156,11 +163,14 @@ def make_dataset(
     overwrite: bool = False,
     jobs: int = 1,
     progress: Callable[[dict], None] | None = None,
+    lesions: tuple[int, int] | None = None,
 ) -> dict:
     """Simulate ``subjects`` per scanner and write the dataset at ``out`` (all or nothing).
 
     ``drf`` overrides every site's protocol dose-reduction factor (``None``: each site's
-    own, from its profile). Returns a summary (paths, settings, per-subject seconds and
+    own, from its profile). ``lesions`` = (min, max) makes a lesion-insertion set (see
+    ``simulate.scan.simulate_subject``); None keeps the default data bit for bit. Returns a
+    summary (paths, settings, per-subject seconds and
     counts). ``progress`` is called after each finished subject with its summary.
     """
     ids = check_request(list(scanners) if scanners else available_ids(), subjects, drf, size)
@@ -173,8 +183,8 @@ def make_dataset(
             (tmp / sid).mkdir()
             _write_json(tmp / sid / "scanner.json",
                         scanner_document(load_profile(sid), size, drf))
-        tasks = [(str(tmp), sid, i, int(seed), size, None if drf is None else float(drf))
-                 for sid in ids for i in range(subjects)]
+        tasks = [(str(tmp), sid, i, int(seed), size, None if drf is None else float(drf),
+                  lesions) for sid in ids for i in range(subjects)]
         done: list[dict] = []
         if jobs == 1:
             for task in tasks:
@@ -197,6 +207,8 @@ def make_dataset(
                     "simulator_version": SIMULATOR_VERSION,
                     "generator": f"napari-petite {__version__}",
                     "anatomy": "MNI ICBM152 2009a (Fonov et al. 2009, 2011)"}
+        if lesions is not None:  # only when asked, so the default dataset.json is unchanged
+            settings["lesions"] = list(lesions)
         _write_json(tmp / "dataset.json", settings)
     done.sort(key=lambda d: (d["scanner"], d["subject"]))
     return {"out": str(out), **settings, "seconds": round(time.perf_counter() - t0, 3),

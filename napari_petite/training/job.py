@@ -59,16 +59,38 @@ def split_subjects(ids: Sequence[str], *, n_train: int | None = None,
                  ids[n_train + n_val:n_train + n_val + n_test])
 
 
-def load_pairs(scanner: Scanner, ids: Sequence[str], window) -> list[TrainingPair]:
-    """Read and scale the (low, full) volumes of ``ids``."""
+def load_pairs(scanner: Scanner, ids: Sequence[str], window, *,
+               fidelity: bool = False) -> list[TrainingPair]:
+    """Read and scale the (low, full) volumes of ``ids``; ``fidelity``: also give each pair
+    the reference its validation fidelity summary is measured against (the subject's labels
+    and lesions when it has them, intensity-defined regions otherwise)."""
     from napari_petite.io.volumes import read_any
 
     pairs = []
     for sid in ids:
         subject = scanner.subject(sid)
         low, full = read_any(subject.low), read_any(subject.full)
-        pairs.append(prepare_pair(f"{scanner.id}/{sid}", low.data, full.data, window))
+        pair = prepare_pair(f"{scanner.id}/{sid}", low.data, full.data, window, low.spacing)
+        if fidelity:
+            pair.reference = fidelity_reference(subject, pair, window)
+        pairs.append(pair)
     return pairs
+
+
+def fidelity_reference(subject, pair: TrainingPair, window):
+    """The fidelity reference of a prepared pair: its labels padded like its volumes."""
+    from napari_petite.io.nifti import read_volume
+    from napari_petite.training.evaluation import label_names
+    from napari_petite.training.fidelity import Reference
+    from napari_petite.training.windows import pad_to_window
+
+    def padded(path):
+        return None if path is None else pad_to_window(read_volume(path).data, window)[0]
+
+    meta = subject.meta if isinstance(subject.meta, dict) else {}
+    return Reference.build(pair.full, pair.spacing, labels=padded(subject.labels),
+                           names=label_names(meta), instances=padded(subject.lesions),
+                           lesions=meta.get("lesions"), scale=pair.scale)
 
 
 #: backbone whose shipped base model is used when neither a base nor a backbone is named
@@ -225,6 +247,7 @@ def build_run(request: JobRequest) -> Run:
     from napari_petite.training.engine import Trainer, make_optimizers
     from napari_petite.training.step_memory import check_step_memory
 
+    request.config.check()  # before any model is built or read
     seed = request.config.seed
     if request.scratch is not None:
         s = request.scratch
@@ -247,7 +270,8 @@ def build_run(request: JobRequest) -> Run:
                       resolve_device(request.config.device))
     scanner, split = request.scanner, request.split
     trainer = Trainer(model, load_pairs(scanner, split.train, window),
-                      load_pairs(scanner, split.val, window), request.config, spec,
+                      load_pairs(scanner, split.val, window, fidelity=True), request.config,
+                      spec,
                       optimizers=make_optimizers(model, spec, request.config))
     if request.resume:
         trainer.load_checkpoint(request.resume)

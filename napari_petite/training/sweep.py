@@ -173,6 +173,7 @@ def fingerprint(plan: RowPlan, setup: SweepSetup) -> dict:
         out["gan_warmup_steps"] = c.gan_warmup_steps
     if c.lr_scale != 1.0:  # likewise
         out["lr_scale"] = c.lr_scale
+    out.update(c.fidelity_options())  # likewise: only the fidelity options in use
     return out
 
 

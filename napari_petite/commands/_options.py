@@ -52,28 +52,26 @@ def seed(text: str) -> int:
     return value
 
 
-def non_negative_float(text: str) -> float:
-    """A finite number >= 0 (weights, shares, tolerances)."""
+def _finite(text: str, *, zero: bool, why: str = "") -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number of at least 0, not {text}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        bound = "of at least 0" if zero else "above 0"
+        raise argparse.ArgumentTypeError(f"must be a finite number {bound}, not {text}{why}")
     return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (weights, shares, tolerances)."""
+    return _finite(text, zero=True)
 
 
 def positive_float(text: str) -> float:
     """A finite number above 0 (learning rates, their scale)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0, not {text} (a "
-                                         "negative learning rate would train the model away "
-                                         "from the target)")
-    return value
+    return _finite(text, zero=False, why=" (a negative learning rate would train the model "
+                   "away from the target)")
 
 
 def add_data(parser, *, trains_on: str = "target") -> None:

@@ -197,14 +197,19 @@ def load_checkpoint(
     except Exception as err:  # safetensors raises its own error types for bad headers
         raise CheckpointError(f"{path.name} cannot be read as safetensors ({err}).") from None
     _check_state(model, tensors, path.name)
+    refuse_non_finite(tensors, path.name, "Use another checkpoint or train it again.")
+    model.load_state_dict(tensors, strict=True)
+    return model.to(device).eval(), card
+
+
+def refuse_non_finite(tensors: dict[str, torch.Tensor], what: str, todo: str) -> None:
+    """Refuse weights holding NaN or infinite values (a run that diverged), naming a few."""
     broken = sorted(k for k, t in tensors.items()
                     if t.is_floating_point() and not bool(torch.isfinite(t).all()))
     if broken:
-        raise CheckpointError(f"{path.name} holds NaN or infinite weights ({', '.join(broken[:3])}"
+        raise CheckpointError(f"{what} holds NaN or infinite weights ({', '.join(broken[:3])}"
                               f"{' ...' if len(broken) > 3 else ''}); the run that saved it "
-                              "diverged. Use another checkpoint or train it again.")
-    model.load_state_dict(tensors, strict=True)
-    return model.to(device).eval(), card
+                              f"diverged. {todo}")
 
 
 def _check_state(model: Backbone, tensors: dict[str, torch.Tensor], name: str) -> None:

@@ -181,12 +181,9 @@ def load_adapter(model: Backbone, path_dir: str | os.PathLike, *,
     except Exception as err:  # safetensors raises its own error types
         raise CheckpointError(f"{weights} cannot be read as safetensors ({err}).") from None
 
-    broken = sorted(k for k, t in tensors.items()
-                    if t.is_floating_point() and not bool(torch.isfinite(t).all()))
-    if broken:
-        raise CheckpointError(f"The adapter in {folder} holds NaN or infinite weights "
-                              f"({', '.join(broken[:3])}{' ...' if len(broken) > 3 else ''}); "
-                              "the run that saved it diverged. Train it again.")
+    from napari_petite.models.checkpoint import refuse_non_finite
+
+    refuse_non_finite(tensors, f"The adapter in {folder}", "Train it again.")
     apply_spec(model, spec)
     targets = trainable_state(model)
     missing = sorted(set(targets) - set(tensors))

@@ -190,7 +190,9 @@ def add_spec(parser) -> None:
     add_params(group)
 
 
-def add_training(parser, *, steps: int = 200) -> None:
+def add_training(parser, *, steps: int = 200, recipe: str = "paper") -> None:
+    """Training options; ``recipe`` is the command's default fidelity recipe (finetune:
+    faithful, docs/training.md; pretrain and sweep: the paper's, which they reproduce)."""
     group = parser.add_argument_group("training")
     group.add_argument("--steps", type=positive_int, default=steps, metavar="N")
     group.add_argument("--batch", type=positive_int, default=2, metavar="B")
@@ -206,7 +208,7 @@ def add_training(parser, *, steps: int = 200) -> None:
                        "scratch; default 0)")
     group.add_argument("--seed", type=seed, default=0, metavar="S",
                        help=f"random seed, 0 to {MAX_SEED} (default 0)")
-    add_fidelity(parser)
+    add_fidelity(parser, recipe)
     group.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, mps")
     group.add_argument("--bf16", action="store_true", help="bfloat16 autocast (opt-in)")
     group.add_argument("--checkpoint-every", type=non_negative_int, default=0, metavar="N",
@@ -243,14 +245,16 @@ FIDELITY_FLAGS = {
 }
 
 
-def add_fidelity(parser) -> None:
+def add_fidelity(parser, recipe: str = "paper") -> None:
     """The quantitative-fidelity training options (docs/training.md) and ``--recipe``."""
     from napari_petite.training.engine import RECIPES
 
-    group = parser.add_argument_group("quantitative fidelity (default: the paper's recipe)")
-    group.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+    group = parser.add_argument_group(f"quantitative fidelity (default: --recipe {recipe})")
+    group.add_argument("--recipe", choices=sorted(RECIPES), default=recipe,
                        help="a named set of the options below: paper (exactly the paper's "
-                       "training) or faithful; options given beside it win")
+                       "training) or faithful (hot-spot sampling, lesion augmentation, the "
+                       "low-frequency term against the input, faithful checkpoint choice); "
+                       f"options given beside it win (default {recipe})")
     for dest, (flag, kind, text) in FIDELITY_FLAGS.items():
         if isinstance(kind, tuple):
             group.add_argument(flag, dest=dest, choices=kind, default=None, help=text)

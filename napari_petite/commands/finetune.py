@@ -22,7 +22,7 @@ def register(sub) -> None:
     opt.add_data(parser)
     opt.add_model(parser)
     opt.add_spec(parser)
-    opt.add_training(parser)
+    opt.add_training(parser, recipe="faithful")
     opt.add_output(parser, what="adapter bundle folder to write")
     parser.set_defaults(func=run)
 

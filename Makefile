@@ -14,13 +14,15 @@ STAMP  := $(VENV)/.installed
 SYSTEM_PACKAGES := xvfb xauth libgl1 libegl1 libgl1-mesa-dri libglib2.0-0 libfontconfig1 \
 	libdbus-1-3 libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 \
 	libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xfixes0 \
-	libxcb-xkb1 libxcb-sync1 libxcb-shm0
+	libxcb-xkb1 libxcb-sync1 libxcb-shm0 \
+	dicom3tools dcm2niix orthanc
 
 .PHONY: setup system-packages demo test lint manifest wheel pytest clean
 
 setup: system-packages $(STAMP)
 
-# Qt 6 needs the xcb libraries; the tests need Xvfb and Mesa for napari's OpenGL canvas.
+# Qt 6 needs the xcb libraries; the tests need Xvfb and Mesa for napari's OpenGL canvas, and
+# the DICOM tests dicom3tools (dciodvfy, dcentvfy), dcm2niix and Orthanc (a real PACS).
 system-packages:
 	@missing=$$(dpkg-query -W -f='$${Status} $${Package}\n' $(SYSTEM_PACKAGES) 2>/dev/null \
 		| grep -v '^install ok installed' | wc -l); \

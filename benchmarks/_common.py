@@ -7,6 +7,7 @@ file that the summary would then misread.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
@@ -104,6 +105,27 @@ def run_json(cmd: Sequence[str], *, env: dict[str, str] | None = None) -> Any:
     if start < 0:
         raise RuntimeError(f"{shlex.join(cmd)} printed no JSON: {text[-1500:]}")
     return json.loads(text[start:])
+
+
+def pair_parser(doc: str, backbones, pairs) -> argparse.ArgumentParser:
+    """A script's parser from its docstring, with ``--backbones`` and ``--pairs``."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(doc.splitlines()[1:]))
+    p.add_argument("--backbones", default=",".join(backbones), help="comma-separated")
+    p.add_argument("--pairs", default=",".join(pairs), help="comma-separated SOURCE:TARGET")
+    return p
+
+
+def pairs_of(text: str) -> list[tuple[str, str]]:
+    """``"mct:vision,mct:dmi"`` -> [("mct", "vision"), ("mct", "dmi")] (``--pairs``)."""
+    out = []
+    for item in (s.strip() for s in text.split(",") if s.strip()):
+        source, sep, target = item.partition(":")
+        if not sep or not source or not target:
+            raise SystemExit(f"--pairs item {item!r} must look like SOURCE:TARGET")
+        out.append((source, target))
+    return out
 
 
 def ensure_data(data: Path, scanners: Sequence[str]) -> None:

@@ -43,6 +43,8 @@ from _common import (
     clean,
     ensure_data,
     mean_sd,
+    pair_parser,
+    pairs_of,
     read_json,
     thread_env,
     write_json,
@@ -66,11 +68,7 @@ MIX_BUDGET_PERCENT = 1.0
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.splitlines()[1:]))
-    p.add_argument("--backbones", default=",".join(BACKBONES), help="comma-separated")
-    p.add_argument("--pairs", default=",".join(PAIRS), help="comma-separated SOURCE:TARGET")
+    p = pair_parser(__doc__, BACKBONES, PAIRS)
     p.add_argument("--data", default=None, metavar="DIR",
                    help=f"dataset (default {DEFAULT_DATA}, simulated with `petite "
                         "make-sample-data --size small` when missing)")
@@ -125,16 +123,6 @@ def run_command(args, backbone: str, base: str | None) -> str:
     if base:
         cmd += ["--base", f"{backbone}={base}"]
     return shlex.join(cmd)
-
-
-def pairs_of(text: str) -> list[tuple[str, str]]:
-    out = []
-    for item in (s.strip() for s in text.split(",") if s.strip()):
-        source, sep, target = item.partition(":")
-        if not sep or not source or not target:
-            raise SystemExit(f"--pairs item {item!r} must look like SOURCE:TARGET")
-        out.append((source, target))
-    return out
 
 
 def bases_of(items: list[str]) -> dict[str, str]:

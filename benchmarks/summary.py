@@ -46,24 +46,36 @@ GOALS = {
     "base_gain_over_input_db_unetr": ">= 3.0", "base_gain_over_input_db_cvtgan": ">= 2.0",
     "mix_recovery_fraction": ">= 0.9", "mix_recovery_fraction_cvtgan": ">= 0.9",
     "few_subjects_mix_minus_full_db": ">= 0", "gui_demo_val_gain_db": ">= 0.5",
+    # issue 20: quantitative fidelity of the adapted model (lesion-insertion test set)
+    "lesion_suvmean_bias_pct": "within ±5", "lesion_suvmean_abs_bias_p90_pct": "<= 10",
+    "lesion_suvmax_bias_pct": "within ±5", "lesion_suvpeak_bias_pct": "within ±5",
+    "suvr_pcc_pons_bias_pct": "within ±2", "suvr_precuneus_pons_bias_pct": "within ±2",
+    "adaptation_bias_change_pct": "<= 0",
 }
 SHIFT_CMD = "python benchmarks/bench_shift.py"
+FIDELITY_CMD = "python benchmarks/bench_fidelity.py"
+#: the fidelity row the figures describe: the adapted model with the shipped recipe
+FIDELITY_ROW = "petite"
 GUI_DEMO_CMD = ("xvfb-run -a -s '-screen 0 1920x1080x24' python benchmarks/bench_gui_demo.py "
                 "--json benchmarks/results/gui_demo.json --screenshot docs/screenshot.png")
 _OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
 
 
 def met(value: float | None, goal: str | None) -> bool | None:
-    """Whether ``value`` meets ``goal`` ("<= 0.6"); None when either is missing."""
+    """Whether ``value`` meets ``goal`` ("<= 0.6", or "within ±5" for |value| <= 5); None
+    when either is missing."""
     if value is None or not goal:
         return None
     op, _, bound = goal.partition(" ")
+    if op == "within":
+        return bool(abs(value) <= float(bound.lstrip("±")))
     return bool(_OPS[op](value, float(bound)))
 
 
 def entry(name: str, value: Any, unit: str, command: str, *, goal_of: str | None = None,
-          detail: str = "", reason: str = "") -> dict:
-    goal = GOALS.get(goal_of or name)
+          detail: str = "", reason: str = "", goal: str | None = None) -> dict:
+    """One figure; ``goal`` (else the table's, by ``goal_of`` or ``name``) as "OP BOUND"."""
+    goal = goal or GOALS.get(goal_of or name)
     value = float(value) if isinstance(value, (int, float)) else None
     out = {"name": name, "value": value, "unit": unit, "goal": goal,
            "met": met(value, goal), "command": command, "detail": detail}
@@ -186,6 +198,56 @@ def shift_entries(results: Path) -> list[dict]:
                          detail=(f"{metrics.get('on')}: {low['psnr_mask']:.2f} -> "
                                  f"{model['psnr_mask']:.2f} dB" if gain is not None else ""),
                          reason="the card has no held-out metrics"))
+    return out
+
+
+def fidelity_entries(results: Path) -> list[dict]:
+    """Issue 20's figures per backbone from ``fidelity/fidelity_<backbone>.json``: the
+    adapted model with the shipped recipe (row :data:`FIDELITY_ROW`), mean over the targets.
+    The regional goal is relative (the input's mean |bias| + 1.0), and the PSNR gain's goal is
+    90 % of the paper recipe's (PETITE row) gain, so they are computed here."""
+    out = []
+    for backbone in ("unetr", "cvtgan"):
+        suffix = "" if backbone == "unetr" else f"_{backbone}"
+        agg = read_json(results / "fidelity" / f"fidelity_{backbone}.json") or {}
+        rows = {r["key"]: r for r in agg.get("rows", [])}
+        row = rows.get(FIDELITY_ROW)
+        cmd = agg.get("command") or f"{FIDELITY_CMD} --backbones {backbone}"
+        why = "" if row else (f"no {FIDELITY_ROW} row in fidelity/fidelity_{backbone}.json; "
+                              f"run {FIDELITY_CMD} --backbones {backbone}")
+
+        def stat(r: dict | None, key: str) -> dict:
+            return ((r or {}).get("stats") or {}).get(key) or {}
+
+        def detail(key: str, row=row, backbone=backbone, agg=agg) -> str:
+            s = stat(row, key)
+            return (f"{row['label']} ({backbone}), mean over {s.get('n')} of "
+                    f"{len(agg.get('pairs_requested', []))} targets") if row and s else ""
+
+        for name, key, unit in (
+                ("lesion_suvmean_bias_pct", "lesion_suvmean_bias_pct", "%"),
+                ("lesion_suvmean_abs_bias_p90_pct", "lesion_abs_bias_p90_pct", "%"),
+                ("lesion_suvmax_bias_pct", "lesion_suvmax_bias_pct", "%"),
+                ("lesion_suvpeak_bias_pct", "lesion_suvpeak_bias_pct", "%"),
+                ("suvr_pcc_pons_bias_pct", "suvr_pcc_pons_bias_pct", "%"),
+                ("suvr_precuneus_pons_bias_pct", "suvr_precuneus_pons_bias_pct", "%"),
+                ("adaptation_bias_change_pct", "adaptation_bias_change_pct", "points")):
+            out.append(entry(name + suffix, stat(row, key).get("mean"), unit, cmd, goal_of=name,
+                             detail=detail(key), reason=why))
+        low = stat(rows.get("input"), "region_mean_abs_bias_pct").get("mean")
+        out.append(entry(f"region_mean_abs_bias_pct{suffix}",
+                         stat(row, "region_mean_abs_bias_pct").get("mean"), "%", cmd,
+                         goal=None if low is None else f"<= {low + 1.0:.2f}",
+                         detail=detail("region_mean_abs_bias_pct")
+                         + ("" if low is None else f"; the input's {low:.2f} % + 1.0"),
+                         reason=why))
+        paper = stat(rows.get("petite"), "psnr_gain_over_input_db").get("mean")
+        out.append(entry(f"psnr_gain_over_input_db{suffix}",
+                         stat(row, "psnr_gain_over_input_db").get("mean"), "dB", cmd,
+                         goal=None if paper is None else f">= {0.9 * paper:.3f}",
+                         detail=detail("psnr_gain_over_input_db")
+                         + ("" if paper is None else
+                            f"; 90 % of the paper recipe's {paper:.3f} dB"), reason=why))
     return out
 
 
@@ -472,6 +534,17 @@ def readme(results: Path, entries: list[dict]) -> str:
     if (results / "psnr_vs_params.png").is_file():
         lines += ["", "![PSNR gain over No-FT vs % trainable parameters](psnr_vs_params.png)"]
     lines += other_budgets(results)
+    lines += ["", "## Lesion and region fidelity (issue 20)"]
+    for backbone in ("unetr", "cvtgan"):
+        path = results / "fidelity" / f"fidelity_{backbone}.md"
+        if path.is_file():
+            body = path.read_text(encoding="utf-8").splitlines()
+            lines += [""] + [("##" + ln) if ln.startswith("# ") else ln for ln in body]
+        else:
+            lines += ["", f"### {backbone}: not run yet ({FIDELITY_CMD} --backbones {backbone})"]
+    if (results / "fidelity" / "recovery_vs_diameter.png").is_file():
+        lines += ["", "![Recovery coefficient vs lesion diameter]"
+                      "(fidelity/recovery_vs_diameter.png)"]
     lines += ["", "## Speed and memory"] + (speed_tables(speed) if speed else
                                             ["", f"Not run yet ({SPEED_CMD})."])
     lines += ["", "## GUI responsiveness: stalls of the event loop in each phase of the walk",
@@ -535,7 +608,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     results = Path(args.results).expanduser()
     entries = (quality_entries(results) + recovery_entries(results) + shift_entries(results)
-               + speed_entries(results) + gui_entries(results) + gui_demo_entries(results))
+               + speed_entries(results) + gui_entries(results) + gui_demo_entries(results)
+               + fidelity_entries(results))
     write_json(results / "summary.json", entries)
     from napari_petite.io.atomic import write_text
 

@@ -1,4 +1,4 @@
-"""npe2 hooks named in napari.yaml: reader (NIfTI and DICOM PET), writer.
+"""npe2 hooks named in napari.yaml: reader (NIfTI, ECAT 7 and DICOM PET), writer.
 
 Kept tiny and import-light so napari starts fast; the work happens in ``napari_petite.io``.
 """
@@ -9,12 +9,12 @@ from napari_petite.io.nifti import is_nifti
 
 
 def get_reader(path):
-    """A reader for NIfTI files and DICOM PET series (a folder dropped on the window, or one
-    .dcm file); napari passes a str or a list of them."""
-    from napari_petite.io.dicom import is_dicom_path
+    """A reader for NIfTI files, ECAT 7 files and DICOM PET series (a folder dropped on the
+    window, or one .dcm file); napari passes a str or a list of them."""
+    from napari_petite.io.volumes import is_volume_path
 
     paths = [path] if isinstance(path, str) else list(path)
-    if not paths or not all(is_nifti(p) or is_dicom_path(p) for p in paths):
+    if not paths or not all(is_volume_path(p) for p in paths):
         return None
     return _read_layers
 
@@ -23,9 +23,10 @@ def _volumes(path: str) -> list:
     """Every volume a path holds: a NIfTI file, or each PET series of a DICOM folder (a
     folder holding several opens them all, each named after its description)."""
     from napari_petite.io.dicom import list_series
+    from napari_petite.io.ecat import is_ecat
     from napari_petite.io.volumes import read_any
 
-    if is_nifti(path):
+    if is_nifti(path) or is_ecat(path):
         return [read_any(path)]
     pets = [s for s in list_series(path) if s.modality == "PT"]
     if len(pets) <= 1:

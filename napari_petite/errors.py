@@ -28,3 +28,12 @@ class ConfigError(PetiteError):
 
 class OutputError(PetiteError):
     """Results cannot be written where the user asked (exists, input file, not writable)."""
+
+
+class NetworkError(PetiteError):
+    """A PACS cannot be reached, refuses us, or fails a request."""
+
+
+class PetiteWarning(UserWarning):
+    """Something the user should know that did not stop the work (a skipped subject, a
+    cleaned-up leftover of an interrupted run); the CLI prints it, napari shows it."""

@@ -23,6 +23,8 @@ STUDY_DATE = "20240102"
 PATIENT = {"PatientName": "Test^Petite", "PatientID": "PETITE-001",
            "PatientBirthDate": "19700101", "PatientSex": "F"}
 PHILIPS = "Philips PET Private Group"
+#: duration of a static frame, seconds
+FRAME_S = 600.0
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 CORONAL = (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
@@ -109,6 +111,22 @@ def _set_given(ds, **tags) -> None:
             setattr(ds, keyword, value)
 
 
+def _code(value: str, scheme: str, meaning: str):
+    """One item of a code sequence."""
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
+
+
+def decay_factor(duration_s: float, half_life_s: float = 6586.2) -> float:
+    """DecayFactor (0054,1321) of a frame decay-corrected to its start: the mean decay over
+    the frame, lambda*T / (1 - exp(-lambda*T))."""
+    lam = np.log(2.0) / half_life_s
+    return float(lam * duration_s / -np.expm1(-lam * duration_s))
+
+
 def _common(ds, *, modality, units, weight, dose, half_life, injection_time,
             injection_datetime, series_date, series_time, decay, corrected, manufacturer,
             description, study_uid, series_uid, for_uid) -> None:
@@ -134,9 +152,21 @@ def _common(ds, *, modality, units, weight, dose, half_life, injection_time,
                    RadiopharmaceuticalStartDateTime=injection_datetime,
                    RadionuclideTotalDose=dose, RadionuclideHalfLife=half_life)
         item.RadionuclidePositronFraction = 0.97
+        item.RadionuclideCodeSequence = DicomSequence([_code("77004003", "SCT",
+                                                             "^18^Fluorine")])
+        item.RadiopharmaceuticalCodeSequence = DicomSequence([_code(
+            "35321007", "SCT", "Fluorodeoxyglucose F^18^")])
         ds.RadiopharmaceuticalInformationSequence = DicomSequence([item])
         ds.SeriesType = ["STATIC", "IMAGE"]
         ds.CountsSource = "EMISSION"
+        ds.CollimatorType = "NONE"
+        recumbent = _code("102538003", "SCT", "recumbent")
+        recumbent.PatientOrientationModifierCodeSequence = DicomSequence([_code(
+            "40199007", "SCT", "supine")])
+        ds.PatientOrientationCodeSequence = DicomSequence([recumbent])
+        ds.PatientGantryRelationshipCodeSequence = DicomSequence([_code(
+            "102540008", "SCT", "headfirst")])
+        ds.BodyPartExamined = "BRAIN"  # unpaired: no Laterality
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
 
@@ -224,6 +254,9 @@ def write_pet_series(
         if modality == "PT":
             ds.ImageIndex = k + 1
             ds.NumberOfSlices = n
+            ds.FrameReferenceTime = FRAME_S * 500.0  # ms: the middle of the frame
+            ds.ActualFrameDuration = int(FRAME_S * 1000)
+            ds.DecayFactor = f"{decay_factor(FRAME_S, half_life or 6586.2):.6f}"
         ds.PixelData = planes[k].tobytes()
         for key, value in (extra_tags or {}).items():
             _set(ds, key, value, k)
@@ -295,7 +328,15 @@ def write_enhanced_pet(
         value.RescaleType = "BQML"
         content = Dataset()
         content.FrameAcquisitionDateTime = STUDY_DATE + "100000"
-        content.FrameAcquisitionDuration = 600000.0
+        content.FrameAcquisitionDuration = FRAME_S * 1000.0
+        content.FrameReferenceDateTime = STUDY_DATE + "100500"  # the middle of the frame
+        factors = Dataset()  # the PET Frame Correction Factors macro
+        factors.PrimaryPromptsCountsAccumulated = 1000000 + k
+        factors.SliceSensitivityFactor = 1.0
+        factors.DecayFactor = f"{decay_factor(FRAME_S) + 0.001 * k:.6f}"
+        factors.ScatterFractionFactor = 0.3
+        factors.DeadTimeFactor = 1.01
+        group.PETFrameCorrectionFactorsSequence = DicomSequence([factors])
         group.PlanePositionSequence = DicomSequence([plane])
         group.PixelValueTransformationSequence = DicomSequence([value])
         group.FrameContentSequence = DicomSequence([content])

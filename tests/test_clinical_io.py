@@ -158,7 +158,9 @@ def test_dock_shows_suv_exports_dicom_and_adds_a_dynamic_subject(
     qtbot.waitUntil(lambda: comp.recon_layer is not None and comp.is_idle, timeout=60_000)
     from test_widgets import written
 
+    assert not comp.send_pacs.isEnabled()
     out = written(qtbot, comp.export_dicom(tmp_path / "derived"))
+    assert comp.send_pacs.folder == out and comp.send_pacs.isEnabled()  # Send to PACS offers it
     back = read_series(out)  # written in Bq/mL again, beside (not inside) the source
     assert back.units == "Bq/mL" and np.allclose(back.affine, src.affine, atol=1e-5)
     recon_native = np.asarray(comp.recon_layer.data) / factor

@@ -48,14 +48,14 @@ def test_every_problem_is_reported_at_once(tiny_dataset):
     write_nifti(tiny_dataset / "beta" / "sub-01" / "labels.nii.gz", np.zeros((4, 4, 4)))
 
     with pytest.raises(DatasetError) as info:
-        discover(tiny_dataset)
+        discover(tiny_dataset, strict=True)
     message = str(info.value)
     assert message.startswith(f"The dataset {tiny_dataset} has 6 problems:")
     for expected in (
         "sub-shape: low has shape (24, 20, 12) but full has (24, 20, 10)",
         "sub-affine: low and full have different affines (largest difference 1.5 mm)",
         "sub-nofull: missing full.nii.gz",
-        "sub-00/meta.json: meta.json must be a JSON object",
+        "sub-00/meta.json: meta.json must hold a JSON object",
         "beta/scanner.json: scanner.json is not valid JSON",
         "sub-01: labels has shape",
     ):
@@ -70,7 +70,7 @@ def test_truth_on_another_grid_is_rejected(tiny_dataset):
     sub = tiny_dataset / "alpha" / "sub-00"
     write_nifti(sub / "truth.nii.gz", np.zeros((24, 20, 12), np.float32), np.eye(4))
     with pytest.raises(DatasetError, match="truth and full have different affines"):
-        discover(tiny_dataset)
+        discover(tiny_dataset, strict=True)
 
 
 @pytest.mark.parametrize(
@@ -79,7 +79,7 @@ def test_truth_on_another_grid_is_rejected(tiny_dataset):
         ("missing", "does not exist"),
         ("file", "is a file"),
         ("empty", "holds no scanner folders"),
-        ("no-subjects", "no subject folders"),
+        ("no-subjects", "holds no scanner folders"),
     ],
 )
 def test_unusable_roots(tmp_path, layout, message):
@@ -96,5 +96,5 @@ def test_unusable_roots(tmp_path, layout, message):
 
 def test_corrupt_volume_is_reported_not_raised_raw(tiny_dataset):
     (tiny_dataset / "alpha" / "sub-00" / "low.nii.gz").write_bytes(b"\x1f\x8b garbage")
-    with pytest.raises(DatasetError, match="not a readable NIfTI"):
-        discover(tiny_dataset)
+    with pytest.raises(DatasetError, match="could not be read as NIfTI"):
+        discover(tiny_dataset, strict=True)

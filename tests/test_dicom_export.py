@@ -72,7 +72,7 @@ def test_round_trip_keeps_patient_study_geometry_and_suv(tmp_path, kind):
     for d in derived:
         assert d.file_meta.MediaStorageSOPInstanceUID == d.SOPInstanceUID
         assert d.SOPClassUID == "1.2.840.10008.5.1.4.1.1.128" and d.Modality == "PT"
-        assert list(d.ImageType) == ["DERIVED", "SECONDARY"]
+        assert list(d.ImageType) == ["DERIVED", "PRIMARY"]
         assert d.SeriesDescription == "PETITE denoised (adapter vereos-lora)"
         assert d.Units == "BQML" and d.BitsAllocated == 16 and d.PixelRepresentation == 0
         for key in ("StudyInstanceUID", "FrameOfReferenceUID", "PatientID", "PatientName",
@@ -153,13 +153,16 @@ def test_source_files_are_never_overwritten(tmp_path, where):
 def test_existing_folder_needs_overwrite(tmp_path):
     src = write_pet_series(tmp_path / "src", pet_volume(), spacing=SPACING)
     like = read_series(src)
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "old.txt").write_text("old")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "old.txt").write_text("a user's own file")
+    with pytest.raises(OutputError, match="not written by napari-petite"):
+        write_derived_series(like.data, like, tmp_path / "mine", description="x",
+                             overwrite=True)
+    write_derived_series(like.data, like, tmp_path / "out", description="first")
     with pytest.raises(OutputError, match="already exists"):
         write_derived_series(like.data, like, tmp_path / "out", description="x")
-    assert (tmp_path / "out" / "old.txt").exists()
+    assert read_series(tmp_path / "out").extra["dicom"]  # the first export is untouched
     write_derived_series(like.data, like, tmp_path / "out", description="x", overwrite=True)
-    assert not (tmp_path / "out" / "old.txt").exists()
     assert len(list((tmp_path / "out").iterdir())) == 6
     _no_partial(tmp_path)
 

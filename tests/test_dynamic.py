@@ -74,7 +74,8 @@ def test_pair_from_nifti_is_the_duration_weighted_mean(tmp_path):
     meta = make_pair(dyn, subject)
     assert file_hashes(tmp_path / "in") == before
     assert sorted(p.name for p in subject.iterdir()) == [
-        "full.json", "full.nii.gz", "low.json", "low.nii.gz", "meta.json"]
+        ".petite-output.json", "full.json", "full.nii.gz", "low.json", "low.nii.gz",
+        "meta.json"]
     low, full = read_volume(subject / "low.nii.gz"), read_volume(subject / "full.nii.gz")
     pattern_zyx = _pattern_xyz().transpose(2, 1, 0)
     np.testing.assert_allclose(low.data, pattern_zyx * LOW, rtol=1e-5)
@@ -172,8 +173,13 @@ def test_static_nifti_is_refused(tmp_path):
 def test_existing_subject_needs_overwrite_and_input_is_protected(tmp_path):
     src = _dynamic_nifti(tmp_path / "in")
     dyn = read_dynamic(src)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "old.txt").write_text("a user's own file")
+    with pytest.raises(OutputError, match="not written by napari-petite"):
+        make_pair(dyn, mine, overwrite=True)
     subject = tmp_path / "sub"
-    subject.mkdir()
+    make_pair(dyn, subject)
     (subject / "old.txt").write_text("old")
     with pytest.raises(OutputError, match="already exists"):
         make_pair(dyn, subject)
@@ -182,7 +188,7 @@ def test_existing_subject_needs_overwrite_and_input_is_protected(tmp_path):
     assert not (subject / "old.txt").exists() and (subject / "low.nii.gz").exists()
     before = file_hashes(tmp_path / "in")
     for dest in (tmp_path / "in", tmp_path):
-        with pytest.raises(OutputError, match="holds the scan the pair is made from"):
+        with pytest.raises(OutputError, match=r"is an input|contains an input"):
             make_pair(dyn, dest, overwrite=True)
     assert file_hashes(tmp_path / "in") == before
 

@@ -157,7 +157,7 @@ def test_discovery_never_raises_unexpectedly(tree):
                 assert subject.shape is not None and len(subject.shape) == 3
         json.dumps(ds.summary())
         try:
-            discover(root)
+            discover(root, strict=True)
         except DatasetError as err:
             assert ds.problems and str(err).startswith(f"The dataset {root} has")
         else:

@@ -129,7 +129,7 @@ def non_nifti(folder, models):
     png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
     renamed = folder / "photo.nii"  # the same bytes under a NIfTI name reach our reader
     renamed.write_bytes(png.read_bytes())
-    return Case(["info", str(png)], "neither a NIfTI file .* nor a DICOM series",
+    return Case(["info", str(png)], "is a PNG picture, not a PET volume",
                 ("reader", renamed), [png, renamed], gui_message="could not be read as NIfTI")
 
 
@@ -182,7 +182,8 @@ def layer_shape_mismatch(folder, models):
     full = root / "site" / "sub-1" / "full.nii.gz"
     out = folder / "adapter"
     cli = ["finetune", "--data", str(root), "--target", "site", "--base", str(models.base),
-           "--steps", "1", "--device", "cpu", "--n-val", "0", "--n-test", "0", "--out", str(out)]
+           "--steps", "1", "--device", "cpu", "--n-val", "0", "--n-test", "0", "--out", str(out),
+           "--strict"]
     return Case(cli, "must be on the same voxel grid", ("reconstruct", low, full),
                 sorted(root.rglob("*.*")), [out], gui_message="choose the matching full-count")
 

@@ -71,7 +71,7 @@ def test_scaled_integer_file_reads_in_physical_values(tmp_path):
 def test_refuses_to_overwrite_its_input(aniso_nifti):
     vol = read_volume(aniso_nifti)
     before = aniso_nifti.read_bytes()
-    with pytest.raises(OutputError, match="input file"):
+    with pytest.raises(OutputError, match="is an input"):
         write_like(aniso_nifti, vol.data * 0, vol, overwrite=True)
     assert aniso_nifti.read_bytes() == before
 

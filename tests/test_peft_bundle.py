@@ -113,7 +113,7 @@ def test_atomic_dir_is_all_or_nothing(tmp_path):
         pass
     with atomic_dir(dest, overwrite=True) as tmp:
         (tmp / "b.txt").write_text("second")
-    assert sorted(p.name for p in dest.iterdir()) == ["b.txt"]
+    assert sorted(p.name for p in dest.iterdir()) == [".petite-output.json", "b.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 

@@ -143,7 +143,7 @@ def _assert_refused(proc, out: Path, words: str):
 @pytest.mark.parametrize("args, words", [
     (["--scanners", "mct,petscan9000"], "unknown scanner id"),
     (["--drf", "0.5"], "--drf must be"),
-    (["--subjects", "0"], "--subjects must be"),
+    (["--subjects", "0"], "--subjects: must be"),
     (["--size", "huge"], "--size must be"),
 ])
 def test_bad_options_exit_2_and_write_nothing(tmp_path, cache, args, words):
@@ -158,7 +158,8 @@ def test_unwritable_out_exits_2(tmp_path, cache):
     blocker.write_text("not a folder")
     out = blocker / "ds"
     proc = _petite("make-sample-data", "--out", str(out), "--scanners", "mct", cache=cache)
-    assert proc.returncode == 2 and "choose a writable" in proc.stderr.lower(), proc.stderr
+    assert proc.returncode == 2 and "choose another output location" in proc.stderr.lower(), \
+        proc.stderr
     assert blocker.read_text() == "not a folder"
     proc = _petite("make-sample-data", "--out", "/proc/petite-ds", "--scanners", "mct",
                    cache=cache)
@@ -178,8 +179,13 @@ def test_existing_dataset_needs_overwrite(tmp_path, cache):
 
 
 def test_overwrite_replaces_and_failure_leaves_nothing(tmp_path, cache):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("a user's own file")
+    with pytest.raises(OutputError, match="was not written by napari-petite"):
+        make_dataset(mine, scanners=["vereos"], subjects=1, overwrite=True)
     out = tmp_path / "ds"
-    out.mkdir()
+    make_dataset(out, scanners=["vereos"], subjects=1)
     (out / "keep.txt").write_text("old")
 
     def boom(info):
@@ -187,7 +193,7 @@ def test_overwrite_replaces_and_failure_leaves_nothing(tmp_path, cache):
 
     with pytest.raises(RuntimeError):
         make_dataset(out, scanners=["vereos"], subjects=2, overwrite=True, progress=boom)
-    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]  # old one untouched
+    assert (out / "keep.txt").read_text() == "old"  # old one untouched
     assert not list(tmp_path.glob(".ds.*"))
     summary = make_dataset(out, scanners=["vereos"], subjects=1, overwrite=True, seed=1)
     assert not (out / "keep.txt").exists()

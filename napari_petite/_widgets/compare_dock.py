@@ -29,6 +29,7 @@ from napari_petite._widgets.crosshair import Crosshair
 from napari_petite._widgets.layout import scroll_layout
 from napari_petite._widgets.metrics_table import MetricsTable
 from napari_petite._widgets.model_choice import BASE, ModelChoice, recon_name
+from napari_petite._widgets.pacs_send import SendToPacsButton
 from napari_petite._widgets.roi_panel import ROIPanel, subject_images
 from napari_petite._widgets.state import ROLE_KEY, session_for, short_name
 from napari_petite._widgets.steps import Steps
@@ -110,6 +111,7 @@ class CompareDock(TaskDock, QWidget):
              "slices, colour bars, metrics and details on one page (PNG or PDF)"),
             ("Batch: test subjects…", self._batch_dialog,
              "reconstruct every test subject of the target into a folder with metrics.json"))
+        self.send_pacs = SendToPacsButton()
         self.readout = QLabel("")
         self.readout.setWordWrap(True)
         self.readout.setToolTip("The values of the panels under the mouse; click to mark a "
@@ -123,6 +125,7 @@ class CompareDock(TaskDock, QWidget):
         layout.addWidget(self.table, 1)
         layout.addWidget(self.roi)
         layout.addLayout(export_row)
+        layout.addWidget(self.send_pacs)
         layout.addWidget(self.status)
         self.viewer.layers.events.inserted.connect(self._suv_new_layer)
         self.choice.scans_changed.connect(self._scans_changed)
@@ -481,8 +484,9 @@ class CompareDock(TaskDock, QWidget):
         return None if layer is None else self._write(
             "Reconstruction", exports.nifti_job(self.viewer, layer, path, overwrite))
 
-    def _write(self, what: str, write) -> Task | None:
-        """Run ``write`` (an exports job) in a worker beside the dock's main task."""
+    def _write(self, what: str, write, after=None) -> Task | None:
+        """Run ``write`` (an exports job) in a worker beside the dock's main task; ``after``
+        gets the path written."""
         if self.side_task is not None and self.side_task.running:
             notify_failure(PetiteError("A report, an export or a difference is still being "
                                        "made; wait a moment."))
@@ -495,6 +499,8 @@ class CompareDock(TaskDock, QWidget):
         def done(result):
             if isinstance(result, Path):
                 self.status.setText(f"{what} written: {result.name} (in {result.parent}).")
+                if after is not None:
+                    after(result)
 
         self.status.setText(f"Writing: {what.lower()}…")
         self.side_task = Task(body, desc=what, on_done=done).start()
@@ -512,7 +518,8 @@ class CompareDock(TaskDock, QWidget):
         """Write the reconstruction as a derived DICOM series, in a worker."""
         layer = self._recon_or_fail()
         return None if layer is None else self._write(
-            "DICOM series", exports.dicom_job(layer, folder, overwrite))
+            "DICOM series", exports.dicom_job(layer, folder, overwrite),
+            after=self.send_pacs.set_folder)  # Send to PACS offers what was written
 
     def _report_dialog(self) -> None:
         if self._recon_or_fail() is None:

@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
 
 from napari_petite._widgets.first_run import ReaderChoice, SampleOffer
 from napari_petite._widgets.layout import scroll_layout
+from napari_petite._widgets.pacs_open import OpenFromPacsButton
 from napari_petite._widgets.split_form import SplitForm
 from napari_petite._widgets.state import ROLE_KEY, session_for
 from napari_petite._widgets.steps import Steps
@@ -146,9 +147,10 @@ class ScannerDataDock(TaskDock, QWidget):
                                     "series folder (a folder holding several series lists "
                                     "them to choose from)")
         menu = QMenu(self.scan_button)
-        menu.addAction("NIfTI file…", self._nifti_dialog)
+        menu.addAction("NIfTI or ECAT 7 file…", self._nifti_dialog)
         menu.addAction("DICOM series folder…", self._dicom_dialog)
         self.scan_button.setMenu(menu)
+        self.pacs_button = OpenFromPacsButton(self)
         self.pairs_button = QPushButton("Add a subject from a dynamic scan…")
         self.pairs_button.setToolTip(
             "A dynamic FDG scan (4D NIfTI + BIDS sidecar, or a multi-frame DICOM series) "
@@ -159,6 +161,7 @@ class ScannerDataDock(TaskDock, QWidget):
         row.addWidget(self.load_button)
         row.addWidget(self.scan_button)
         layout.addLayout(row)
+        layout.addWidget(self.pacs_button)
         layout.addWidget(self.pairs_button)
 
     # -- dataset -----------------------------------------------------------------------------
@@ -303,8 +306,9 @@ class ScannerDataDock(TaskDock, QWidget):
 
     # -- one scan ----------------------------------------------------------------------------
     def _nifti_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "NIfTI file (or one DICOM file)", "",
-                                              "NIfTI (*.nii *.nii.gz);;DICOM (*.dcm);;all (*)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "NIfTI, ECAT 7 or DICOM file", "",
+            "NIfTI (*.nii *.nii.gz);;ECAT 7 (*.v);;DICOM (*.dcm);;all (*)")
         if path:
             self.open_scan(path)
 
@@ -355,7 +359,7 @@ class ScannerDataDock(TaskDock, QWidget):
 
     # -- pairs from dynamic scans ------------------------------------------------------------
     def _pairs_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Dynamic scan (4D NIfTI, or a DICOM file)")
+        path, _ = QFileDialog.getOpenFileName(self, "Dynamic scan (4D NIfTI, ECAT 7 .v or DICOM)")
         if path:
             self.add_dynamic_subject(path)
 

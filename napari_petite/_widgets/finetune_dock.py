@@ -21,6 +21,7 @@ from pathlib import Path
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QInputDialog, QPushButton, QWidget
 
 from napari_petite._widgets.base_chooser import BaseChooser
+from napari_petite._widgets.import_base import ImportBaseButton
 from napari_petite._widgets.layout import scroll_layout
 from napari_petite._widgets.method_form import MixPEFTForm, plain_recipe
 from napari_petite._widgets.run_panel import RunPanel
@@ -116,14 +117,15 @@ def describe_run(request, card: dict | None) -> str:
 
 def read_saved_run(folder: Path):
     """(request, (losses, val_history)) of a GUI run folder, for *Open saved run…*."""
+    from napari_petite.io.jsonfile import read_json
     from napari_petite.training.job import JobRequest
 
-    try:
-        doc = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
-        state = json.loads((folder / "resume.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    if not (folder / RUN_FILE).is_file() or not (folder / "resume.json").is_file():
         raise CheckpointError(f"{folder} holds no saved run (it needs {RUN_FILE} and "
-                              "resume.json); choose a folder under the runs folder.") from None
+                              "resume.json); choose a folder under the runs folder.")
+    hint = "the saved run is damaged; start a new run"
+    doc = read_json(folder / RUN_FILE, error=CheckpointError, hint=hint)
+    state = read_json(folder / "resume.json", error=CheckpointError, hint=hint)
     return (JobRequest.from_dict(doc, resume=folder),
             (state.get("losses", []), state.get("val_history", [])))
 
@@ -149,7 +151,8 @@ class FineTuneDock(TaskDock, QWidget):
         bundle_row.addWidget(self.save_button)
         bundle_row.addWidget(self.load_button)
         layout = scroll_layout(self)
-        for w in (self.chooser, self.form, self.settings):
+        self.import_base = ImportBaseButton(self.chooser)
+        for w in (self.chooser, self.import_base, self.form, self.settings):
             layout.addWidget(w)
         layout.addWidget(self.run, 1)
         layout.addLayout(bundle_row)
@@ -461,14 +464,15 @@ class FineTuneDock(TaskDock, QWidget):
     def _set_running(self, stoppable: bool = True) -> None:
         """Busy: the forms say what runs and cannot be changed under it."""
         self.run.set_running(True, stoppable=stoppable)
-        for w in (self.save_button, self.load_button, self.chooser, self.form, self.settings):
+        for w in (self.save_button, self.load_button, self.chooser, self.import_base,
+                  self.form, self.settings):
             w.setEnabled(False)
 
     def _set_idle(self) -> None:
         if not self.is_idle:
             return
         self.run.set_running(False)
-        for w in (self.chooser, self.form, self.settings, self.load_button):
+        for w in (self.chooser, self.import_base, self.form, self.settings, self.load_button):
             w.setEnabled(True)
         self.save_button.setEnabled(self.session.trained is not None)
 
@@ -489,7 +493,8 @@ class FineTuneDock(TaskDock, QWidget):
         try:
             out = save_adapter(trained.model, trained.spec, folder,
                                base_sha256=trained.base_sha256, training=trained.training,
-                               metrics=trained.metrics, seed=trained.seed, overwrite=overwrite)
+                               metrics=trained.metrics, seed=trained.seed, overwrite=overwrite,
+                               inputs=self.session.inputs())
         except PetiteError as err:
             notify_failure(err)
             return None
@@ -571,7 +576,7 @@ class FineTuneDock(TaskDock, QWidget):
         qt_window.installEventFilter(self._close_filter)
 
     def _tasks(self) -> tuple[Task | None, ...]:
-        return (self.task, self._count_task, self._recipe_task)
+        return (self.task, self._count_task, self._recipe_task, self.import_base.task)
 
     def shutdown(self, timeout: float = 30.0) -> None:
         self._pending = None

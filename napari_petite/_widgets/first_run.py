@@ -23,9 +23,10 @@ from qtpy.QtWidgets import (
 
 #: the plugin's name in napari's reader preferences (napari.yaml's ``name``)
 PLUGIN = "napari-petite"
-#: file patterns the preference covers; napari matches folders by their path with a
-#: trailing separator, so "*/" stands for a dropped folder (a DICOM series)
-READER_PATTERNS = ("*.nii", "*.nii.gz", "*.dcm", "*/")
+#: file patterns the preference covers (NIfTI, DICOM, ECAT 7); napari matches folders by
+#: their path with a trailing separator, so "*/" stands for a dropped folder (a DICOM
+#: series)
+READER_PATTERNS = ("*.nii", "*.nii.gz", "*.dcm", "*.v", "*/")
 #: seconds one sample subject takes on an idle 2-core computer (measured: 3-7 s, more
 #: while the computer is busy), for the estimate before the first subject is done
 SECONDS_PER_SUBJECT = 8.0
@@ -62,8 +63,8 @@ class ReaderChoice(QGroupBox):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.setTitle("Dropped scans")
-        self.text = QLabel("napari asks which plugin should read each NIfTI file or DICOM "
-                           "folder dropped on its window.")
+        self.text = QLabel("napari asks which plugin should read each NIfTI, ECAT or DICOM "
+                           "file or DICOM folder dropped on its window.")
         self.text.setWordWrap(True)
         self.button = QPushButton("Always open them with napari-petite")
         self.button.setToolTip(f"Sets napari's reader preference for {', '.join(READER_PATTERNS)}"

@@ -78,6 +78,12 @@ class Session(QObject):
         """The newest adapted model (run or loaded bundle), if any."""
         return self.models[-1] if self.models else None
 
+    def inputs(self) -> list[Path]:
+        """What this session reads (the dataset folder, the base checkpoint): no export may
+        replace, hold or lie inside them."""
+        paths = [self.dataset.root] if self.dataset is not None else []
+        return paths + ([self.base_path] if self.base_path is not None else [])
+
     def model_named(self, name: str) -> TrainedModel | None:
         return next((m for m in self.models if m.name == name), None)
 

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from napari_petite.commands import _options as opt
+
 DEMO_SOURCE = "mct"
 DEMO_TARGET = "vision"
 
@@ -29,9 +31,9 @@ def register(sub) -> None:
     parser.add_argument("--out", default="demo-output", metavar="DIR",
                         help="output folder (default demo-output); reused data is kept")
     parser.add_argument("--backbone", choices=["unetr", "cvtgan"], default="unetr")
-    parser.add_argument("--steps", type=int, default=60, metavar="N",
+    parser.add_argument("--steps", type=opt.positive_int, default=60, metavar="N",
                         help="fine-tuning steps (default 60, about two minutes on 2 CPU cores)")
-    parser.add_argument("--seed", type=int, default=0, metavar="S")
+    parser.add_argument("--seed", type=opt.seed, default=0, metavar="S")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(func=lambda args: run_demo(out=args.out, backbone=args.backbone,
@@ -46,21 +48,41 @@ def _say(text: str, quiet: bool) -> None:
 
 def _stale(data: Path) -> bool:
     """The demo's simulated data were made by another simulator version (or are unreadable)."""
+    from napari_petite.errors import PetiteError
+    from napari_petite.io.jsonfile import read_json
     from napari_petite.simulate.scan import SIMULATOR_VERSION
 
     try:
-        made = json.loads((data / "dataset.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        made = read_json(data / "dataset.json")
+    except PetiteError:
         return True
     return made.get("simulator_version") != SIMULATOR_VERSION
 
 
 def run_demo(out: str | Path = "demo-output", *, backbone: str = "unetr", steps: int = 60,
              seed: int = 0, device: str = "auto", as_json: bool = False) -> int:
-    """Run the headless demo into ``out``; returns the exit code."""
+    """Run the headless demo into ``out``; returns the exit code.
 
-    from napari_petite.errors import ConfigError
-    from napari_petite.io.atomic import write_text
+    ``out`` is a work folder the demo fills (data, adapter, volumes, figure): it must be new,
+    empty or an earlier demo's, never a folder of the user's own files.
+    """
+    from napari_petite.errors import ConfigError, OutputError
+    from napari_petite.io.atomic import is_tool_output, reserve
+
+    if steps < 1:
+        raise ConfigError("--steps must be at least 1.")
+    out = Path(out).expanduser()
+    if out.is_dir() and any(out.iterdir()) and not (
+            is_tool_output(out) or (out / "adapter" / "adapter.json").is_file()):
+        raise OutputError(f"{out} holds files that are not an earlier demo's; choose another "
+                          "--out (the demo writes several files and folders there).")
+    with reserve(out, kind="workdir"):
+        return _run_demo(out, backbone, steps, seed, device, as_json)
+
+
+def _run_demo(out: Path, backbone: str, steps: int, seed: int, device: str,
+              as_json: bool) -> int:
+    from napari_petite.io.atomic import mark_output, write_text
     from napari_petite.io.dataset import discover
     from napari_petite.io.nifti import read_volume, write_like
     from napari_petite.peft.bundle import save_adapter
@@ -71,9 +93,6 @@ def run_demo(out: str | Path = "demo-output", *, backbone: str = "unetr", steps:
     from napari_petite.training.job import JobRequest, build_run, drive, load_base, split_subjects
     from napari_petite.training.report import write_report
 
-    if steps < 1:
-        raise ConfigError("--steps must be at least 1.")
-    out = Path(out).expanduser()
     data = out / "data"
     started = time.perf_counter()
     if not (data / DEMO_TARGET).is_dir() or _stale(data):
@@ -140,6 +159,7 @@ def run_demo(out: str | Path = "demo-output", *, backbone: str = "unetr", steps:
         "seconds": round(time.perf_counter() - started, 1),
     }
     write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n", overwrite=True)
+    mark_output(out, "demo")
     if as_json:
         print(json.dumps(summary, indent=2))
     else:

@@ -22,7 +22,7 @@ def register(sub) -> None:
     opt.add_data(parser)
     opt.add_model(parser)
     opt.add_spec(parser)
-    opt.add_training(parser)
+    opt.add_training(parser, recipe="faithful")
     opt.add_output(parser, what="adapter bundle folder to write")
     parser.set_defaults(func=run)
 
@@ -40,17 +40,19 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
-    from napari_petite.errors import OutputError
-    from napari_petite.io.dataset import discover
+
+    out = Path(args.out).expanduser()
+    with opt.reserve_outputs(args, out, resume_dir(out), kind="folder"):
+        return _train_and_save(args, out)
+
+
+def _train_and_save(args, out: Path) -> int:
     from napari_petite.peft.apply import trainable_state
     from napari_petite.peft.bundle import save_adapter
     from napari_petite.training import distributed as dist
     from napari_petite.training.job import JobRequest, build_run, resolve_base, split_subjects
 
-    out = Path(args.out).expanduser()
-    if out.exists() and not args.overwrite:
-        raise OutputError(f"{out} already exists; choose another --out or add --overwrite.")
-    scanner = discover(args.data).scanner(args.target)
+    scanner = opt.dataset_scanner(args, args.target)
     split = split_subjects([s.id for s in scanner.subjects], n_train=args.n_train,
                            n_val=args.n_val, n_test=args.n_test)
     base, card = resolve_base(args.base, args.backbone)
@@ -70,7 +72,7 @@ def _run(args) -> int:
         return 0
     bundle = save_adapter(run.model, spec, out, base_sha256=run.base_sha256, training=training,
                           metrics=run.metrics(result), seed=args.seed,
-                          overwrite=args.overwrite)
+                          overwrite=args.overwrite, inputs=opt.command_inputs(args))
     report, best = run.report, result.best_val
     summary = {
         "adapter": str(bundle), "spec": spec.to_dict(), "label": spec.label,

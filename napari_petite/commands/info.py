@@ -18,8 +18,8 @@ def register(sub) -> None:
         "dataset folder follows <root>/<scanner>/<subject>/{low,full}; every problem is "
         "listed at once and the exit code is 2 when there is any.",
     )
-    parser.add_argument("path", help="a .nii/.nii.gz file, a DICOM series folder or .dcm file, "
-                        "or a dataset folder")
+    parser.add_argument("path", help="a .nii/.nii.gz file, an ECAT 7 .v file, a DICOM series "
+                        "folder or .dcm file, or a dataset folder")
     parser.add_argument("--series", metavar="UID", default=None,
                         help="the SeriesInstanceUID to read when a DICOM folder holds several")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -32,7 +32,7 @@ def run(args) -> int:
 
     path = Path(args.path).expanduser()
     if path.is_dir() and (looks_like_dataset(path) or not is_volume_path(path)):
-        info = discover(path).summary()
+        info = discover(path, strict=True).summary()
     else:
         info = describe(read_any(path, series=args.series))
     if args.json:

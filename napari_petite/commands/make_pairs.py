@@ -32,12 +32,14 @@ def register(sub) -> None:
         "make-pairs",
         help="turn a dynamic scan into a training subject (low + full count)",
         description="Read a dynamic PET scan (a 4D NIfTI with its BIDS JSON sidecar giving "
-        "FrameTimesStart and FrameDuration, or a multi-frame DICOM PET series) and write "
+        "FrameTimesStart and FrameDuration, an ECAT 7 .v file with its frame timing, or a "
+        "multi-frame DICOM PET series) and write "
         "<out>/low.nii.gz (mean of the frames in --low), full.nii.gz (duration-weighted mean "
         "of the frames in --full) and meta.json (the frames used). Put --out inside "
         "<dataset>/<scanner>/ to add the subject to a dataset.",
     )
-    parser.add_argument("input", help="4D NIfTI (+ .json sidecar) or DICOM dynamic series")
+    parser.add_argument("input", help="4D NIfTI (+ .json sidecar), ECAT 7 (.v) or DICOM dynamic "
+                        "series")
     parser.add_argument("--series", metavar="UID", default=None,
                         help="SeriesInstanceUID when a DICOM folder holds several")
     parser.add_argument("--low", default="0:5", metavar="START:END",
@@ -54,8 +56,9 @@ def run(args) -> int:
 
     low, full = _window(args.low), _window(args.full)
     dyn = read_dynamic(args.input, args.series)
-    meta = make_pair(dyn, Path(args.out).expanduser(), low=low, full=full,
-                     overwrite=args.overwrite)
+    with opt.reserve_outputs(args, Path(args.out).expanduser(), kind="folder"):
+        meta = make_pair(dyn, Path(args.out).expanduser(), low=low, full=full,
+                         overwrite=args.overwrite)
     opt.emit(args, meta, f"wrote {args.out}: low = mean of {len(meta['low']['frames'])} "
              f"frame(s) in {args.low} min, full = mean of {len(meta['full']['frames'])} "
              f"frame(s) in {args.full} min ({dyn.n_frames} frames in the scan)")

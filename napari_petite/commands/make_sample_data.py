@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from napari_petite.commands import _options as opt
 from napari_petite.errors import ConfigError
 
 
@@ -32,16 +33,22 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="dataset folder to create")
     p.add_argument("--scanners", default=None, metavar="IDS",
                    help="comma-separated scanner ids (default: all shipped profiles)")
-    p.add_argument("--subjects", type=int, default=6, metavar="N",
+    p.add_argument("--subjects", type=opt.positive_int, default=6, metavar="N",
                    help="subjects per scanner (default 6)")
     p.add_argument("--drf", type=float, default=None, metavar="D",
                    help="dose-reduction factor of the low-count scan for every site, >= 1 "
                    "(default: each site's own protocol, from its scanner profile; the source "
                    "site mct keeps 5 of 30 min = 6)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    p.add_argument("--seed", type=opt.seed, default=0, metavar="S",
+                   help="random seed (default 0)")
     p.add_argument("--size", default="small", metavar="small|native",
                    help="small (default, reduced grids, fast) or native (the profile's grid)")
-    p.add_argument("--jobs", type=int, default=1, metavar="N",
+    p.add_argument("--lesions", default=None, metavar="N|MIN:MAX",
+                   help="make a lesion-insertion set: N (or MIN to MAX) spheres of known "
+                   "activity per subject, 4-20 mm, hot and cold, in grey and white matter, "
+                   "written as lesions.nii.gz and listed in meta.json (default: none; the "
+                   "default data stay as they are)")
+    p.add_argument("--jobs", type=opt.positive_int, default=1, metavar="N",
                    help="worker processes (default 1; results do not depend on it)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing non-empty --out folder")
@@ -51,12 +58,14 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from napari_petite.simulate.dataset import check_output, check_request, make_dataset
+    from napari_petite.simulate.lesions import parse_count
     from napari_petite.simulate.profiles import available_ids
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, not {args.jobs}.")
     scanners = _scanner_list(args.scanners) if args.scanners is not None else available_ids()
     ids = check_request(scanners, args.subjects, args.drf, args.size)
-    check_output(args.out, args.overwrite)
+    lesions = parse_count(args.lesions)
+    check_output(args.out, args.overwrite, len(ids) * args.subjects)
     total = len(ids) * args.subjects
     from tqdm import tqdm
 
@@ -70,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = make_dataset(args.out, scanners=ids, subjects=args.subjects, drf=args.drf,
                                seed=args.seed, size=args.size, overwrite=args.overwrite,
-                               jobs=args.jobs, progress=step)
+                               jobs=args.jobs, progress=step, lesions=lesions)
     finally:
         bar.close()
     if args.json:

@@ -24,7 +24,8 @@ def register(sub) -> None:
         "input's geometry, units and SUV factor.",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="low-count .nii/.nii.gz files, DICOM series folders or .dcm files")
+                        help="low-count .nii/.nii.gz files, ECAT 7 .v files, DICOM series "
+                        "folders or .dcm files")
     parser.add_argument("--series", metavar="UID", default=None,
                         help="SeriesInstanceUID to read when a DICOM folder holds several")
     parser.add_argument("--format", choices=("nifti", "dicom"), default="nifti",
@@ -42,21 +43,17 @@ def register(sub) -> None:
 
 def output_name(path: Path, fmt: str = "nifti") -> str:
     name = path.name
-    for suffix in (".nii.gz", ".nii", ".dcm"):
+    for suffix in (".nii.gz", ".nii", ".dcm", ".v"):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
     return f"{name}_recon" if fmt == "dicom" else f"{name}_recon.nii.gz"
 
 
 def run(args) -> int:
-    from tqdm import tqdm
+    import contextlib
 
-    from napari_petite.io.atomic import check_destination
+    from napari_petite.io.atomic import reserve
     from napari_petite.io.volumes import read_any
-    from napari_petite.training.device import resolve_device
-    from napari_petite.training.inference import predict_volume
-    from napari_petite.training.job import model_for_inference
-    from napari_petite.training.scaling import robust_scale
 
     out_dir = Path(args.out).expanduser()
     inputs = [Path(p).expanduser() for p in args.inputs]
@@ -65,11 +62,43 @@ def run(args) -> int:
     if len(set(dests)) != len(dests):
         raise ConfigError("Two inputs share a file name, so their outputs would collide; "
                               "predict them into different --out folders.")
-    for vol, dest in zip(volumes, dests, strict=True):
-        if args.format == "dicom":
-            check_dicom_destination(vol, dest, args.overwrite)
-        else:
-            check_destination(dest, inputs=inputs, overwrite=args.overwrite)
+    with contextlib.ExitStack() as claims:  # every output claimed before any work
+        for vol, dest in zip(volumes, dests, strict=True):
+            for path, kind in outputs_of(args, vol, dest):
+                claims.enter_context(reserve(path, inputs=opt.command_inputs(args)
+                                             + source_paths(vol), overwrite=args.overwrite,
+                                             kind=kind, needed=vol.data.nbytes))
+        return _predict(args, volumes, dests, inputs)
+
+
+def source_paths(vol) -> list[Path]:
+    """What a volume was read from: its file (and sidecar), or its DICOM files."""
+    from napari_petite.io.nifti import input_paths
+
+    files = [Path(f) for f in vol.extra.get("dicom", {}).get("files", [])] \
+        if isinstance(vol.extra.get("dicom"), dict) else []
+    return input_paths([vol.path] if vol.path else []) + files
+
+
+def outputs_of(args, vol, dest: Path) -> list[tuple[Path, str]]:
+    """(path, kind) of what predicting ``vol`` into ``dest`` writes."""
+    from napari_petite.io.nifti import output_paths
+
+    if args.format == "dicom":
+        check_dicom_destination(vol)
+        return [(dest, "folder")]
+    sidecar = bool(vol.units or vol.extra.get("suv_factor"))
+    return [(path, "file") for path in output_paths(dest, sidecar)]
+
+
+def _predict(args, volumes, dests, inputs) -> int:
+    from tqdm import tqdm
+
+    from napari_petite.training.device import resolve_device
+    from napari_petite.training.inference import predict_volume
+    from napari_petite.training.job import model_for_inference
+    from napari_petite.training.scaling import robust_scale
+
     for vol in volumes:  # every input usable before anything is computed or written
         try:
             robust_scale(vol.data)
@@ -93,16 +122,12 @@ def run(args) -> int:
     return 0
 
 
-def check_dicom_destination(vol, dest: Path, overwrite: bool) -> None:
-    """A DICOM output needs a DICOM input (patient, study) and a folder beside its series."""
-    from napari_petite.errors import OutputError
-
+def check_dicom_destination(vol) -> None:
+    """A DICOM output needs a DICOM input (it keeps the source's patient and study)."""
     if vol.extra.get("format") != "dicom":
         raise ConfigError(f"--format dicom needs DICOM inputs (a derived series keeps the "
                           f"source's patient and study), but {vol.path} is NIfTI; use "
                           "--format nifti for it.")
-    if dest.exists() and not overwrite:
-        raise OutputError(f"{dest} already exists; choose another --out or add --overwrite.")
 
 
 def write_output(args, dest: Path, recon, vol, description: str, inputs) -> Path:

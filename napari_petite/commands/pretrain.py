@@ -73,6 +73,7 @@ def command_line(args, overrides: dict[str, Any]) -> str:
         parts += ["--gan-warmup", str(args.gan_warmup)]
     if args.checkpoint_every:
         parts += ["--checkpoint-every", str(args.checkpoint_every)]
+    parts += opt.fidelity_argv(args)
     parts += ["--seed", str(args.seed),
               "--device", args.device]
     if args.bf16:
@@ -81,7 +82,7 @@ def command_line(args, overrides: dict[str, Any]) -> str:
     return shlex.join(parts)
 
 
-def data_description(dataset, scanner, split) -> dict[str, Any]:
+def data_description(root: Path, scanner, split) -> dict[str, Any]:
     """Where the training data came from, as far as the dataset's own JSON files say."""
     profile = scanner.profile if isinstance(scanner.profile, dict) else {}
     metas = [scanner.subject(s).meta for s in split.train + split.val + split.test]
@@ -93,35 +94,41 @@ def data_description(dataset, scanner, split) -> dict[str, Any]:
             for key in keys:
                 if key in meta and key not in subject_meta:
                     subject_meta[key] = meta[key]
-    out = {"root": str(dataset.root), "scanner": scanner.id, "scanner_profile": profile,
+    out = {"root": str(root), "scanner": scanner.id, "scanner_profile": profile,
            "subject_meta": subject_meta}
-    summary = Path(dataset.root) / "dataset.json"  # written by `petite make-sample-data`
+    summary = Path(root) / "dataset.json"  # written by `petite make-sample-data`
     if summary.is_file():
-        import json
+        from napari_petite.errors import PetiteError
+        from napari_petite.io.jsonfile import read_json
 
         try:
-            out["dataset"] = json.loads(summary.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            out["dataset"] = read_json(summary)
+        except PetiteError:
             out["dataset"] = None
     return out
 
 
 def run(args) -> int:
-    from napari_petite.io.atomic import check_destination
-    from napari_petite.io.dataset import discover
-    from napari_petite.models.checkpoint import SUFFIX, card_path, save_checkpoint
-    from napari_petite.training.evaluation import evaluate_subjects
-    from napari_petite.training.job import JobRequest, Scratch, build_run, split_subjects
+    from napari_petite.models.checkpoint import SUFFIX, card_path
+    from napari_petite.models.registry import check_overrides
 
     out = Path(args.out).expanduser()
     if out.suffix != SUFFIX:
         raise OutputError(f"--out must name a {SUFFIX} file (the card is written beside it as "
                           f".json), not {out.name!r}.")
-    check_destination(out, overwrite=args.overwrite)
-    check_destination(card_path(out), overwrite=args.overwrite)
     overrides = parse_overrides(args.override)
-    dataset = discover(args.data)
-    scanner = dataset.scanner(args.source)
+    check_overrides(args.backbone, args.preset, overrides)
+    with opt.reserve_outputs(args, out, out.with_name(out.name + ".resume"), kind="file",
+                             card=card_path(out)):
+        return _pretrain(args, out, overrides)
+
+
+def _pretrain(args, out: Path, overrides: dict[str, Any]) -> int:
+    from napari_petite.models.checkpoint import card_path, save_checkpoint
+    from napari_petite.training.evaluation import evaluate_subjects
+    from napari_petite.training.job import JobRequest, Scratch, build_run, split_subjects
+
+    scanner = opt.dataset_scanner(args, args.source)
     split = split_subjects([s.id for s in scanner.subjects], n_train=args.n_train,
                            n_val=args.n_val, n_test=args.n_test)
     config = opt.train_config(args, str(out.with_name(out.name + ".resume"))
@@ -146,7 +153,7 @@ def run(args) -> int:
     extra = {
         "kind": "base model (pre-trained from scratch, all weights)",
         "source": args.source,
-        "data": data_description(dataset, scanner, split),
+        "data": data_description(scanner.path.parent, scanner, split),
         "split": split.to_dict(),
         "overrides": overrides,
         "training": {**run.record(result), **run.metrics(result)},
@@ -160,7 +167,8 @@ def run(args) -> int:
         },
         "command": command_line(args, overrides),
     }
-    path = save_checkpoint(model, out, extra=extra, overwrite=args.overwrite)
+    path = save_checkpoint(model, out, extra=extra, overwrite=args.overwrite,
+                           inputs=opt.command_inputs(args))
 
     low, rec = mean.get("low", {}), mean.get("recon", {})
     summary = {

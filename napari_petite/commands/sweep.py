@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from napari_petite.commands import _options as opt
-from napari_petite.errors import ConfigError, OutputError
+from napari_petite.errors import ConfigError
 
 #: collectives wait this long for slower ranks (rows on different ranks end hours apart)
 RANK_TIMEOUT_S = 72 * 3600.0
@@ -49,13 +49,16 @@ def register(sub) -> None:
 def run(args) -> int:
     from napari_petite.training.distributed import launched_session
 
-    with launched_session(args.device, timeout_s=RANK_TIMEOUT_S):
+    if args.resume or args.checkpoint_every:
+        raise ConfigError("sweep resumes row by row on its own (re-run the same command); "
+                          "--resume and --checkpoint-every belong to finetune.")
+    with launched_session(args.device, timeout_s=RANK_TIMEOUT_S), \
+            opt.reserve_outputs(args, Path(args.out).expanduser(), kind="workdir"):
         return _run(args)
 
 
 def _run(args) -> int:
-    from napari_petite.io.atomic import write_text
-    from napari_petite.io.dataset import discover
+    from napari_petite.io.atomic import mark_output, write_text
     from napari_petite.training import distributed as dist
     from napari_petite.training.job import load_base, resolve_base, split_subjects
     from napari_petite.training.leaderboard import ranked, write_leaderboard
@@ -69,14 +72,8 @@ def _run(args) -> int:
         skipped_row,
     )
 
-    if args.resume or args.checkpoint_every:
-        raise ConfigError("sweep resumes row by row on its own (re-run the same command); "
-                          "--resume and --checkpoint-every belong to finetune.")
     out = Path(args.out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out} exists and is not a folder; choose a folder for --out.")
-    dataset = discover(args.data)
-    scanner = dataset.scanner(args.target)
+    scanner = opt.dataset_scanner(args, args.target)
     split = split_subjects([s.id for s in scanner.subjects], n_train=args.n_train,
                            n_val=args.n_val, n_test=args.n_test)
     if not split.test:
@@ -90,7 +87,7 @@ def _run(args) -> int:
     source = args.source or base_card.get("source")
     meta = {"backbone": base_model.name, "preset": base_model.preset,
             "source": source, "target": args.target,
-            "data": str(dataset.root), "base": str(args.base or "shipped"),
+            "data": str(scanner.path.parent), "base": str(args.base or "shipped"),
             "base_sha256": base_sha, "steps": config.steps, "seed": config.seed,
             "batch": config.batch_size, "device": config.device, "split": split.to_dict(),
             "params": opt.parse_params(args.param), "world_size": dist.world_size()}
@@ -142,6 +139,7 @@ def _run(args) -> int:
     if not dist.is_main():
         return 0
     paths = write_leaderboard(out, table, meta)
+    mark_output(out, "sweep")
     summary = {"leaderboard": [str(p) for p in paths], "rows_run": run_keys,
                "rows_reused": reused, "meta": meta,
                "rows": [{k: r.get(k) for k in ("rank", "key", "label", "psnr", "ssim", "nrmse",

@@ -2,15 +2,20 @@
 
 ``<root>/<scanner-id>/<subject-id>/`` holds ``low.nii.gz`` and ``full.nii.gz`` (same shape and
 affine; a DICOM series folder ``low/`` or ``full/`` may stand for either), optionally
-``truth.nii.gz``, ``labels.nii.gz`` and ``meta.json``;
+``truth.nii.gz``, ``labels.nii.gz``, ``lesions.nii.gz`` and ``meta.json``;
 ``<root>/<scanner-id>/scanner.json`` describes the scanner. Validation reads headers only, so a
 large dataset is checked in seconds, and it collects *every* problem before reporting, so a
 user fixes a folder in one pass instead of one error at a time.
+
+A clinician's folder is rarely tidy: by default (``strict=False``) a subject with a problem
+is left out and listed (``Dataset.problems``), the others are used; folders this tool wrote
+(an adapter bundle saved inside the dataset, an export) are not mistaken for scanners or
+subjects, and empty folders are noted, not fatal. ``strict=True`` refuses the dataset when
+anything is wrong.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +25,7 @@ import numpy as np
 from napari_petite.errors import DatasetError
 
 REQUIRED = ("low", "full")
-OPTIONAL = ("truth", "labels")
+OPTIONAL = ("truth", "labels", "lesions")
 #: affines closer than this (mm, element-wise) count as the same grid
 AFFINE_TOL = 1e-4
 #: problems listed in one message before the rest are counted
@@ -55,6 +60,11 @@ class Subject:
     def labels(self) -> Path | None:
         return self.files.get("labels")
 
+    @property
+    def lesions(self) -> Path | None:
+        """Per-lesion instance labels of a lesion-insertion subject (0 none, k lesion k)."""
+        return self.files.get("lesions")
+
 
 @dataclass
 class Scanner:
@@ -77,13 +87,28 @@ class Scanner:
 
 @dataclass
 class Dataset:
-    """A validated dataset: scanners by id, plus the problems found (empty when valid)."""
+    """A validated dataset: scanners by id, plus the problems found (empty when valid).
+
+    ``problems`` lists everything wrong (subjects left out); ``scoped`` says which scanner
+    each concerns (None: the dataset as a whole); ``notes`` are folders passed over that are
+    not errors (empty, or outputs of this tool).
+    """
 
     root: Path
     scanners: dict[str, Scanner]
     problems: list[str] = field(default_factory=list)
+    scoped: dict[str | None, list[str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def problems_of(self, scanner_id: str) -> list[str]:
+        """The problems of one scanner's folder (its subjects left out) and the dataset's."""
+        return self.scoped.get(scanner_id, []) + self.scoped.get(None, [])
 
     def scanner(self, scanner_id: str) -> Scanner:
+        if scanner_id not in self.scanners and self.scoped.get(scanner_id):
+            raise DatasetError(format_problems(
+                self.root / scanner_id, self.scoped[scanner_id],
+                f"Scanner {scanner_id!r} has no usable subject"))
         try:
             return self.scanners[scanner_id]
         except KeyError:
@@ -112,8 +137,9 @@ class Dataset:
 
 
 def _find_volume(folder: Path, stem: str) -> Path | None:
-    """``<stem>.nii.gz`` / ``<stem>.nii``, or a DICOM series folder named ``<stem>``."""
-    for suffix in (".nii.gz", ".nii"):
+    """``<stem>.nii.gz`` / ``<stem>.nii`` / ``<stem>.v`` (ECAT 7), or a DICOM series folder
+    named ``<stem>``."""
+    for suffix in (".nii.gz", ".nii", ".v"):
         candidate = folder / f"{stem}{suffix}"
         if candidate.is_file():
             return candidate
@@ -135,15 +161,13 @@ def looks_like_dataset(root: str | os.PathLike) -> bool:
 
 
 def _read_json(path: Path, problems: list[str], what: str) -> dict:
+    from napari_petite.io.jsonfile import read_json
+
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        problems.append(f"{path}: {what} is not valid JSON ({err}).")
+        return read_json(path, what=f"{path}: {what}", error=DatasetError)
+    except DatasetError as err:
+        problems.append(str(err))
         return {}
-    if not isinstance(value, dict):
-        problems.append(f"{path}: {what} must be a JSON object, not {type(value).__name__}.")
-        return {}
-    return value
 
 
 def _header_geometry(path: Path, problems: list[str]):
@@ -164,6 +188,23 @@ def _header_geometry(path: Path, problems: list[str]):
 
 def _is_hidden(path: Path) -> bool:
     return path.name.startswith((".", "_"))
+
+
+def _passed_over(folder: Path, notes: list[str]) -> bool:
+    """Folders that are not part of the dataset: this tool's outputs and empty folders."""
+    from napari_petite.io.atomic import DATA_KINDS, output_kind
+
+    kind = output_kind(folder)
+    if kind is not None and kind not in DATA_KINDS:
+        notes.append(f"{folder}: a {kind} written by napari-petite, not data; passed over.")
+        return True
+    try:
+        empty = not any(folder.iterdir())
+    except OSError:
+        return False
+    if empty:
+        notes.append(f"{folder}: empty folder; passed over.")
+    return empty
 
 
 def _inside(path: Path, root: Path, problems: list[str]) -> bool:
@@ -209,15 +250,16 @@ def _check_subject(subject: Subject, problems: list[str]) -> None:
             )
 
 
-def discover(root: str | os.PathLike, *, strict: bool = True) -> Dataset:
+def discover(root: str | os.PathLike, *, strict: bool = False) -> Dataset:
     """Find and validate every scanner and subject below ``root``.
 
     Parameters
     ----------
     root : the dataset folder
-    strict : raise :class:`DatasetError` listing all problems when any is found; with
-        ``strict=False`` the problems are returned in ``Dataset.problems`` and only the
-        subjects without problems are listed (the napari dock shows both).
+    strict : raise :class:`DatasetError` listing all problems when any is found; by default
+        the problems are returned in ``Dataset.problems`` and only the subjects without
+        problems are listed (front ends say which were left out). A dataset with no usable
+        subject at all is refused either way.
     """
     root = Path(root).expanduser()
     if not root.exists():
@@ -226,17 +268,23 @@ def discover(root: str | os.PathLike, *, strict: bool = True) -> Dataset:
     if not root.is_dir():
         raise DatasetError(f"{root} is a file; a dataset is a folder of scanner folders.")
     problems: list[str] = []
+    scoped: dict[str | None, list[str]] = {}
+    notes: list[str] = []
     scanners: dict[str, Scanner] = {}
     real_root = root.resolve()
-    scanner_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not _is_hidden(p))
+    scanner_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not _is_hidden(p)
+                          and not _passed_over(p, notes))
     for sdir in scanner_dirs:
+        n_scanner = len(problems)
         if not _inside(sdir, real_root, problems):
+            scoped.setdefault(None, []).extend(problems[n_scanner:])
             continue
         profile_path = sdir / "scanner.json"
         profile = _read_json(profile_path, problems, "scanner.json") \
             if profile_path.exists() and _inside(profile_path, real_root, problems) else {}
         subjects: list[Subject] = []
-        for subdir in sorted(p for p in sdir.iterdir() if p.is_dir() and not _is_hidden(p)):
+        for subdir in sorted(p for p in sdir.iterdir() if p.is_dir() and not _is_hidden(p)
+                             and not _passed_over(p, notes)):
             n_before = len(problems)
             if not _inside(subdir, real_root, problems):
                 continue
@@ -257,20 +305,26 @@ def discover(root: str | os.PathLike, *, strict: bool = True) -> Dataset:
         if subjects:
             scanners[sdir.name] = Scanner(id=sdir.name, path=sdir, profile=profile,
                                           subjects=subjects)
-        elif not any(str(sdir) in p for p in problems):
+        elif len(problems) == n_scanner:
             problems.append(f"{sdir}: no subject folders with low.nii.gz and full.nii.gz.")
-    if not scanner_dirs:
-        problems.append(f"{root} holds no scanner folders; expected "
-                        "<root>/<scanner-id>/<subject-id>/{low,full}.nii.gz.")
-    dataset = Dataset(root=root, scanners=scanners, problems=problems)
-    if strict and problems:
+        scoped.setdefault(sdir.name, []).extend(problems[n_scanner:])
+    if not scanners:
+        message = (f"{root} holds no scanner folders with usable subjects; expected "
+                   "<root>/<scanner-id>/<subject-id>/{low,full}.nii.gz.")
+        problems.append(message)
+        scoped.setdefault(None, []).append(message)
+    dataset = Dataset(root=root, scanners=scanners, problems=problems, scoped=scoped,
+                      notes=notes)
+    if (strict and problems) or not scanners:
         raise DatasetError(format_problems(root, problems))
     return dataset
 
 
-def format_problems(root: Path, problems: list[str]) -> str:
+def format_problems(root: Path, problems: list[str], head: str | None = None) -> str:
     """One message listing every problem, so the user can fix all of them at once."""
-    head = f"The dataset {root} has {len(problems)} problem{'s' if len(problems) > 1 else ''}:"
+    plural = "s" if len(problems) > 1 else ""
+    head = (f"{head}; {len(problems)} problem{plural}:" if head
+            else f"The dataset {root} has {len(problems)} problem{plural}:")
     shown = [f"  - {p}" for p in problems[:MAX_LISTED]]
     if len(problems) > MAX_LISTED:
         shown.append(f"  ... and {len(problems) - MAX_LISTED} more of the same kinds.")

@@ -605,6 +605,9 @@ def read_series(path: str | os.PathLike, series_uid: str | None = None) -> Volum
     frames = series_frames(members)
     _refuse_dynamic(frames, path)
     stack = stack_frames(frames, path)
+    from napari_petite.io.grid import check_affine
+
+    check_affine(stack.affine, path.name)
     n, rows, cols = stack.shape
     check_fits_in_memory(
         read_bytes(n, rows, cols, frames_per_file(members)),

@@ -12,8 +12,10 @@ gap: a window with a hole or overlapping frames would not be the image of that t
 pair built from it would teach the network the wrong count level.
 
 A dynamic scan comes as a 4D NIfTI with its BIDS sidecar (``FrameTimesStart`` and
-``FrameDuration`` in seconds, optional ``Units``) or as a DICOM PET series with several time
-frames (classic files with NumberOfTimeSlices / ImageIndex, or Enhanced PET multi-frame).
+``FrameDuration`` in seconds, optional ``Units``), as an ECAT 7 file (frame start and
+duration in each frame's subheader, :mod:`napari_petite.io.ecat`) or as a DICOM PET series
+with several time frames (classic files with NumberOfTimeSlices / ImageIndex, or Enhanced PET
+multi-frame).
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_petite.errors import ConfigError, InputError, OutputError
-from napari_petite.io.atomic import atomic_dir, write_text
+from napari_petite.errors import ConfigError, InputError
+from napari_petite.io.atomic import atomic_dir, check_folder_destination, write_text
 from napari_petite.io.memory import check_fits_in_memory
 from napari_petite.io.nifti import (
     Volume,
@@ -93,14 +95,10 @@ def _read_nifti(path: Path) -> Dynamic:
     if not side.is_file():
         raise InputError(f"{path.name} has no BIDS sidecar {side.name} giving FrameTimesStart "
                          "and FrameDuration; add it so the timing of the frames is known.")
-    try:
-        meta = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        reason = " ".join(str(err).split()).rstrip(".")
-        raise InputError(f"The sidecar {side} is not valid JSON ({reason}); fix it.") from None
-    if not isinstance(meta, dict):
-        raise InputError(f"The sidecar {side} must hold a JSON object with FrameTimesStart and "
-                         "FrameDuration.")
+    from napari_petite.io.jsonfile import read_json
+
+    meta = read_json(side, what=f"The sidecar {side}",
+                     hint="it must be an object with FrameTimesStart and FrameDuration")
     starts = _timing_list(meta, "FrameTimesStart", side)
     durations = _timing_list(meta, "FrameDuration", side)
     units = meta.get("Units")
@@ -216,9 +214,21 @@ def _read_dicom(path: Path, series_uid: str | None) -> Dynamic:
                    path=path)
 
 
+def _read_ecat(path: Path) -> Dynamic:
+    from napari_petite.io.ecat import read_frames
+
+    ecat = read_frames(path)
+    if ecat.frames.shape[0] < 2:
+        raise InputError(f"{path.name} is a static ECAT scan (one time frame); a dynamic scan "
+                         "with several frames is needed to make a low/full pair.")
+    return Dynamic(frames=ecat.frames, starts_s=ecat.starts_s, durations_s=ecat.durations_s,
+                   template=ecat.template, path=path)
+
+
 def read_dynamic(path: str | os.PathLike, series_uid: str | None = None) -> Dynamic:
-    """Read a dynamic PET scan: a 4D NIfTI with its BIDS sidecar, or a DICOM PET series
-    (folder or multi-frame file) with several time frames; frames come sorted by start.
+    """Read a dynamic PET scan: a 4D NIfTI with its BIDS sidecar, an ECAT 7 file (frame
+    timing from its subheaders), or a DICOM PET series (folder or multi-frame file) with
+    several time frames; frames come sorted by start.
 
     Raises
     ------
@@ -227,16 +237,19 @@ def read_dynamic(path: str | os.PathLike, series_uid: str | None = None) -> Dyna
         different grids, unreadable data, too little memory.
     """
     from napari_petite.io.dicom import is_dicom_path
+    from napari_petite.io.ecat import is_ecat
 
     path = Path(path).expanduser()
     if not path.exists():
         raise InputError(f"{path} does not exist; check the path.")
     if path.is_file() and is_nifti(path):
         return _read_nifti(path)
+    if is_ecat(path):
+        return _read_ecat(path)
     if is_dicom_path(path):
         return _read_dicom(path, series_uid)
-    raise InputError(f"{path} is neither a 4D NIfTI (.nii, .nii.gz) nor a DICOM PET series; "
-                     "choose a dynamic scan in one of those formats.")
+    raise InputError(f"{path} is neither a 4D NIfTI (.nii, .nii.gz), an ECAT 7 file (.v) nor "
+                     "a DICOM PET series; choose a dynamic scan in one of those formats.")
 
 
 # -- the pair --------------------------------------------------------------------------------
@@ -350,15 +363,7 @@ def make_pair(
                          f"({len(low_frames)} frames), so the pair would not differ in counts; "
                          "widen the full window or narrow the low one.")
     dest = Path(subject_folder).expanduser()
-    target = dest.resolve()
-    for src in _sources(dyn):
-        src = src.resolve()
-        if src == target or target in src.parents:
-            raise OutputError(f"Refusing to write {dest}: it holds the scan the pair is made from "
-                              f"({src}), which must stay untouched; choose another folder.")
-    if dest.exists() and not overwrite:
-        raise OutputError(f"{dest} already exists; choose another folder or allow overwriting "
-                          "(--overwrite on the command line).")
+    check_folder_destination(dest, inputs=_sources(dyn), overwrite=overwrite)
     template = dyn.template
     meta = {
         "source": str(dyn.path),
@@ -372,7 +377,7 @@ def make_pair(
         "full": _summary(dyn, full_frames, full_w),
     }
     low_img, full_img = _mean(dyn, low_frames), _mean(dyn, full_frames)
-    with atomic_dir(dest, overwrite=overwrite) as tmp:
+    with atomic_dir(dest, overwrite=overwrite, inputs=_sources(dyn), kind="subject") as tmp:
         for name, image in (("low", low_img), ("full", full_img)):
             write_volume(tmp / f"{name}.nii.gz", image, affine=template.affine,
                          units=template.units)

@@ -13,6 +13,7 @@ workstations and cluster jobs whose limits the kernel does not advertise.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -32,9 +33,15 @@ def parse_size(text: str) -> int:
     except ValueError:
         raise InputError(f"{ENV_LIMIT}={text!r} is not a size; write it like 8G or 512M.") \
             from None
-    if size <= 0:
-        raise InputError(f"{ENV_LIMIT}={text!r} must be a positive size such as 8G.")
+    if not math.isfinite(size) or size < 1:
+        raise InputError(f"{ENV_LIMIT}={text!r} must be a positive, finite size such as 8G.")
     return int(size)
+
+
+def check_limit_setting() -> None:
+    """Refuse a malformed ``PETITE_MAX_MEMORY`` when a command starts, not mid-run."""
+    if os.environ.get(ENV_LIMIT, "").strip():
+        parse_size(os.environ[ENV_LIMIT])
 
 
 def _meminfo_available() -> int | None:

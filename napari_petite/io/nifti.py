@@ -8,6 +8,7 @@ read. Intensity units (Bq/mL, SUV) come from a JSON sidecar (BIDS ``Units``) or 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -17,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from napari_petite.errors import InputError
-from napari_petite.io.atomic import atomic_write
+from napari_petite.io.atomic import atomic_write, reserve, write_text
+from napari_petite.io.grid import check_affine, check_nifti_header
 from napari_petite.io.memory import check_fits_in_memory
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -88,15 +90,9 @@ def read_sidecar(path: str | os.PathLike) -> dict:
     side = sidecar_path(path)
     if not side.is_file():
         return {}
-    try:
-        meta = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"The sidecar {side} is not valid JSON ({err}); fix or remove it.") \
-            from None
-    if not isinstance(meta, dict):
-        raise InputError(f"The sidecar {side} must hold a JSON object, not "
-                         f"{type(meta).__name__}.")
-    return meta
+    from napari_petite.io.jsonfile import read_json
+
+    return read_json(side, what=f"The sidecar {side}")
 
 
 def _suv_factor_from(path: Path) -> float | None:
@@ -209,6 +205,8 @@ def read_volume(path: str | os.PathLike, *, allow_nonfinite: bool = False) -> Vo
         raise InputError(f"{path.name} is not a NIfTI file; napari-petite reads .nii and .nii.gz.")
 
     img, shape, disk_dtype = open_nifti(path)
+    check_nifti_header(path)
+    check_affine(img.affine, path.name)
     squeeze = len(shape) == 4 and shape[3] == 1
     if squeeze:
         shape = shape[:3]
@@ -243,9 +241,6 @@ def read_volume(path: str | os.PathLike, *, allow_nonfinite: bool = False) -> Vo
     except (AttributeError, KeyError, ValueError):  # an unknown unit code: take mm
         unit_name = "mm"
     affine = np.asarray(img.affine, dtype=np.float64)
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise InputError(f"{path.name} has a degenerate affine (voxel-to-world matrix); "
-                         "fix the header's sform/qform.")
     return Volume(
         data=data,
         spacing=spacing_from_affine(affine, _UNIT_TO_MM.get(unit_name, 1.0)),
@@ -311,17 +306,32 @@ def write_volume(
         # keep the original sform/qform codes (scanner vs aligned) instead of nibabel's defaults
         img.set_sform(affine, int(header["sform_code"]) or 2)
         img.set_qform(affine, int(header["qform_code"]) or 1)
-    dest = atomic_write(path, lambda tmp: nib.save(img, str(tmp)), inputs=inputs,
-                        overwrite=overwrite)
     meta = dict(sidecar or {})
     if units:
         meta.setdefault("Units", units)
-    if meta:
-        from napari_petite.io.atomic import write_text
-
-        write_text(sidecar_path(dest), json.dumps(meta, indent=2, sort_keys=True) + "\n",
-                   inputs=[sidecar_path(p) for p in inputs if p], overwrite=True)
+    with contextlib.ExitStack() as claims:  # the volume and its sidecar: both or neither
+        for dest in output_paths(path, meta):
+            claims.enter_context(reserve(dest, inputs=input_paths(inputs), overwrite=overwrite,
+                                         kind="file", needed=data_xyz.nbytes))
+        dest = atomic_write(path, lambda tmp: nib.save(img, str(tmp)), inputs=inputs,
+                            overwrite=overwrite)
+        if meta:
+            write_text(sidecar_path(dest), json.dumps(meta, indent=2, sort_keys=True) + "\n",
+                       inputs=input_paths(inputs), overwrite=overwrite)
     return dest
+
+
+def output_paths(path: str | os.PathLike, sidecar: bool | dict = True) -> list[Path]:
+    """The files writing a volume to ``path`` creates: the NIfTI file and, when there is
+    something to put in it (units, SUV factor), its JSON sidecar."""
+    path = Path(path)
+    return [path, sidecar_path(path)] if sidecar else [path]
+
+
+def input_paths(inputs) -> list[Path]:
+    """Input volumes and their sidecars: neither may be written over."""
+    paths = [Path(p) for p in inputs if p]
+    return paths + [sidecar_path(p) for p in paths if is_nifti(p)]
 
 
 def write_like(path: str | os.PathLike, data_zyx: np.ndarray, like: Volume, **kwargs) -> Path:

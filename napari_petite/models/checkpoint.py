@@ -10,6 +10,7 @@ to. Weights are never read through pickle: ``torch.load`` can run arbitrary code
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -22,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from napari_petite.errors import CheckpointError, PetiteError
-from napari_petite.io.atomic import atomic_path, check_destination, write_text
+from napari_petite.io.atomic import atomic_write, reserve, write_text
 from napari_petite.models.base import Backbone
 from napari_petite.models.registry import build_model
 
@@ -69,6 +70,7 @@ def save_checkpoint(
     *,
     extra: dict | None = None,
     overwrite: bool = False,
+    inputs=(),
 ) -> Path:
     """Write ``model``'s state dict to ``path`` (``.safetensors``) and its card beside it.
 
@@ -81,33 +83,41 @@ def save_checkpoint(
             f"Checkpoints are written as safetensors; give a file name ending in {SUFFIX} "
             f"instead of {path.name!r}."
         )
-    dest = check_destination(path, overwrite=overwrite)
-    check_destination(card_path(dest), overwrite=overwrite)
-    # contiguous CPU copies: safetensors refuses views and tensors sharing storage
     extra = _jsonable(dict(extra or {}))
     clash = sorted(set(extra) & {*_CARD_KEYS, "format_version", "n_params", "weights_file"})
     if clash:
         raise ValueError(f"extra card entries may not replace {clash}")
+    # contiguous CPU copies: safetensors refuses views and tensors sharing storage
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     metadata = {"format": FORMAT, "backbone": model.name, "preset": model.preset}
-    with atomic_path(dest) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
-        sha = file_sha256(tmp)
-    card = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "backbone": model.name,
-        "preset": model.preset,
-        "config": _jsonable(model.config),
-        "sha256": sha,
-        "weights_file": dest.name,
-        "n_params": sum(p.numel() for p in model.parameters()),
-        "n_tensors": len(tensors),
-        "torch_version": torch.__version__,
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        **extra,
-    }
-    write_text(card_path(dest), json.dumps(card, indent=2) + "\n", overwrite=overwrite)
+    needed = sum(t.nbytes for t in tensors.values())
+    with contextlib.ExitStack() as claims:  # weights and card: both places checked first
+        for target in (path, card_path(path)):
+            claims.enter_context(reserve(target, inputs=inputs, overwrite=overwrite,
+                                         kind="file", needed=needed))
+        digest: list[str] = []
+
+        def write(tmp: Path) -> None:
+            save_file(tensors, str(tmp), metadata=metadata)
+            digest.append(file_sha256(tmp))
+
+        dest = atomic_write(path, write, inputs=inputs, overwrite=overwrite)
+        card = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "backbone": model.name,
+            "preset": model.preset,
+            "config": _jsonable(model.config),
+            "sha256": digest[0],
+            "weights_file": dest.name,
+            "n_params": sum(p.numel() for p in model.parameters()),
+            "n_tensors": len(tensors),
+            "torch_version": torch.__version__,
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            **extra,
+        }
+        write_text(card_path(dest), json.dumps(card, indent=2) + "\n", inputs=inputs,
+                   overwrite=overwrite)
     return dest
 
 
@@ -115,7 +125,8 @@ def _check_readable_path(path: Path) -> None:
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise CheckpointError(
             f"{path.name} is a pickle-based PyTorch file; only safetensors checkpoints are read "
-            "(unpickling can run arbitrary code). Convert it to .safetensors with its JSON card."
+            "(unpickling can run arbitrary code). A MONAI UNETR state dict becomes one with "
+            f"`petite import-base {path.name} --out base.safetensors`."
         )
     if path.suffix != SUFFIX:
         raise CheckpointError(
@@ -135,13 +146,10 @@ def read_card(path: str | os.PathLike) -> dict:
             f"Checkpoint {path.name} has no card {card_file.name} beside it; the card says "
             "which network the weights belong to, so copy it along with the weights."
         )
-    try:
-        card = json.loads(card_file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(
-            f"The card {card_file} is not valid JSON ({err}); restore it from the original "
-            "checkpoint."
-        ) from None
+    from napari_petite.io.jsonfile import read_json
+
+    card = read_json(card_file, what=f"The card {card_file}", error=CheckpointError,
+                     hint="restore it from the original checkpoint", expect=None)
     missing = [k for k in _CARD_KEYS if not isinstance(card, dict) or k not in card]
     if missing or card.get("format") != FORMAT or not isinstance(card.get("config"), dict):
         raise CheckpointError(
@@ -189,8 +197,19 @@ def load_checkpoint(
     except Exception as err:  # safetensors raises its own error types for bad headers
         raise CheckpointError(f"{path.name} cannot be read as safetensors ({err}).") from None
     _check_state(model, tensors, path.name)
+    refuse_non_finite(tensors, path.name, "Use another checkpoint or train it again.")
     model.load_state_dict(tensors, strict=True)
     return model.to(device).eval(), card
+
+
+def refuse_non_finite(tensors: dict[str, torch.Tensor], what: str, todo: str) -> None:
+    """Refuse weights holding NaN or infinite values (a run that diverged), naming a few."""
+    broken = sorted(k for k, t in tensors.items()
+                    if t.is_floating_point() and not bool(torch.isfinite(t).all()))
+    if broken:
+        raise CheckpointError(f"{what} holds NaN or infinite weights ({', '.join(broken[:3])}"
+                              f"{' ...' if len(broken) > 3 else ''}); the run that saved it "
+                              f"diverged. {todo}")
 
 
 def _check_state(model: Backbone, tensors: dict[str, torch.Tensor], name: str) -> None:

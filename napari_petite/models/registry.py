@@ -59,12 +59,54 @@ def smoke_overrides(backbone: str) -> dict[str, Any]:
     return dict(_SMOKE_OVERRIDES.get(backbone, {}))
 
 
-def build_model(backbone: str, preset: str = "small", **overrides: Any) -> Backbone:
-    """A freshly initialised ``backbone`` built from ``preset`` with ``overrides`` applied."""
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int):
+        return "a whole number"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, tuple | list):
+        return "a list like " + str(list(value)).replace(" ", "")
+    return type(value).__name__
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool) and (
+            value > 0 if default > 0 else value >= 0)
+    if isinstance(default, float):
+        return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+    if isinstance(default, tuple | list):
+        items = [value] * len(default) if isinstance(value, int) else value
+        return isinstance(items, tuple | list) and len(items) == len(default) and all(
+            _same_kind(v, d) for v, d in zip(items, default, strict=True))
+    return isinstance(value, type(default))
+
+
+def check_overrides(backbone: str, preset: str, overrides: dict[str, Any]) -> None:
+    """Refuse overrides the preset does not have, or of another kind than its value (a word
+    where a size is expected), in one sentence, before a network is built."""
     cls = backbone_class(backbone)
     if preset not in cls.PRESETS:
         raise ConfigError(
             f"Unknown preset {preset!r} for backbone {backbone!r}; choose one of "
             f"{', '.join(cls.PRESETS)}."
         )
-    return cls(preset, **overrides)
+    defaults = cls.PRESETS[preset]
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        raise ConfigError(f"Unknown {backbone} option(s) {', '.join(unknown)}; valid options "
+                          f"are {', '.join(sorted(defaults))}.")
+    for key, value in overrides.items():
+        if not _same_kind(value, defaults[key]):
+            raise ConfigError(f"The {backbone} option {key}={value!r} must be "
+                              f"{_type_name(defaults[key])} (positive).")
+
+
+def build_model(backbone: str, preset: str = "small", **overrides: Any) -> Backbone:
+    """A freshly initialised ``backbone`` built from ``preset`` with ``overrides`` applied."""
+    check_overrides(backbone, preset, overrides)
+    return backbone_class(backbone)(preset, **overrides)

@@ -10,12 +10,15 @@ Mix-PEFT needs:
   decoder sees it;
 * an explicit encoder (the ViT) / decoder (every CNN block) split and the attachment sites of
   each PEFT method;
-* InstanceNorm *with* affine parameters in the CNN decoder. MONAI's default ``"instance"``
-  norm has none (and its convolutions have no bias), so norm tuning and BitFit would find
-  almost nothing to train in the decoder. With affine norms the decoder SSF of the paper
-  (after the InstanceNorms of the last up-block) starts from a learnt scale and shift.
-* ``qkv_bias=True`` (MONAI's default is False): the query/key/value biases are the ones the
-  BitFit paper found most useful, and 3·hidden extra parameters per block cost nothing.
+* InstanceNorm *with* affine parameters in the CNN decoder (``norm_affine``, on in both
+  presets). MONAI's default ``"instance"`` norm has none (and its convolutions have no
+  bias), so norm tuning and BitFit would find almost nothing to train in the decoder. With
+  affine norms the decoder SSF of the paper (after the InstanceNorms of the last up-block)
+  starts from a learnt scale and shift. ``norm_affine=False`` builds MONAI's default norms,
+  so a MONAI base imports as it was trained (:mod:`napari_petite.models.monai_import`).
+* ``qkv_bias=True`` (MONAI's default is False; configurable for the same reason): the
+  query/key/value biases are the ones the BitFit paper found most useful, and 3·hidden
+  extra parameters per block cost nothing.
 * MONAI's ``TransformerBlock`` always builds a ``norm_cross_attn`` LayerNorm, unused without
   cross-attention. Its parameters never receive a gradient, so norm tuning would "train"
   dead tensors; it is replaced by ``nn.Identity`` here (MONAI does the same for
@@ -194,7 +197,7 @@ class UNETRBackbone(Backbone):
     ----------
     preset : ``"paper"`` (ViT-B, as in PETITE) or ``"small"`` (CPU-sized ViT)
     **overrides : any of ``hidden_size, mlp_dim, num_heads, feature_size, patch_size,
-        qkv_bias, dropout_rate, residual`` replacing the preset's value
+        qkv_bias, norm_affine, dropout_rate, residual`` replacing the preset's value
 
     The network only accepts windows of exactly ``patch_size`` (its position embedding is
     fixed); whole volumes go through sliding-window inference.
@@ -206,12 +209,14 @@ class UNETRBackbone(Backbone):
     PRESETS: ClassVar[dict[str, dict]] = {
         # ViT-B as in the paper and MONAI's defaults (92.7 M parameters with qkv_bias False)
         "paper": dict(hidden_size=768, mlp_dim=3072, num_heads=12, feature_size=16,
-                      patch_size=(64, 64, 64), qkv_bias=True, dropout_rate=0.0, residual=False),
+                      patch_size=(64, 64, 64), qkv_bias=True, norm_affine=True,
+                      dropout_rate=0.0, residual=False),
         # train step 64³ x 2 on 2 CPU threads 0.73-0.87 s (budget 1.5 s), 6.98 M parameters;
         # feature size 12 (1.26 s on an idle machine) measured 1.6-1.95 s on the shared machine
         # residual: output = input + UNETR(input), see the module docstring
         "small": dict(hidden_size=192, mlp_dim=768, num_heads=12, feature_size=8,
-                      patch_size=(64, 64, 64), qkv_bias=True, dropout_rate=0.0, residual=True),
+                      patch_size=(64, 64, 64), qkv_bias=True, norm_affine=True,
+                      dropout_rate=0.0, residual=True),
     }
 
     def __init__(self, preset: str = "small", **overrides: Any):
@@ -226,7 +231,8 @@ class UNETRBackbone(Backbone):
         with torch.device("meta"):
             net = UNETR(in_channels=1, out_channels=1, img_size=img_size,
                         feature_size=config["feature_size"],
-                        norm_name=("instance", {"affine": True}), **common)
+                        norm_name=("instance", {"affine": bool(config["norm_affine"])}),
+                        **common)
         self.vit = PromptViT(in_channels=1, img_size=img_size, patch_size=PATCH,
                              num_layers=N_LAYERS, classification=False, **common)
         device = self.vit.norm.weight.device  # wherever tensors are created by default

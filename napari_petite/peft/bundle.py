@@ -74,8 +74,10 @@ def save_adapter(
     metrics: dict | None = None,
     seed: int | None = None,
     overwrite: bool = False,
+    inputs=(),
 ) -> Path:
-    """Write the bundle of ``model`` (which ``spec`` was applied to) into folder ``path_dir``."""
+    """Write the bundle of ``model`` (which ``spec`` was applied to) into folder ``path_dir``
+    (never replacing, holding or lying inside one of ``inputs``)."""
     state = peft_state(model)
     if state is None:
         raise ConfigError("This model has no PEFT spec applied; apply_spec() it before saving "
@@ -92,7 +94,7 @@ def save_adapter(
     dest = Path(path_dir).expanduser()
     tensors = {k: v.detach().to("cpu").contiguous().clone()
                for k, v in trainable_state(model).items()}
-    with atomic_dir(dest, overwrite=overwrite) as tmp:
+    with atomic_dir(dest, overwrite=overwrite, inputs=inputs, kind="adapter bundle") as tmp:
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT})
         card = {
             "format": FORMAT,
@@ -126,15 +128,24 @@ def read_card(path_dir: str | os.PathLike) -> dict[str, Any]:
     if not folder.is_dir() or not card_file.is_file() or not (folder / WEIGHTS).is_file():
         raise CheckpointError(f"{folder} is not an adapter bundle (it needs {CARD} and "
                               f"{WEIGHTS}); choose the folder a training run saved.")
-    try:
-        card = json.loads(card_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"{card_file} cannot be read as JSON ({err}); the bundle is "
-                              "damaged, save it again.") from None
+    from napari_petite.io.jsonfile import read_json
+
+    card = read_json(card_file, error=CheckpointError, expect=None,
+                     hint="the bundle is damaged, save it again")
     if not isinstance(card, dict) or card.get("format") != FORMAT \
             or not isinstance(card.get("spec"), dict) or "backbone" not in card["spec"]:
         raise CheckpointError(f"{card_file} is not a napari-petite adapter card (a JSON object "
                               "with format and spec); the bundle is damaged, save it again.")
+    sha = card.get("adapter_sha256")
+    if not isinstance(sha, str) or len(sha) != 64:
+        raise CheckpointError(f"{card_file} lacks the sha256 of its tensors (adapter_sha256), "
+                              "so the bundle's integrity cannot be checked; save the adapter "
+                              "again with this version.")
+    try:
+        MixPEFTSpec.from_dict(card["spec"])
+    except ConfigError as err:
+        raise CheckpointError(f"{card_file} holds an invalid spec ({err}); the bundle is "
+                              "damaged, save it again.") from None
     return card
 
 
@@ -162,7 +173,7 @@ def load_adapter(model: Backbone, path_dir: str | os.PathLike, *,
                               f"{card.get('base_sha256')}, but the base given has sha256 "
                               f"{base_sha256}; load the matching base checkpoint.")
     weights = folder / WEIGHTS
-    if card.get("adapter_sha256") not in (None, _sha256(weights)):
+    if card["adapter_sha256"] != _sha256(weights):
         raise CheckpointError(f"{weights} does not match the sha256 in its {CARD}; the bundle "
                               "is damaged or was edited, save it again.")
     try:
@@ -170,6 +181,9 @@ def load_adapter(model: Backbone, path_dir: str | os.PathLike, *,
     except Exception as err:  # safetensors raises its own error types
         raise CheckpointError(f"{weights} cannot be read as safetensors ({err}).") from None
 
+    from napari_petite.models.checkpoint import refuse_non_finite
+
+    refuse_non_finite(tensors, f"The adapter in {folder}", "Train it again.")
     apply_spec(model, spec)
     targets = trainable_state(model)
     missing = sorted(set(targets) - set(tensors))

@@ -67,6 +67,12 @@ class MixPEFTSpec:
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for name, kind in (("backbone", str), ("preset", str), ("encoder", str),
+                           ("decoder", str), ("bitfit", bool), ("params", dict)):
+            if not isinstance(getattr(self, name), kind):
+                raise ConfigError(f"The Mix-PEFT spec's {name} must be a "
+                                  f"{'true/false' if kind is bool else kind.__name__}, not "
+                                  f"{getattr(self, name)!r}.")
         for part in ("encoder", "decoder"):
             method = getattr(self, part)
             if method not in METHODS:
@@ -117,6 +123,8 @@ class MixPEFTSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MixPEFTSpec:
+        if not isinstance(data, dict):
+            raise ConfigError(f"A Mix-PEFT spec is a JSON object, not {type(data).__name__}.")
         fields = ("backbone", "preset", "encoder", "decoder", "bitfit", "params")
         missing = [f for f in fields[:4] if f not in data]
         if missing:
@@ -129,7 +137,10 @@ class MixPEFTSpec:
 
     @classmethod
     def from_json(cls, text: str) -> MixPEFTSpec:
-        return cls.from_dict(json.loads(text))
+        from napari_petite.io.jsonfile import parse_json
+
+        return cls.from_dict(parse_json(text, what="The Mix-PEFT spec", error=ConfigError,
+                                        hint="write it as an object"))
 
 
 def petite_spec(backbone: str, preset: str) -> MixPEFTSpec:

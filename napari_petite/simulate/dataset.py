@@ -2,7 +2,9 @@
 
 ``<root>/<scanner-id>/scanner.json`` and ``<root>/<scanner-id>/<subject-id>/`` with
 ``low.nii.gz``, ``full.nii.gz``, ``truth.nii.gz`` (Bq/mL, same grid), ``labels.nii.gz``
-(uint8, same grid) and ``meta.json``. Everything is written into a hidden sibling folder that
+(uint8, same grid) and ``meta.json``; a lesion-insertion set (``lesions=``) adds
+``lesions.nii.gz`` (uint8 instance labels: 0 none, k lesion k of meta.json's list).
+Everything is written into a hidden sibling folder that
 is renamed onto the requested name only when complete (``io.atomic.atomic_dir``), so an
 interrupted run never leaves a half dataset under the final name.
 """
@@ -12,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -22,7 +23,7 @@ import numpy as np
 
 from napari_petite import __version__
 from napari_petite.errors import ConfigError, OutputError
-from napari_petite.io.atomic import atomic_dir
+from napari_petite.io.atomic import atomic_dir, check_folder_destination
 from napari_petite.simulate.anatomy import LABELS
 from napari_petite.simulate.profiles import ScannerProfile, available_ids, load_profile
 from napari_petite.simulate.scan import (
@@ -61,26 +62,18 @@ def check_request(scanners: Sequence[str], subjects: int, drf: float | None,
     return chosen
 
 
-def check_output(out: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse a file, a non-empty folder (unless ``overwrite``) or an unwritable location."""
-    out = Path(out).expanduser().absolute()
-    if out.exists() and not out.is_dir():
+#: bytes one simulated subject takes on disk (four compressed volumes and meta.json), with
+#: margin: a native-grid subject is ~10 MB
+SUBJECT_BYTES = 32 << 20
+
+
+def check_output(out: str | os.PathLike, overwrite: bool, subjects: int = 0) -> Path:
+    """Refuse a file, a non-empty folder (unless ``overwrite`` and it is a dataset this tool
+    wrote), an unwritable location or a disk without room for ``subjects`` subjects."""
+    if Path(out).expanduser().is_file():
         raise OutputError(f"{out} is a file; --out must name a folder for the dataset.")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise OutputError(f"{out} already exists and is not empty; choose another --out or "
-                          "add --overwrite to replace it.")
-    parent = out.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"Cannot create {parent} ({err.strerror}); choose a writable "
-                          "--out location.") from None
-    try:  # probe by doing it: permission bits say nothing for root or special file systems
-        Path(tempfile.mkdtemp(prefix=f".{out.name}.probe-", dir=parent)).rmdir()
-    except OSError as err:
-        raise OutputError(f"The folder {parent} is not writable ({err.strerror}); choose a "
-                          "writable --out location.") from None
-    return out
+    return check_folder_destination(Path(out).expanduser().absolute(), overwrite=overwrite,
+                                    needed=subjects * SUBJECT_BYTES)
 
 
 def _write_json(path: Path, doc: dict) -> None:
@@ -89,7 +82,8 @@ def _write_json(path: Path, doc: dict) -> None:
     write_text(path, json.dumps(doc, indent=2, sort_keys=True) + "\n", overwrite=True)
 
 
-def _write_labels(path: Path, labels: np.ndarray, affine: np.ndarray) -> None:
+def _write_labels(path: Path, labels: np.ndarray, affine: np.ndarray,
+                  descrip: bytes = b"region labels; names in meta.json") -> None:
     import nibabel as nib
 
     from napari_petite.io.atomic import atomic_write
@@ -97,7 +91,7 @@ def _write_labels(path: Path, labels: np.ndarray, affine: np.ndarray) -> None:
     img = nib.Nifti1Image(np.ascontiguousarray(labels.astype(np.uint8).transpose(2, 1, 0)),
                           affine)
     img.header.set_xyzt_units("mm", "sec")
-    img.header["descrip"] = b"region labels; names in meta.json"
+    img.header["descrip"] = descrip
     atomic_write(path, lambda tmp: nib.save(img, str(tmp)), overwrite=True)
 
 
@@ -110,6 +104,9 @@ def write_subject(folder: Path, scan: SimulatedScan, extra_meta: dict | None = N
         write_volume(folder / f"{name}.nii.gz", getattr(scan, name), affine=scan.affine,
                      units="Bq/mL", overwrite=True)
     _write_labels(folder / "labels.nii.gz", scan.labels, scan.affine)
+    if scan.lesions is not None:
+        _write_labels(folder / "lesions.nii.gz", scan.lesions, scan.affine,
+                      b"lesion k = meta.json lesions[k-1]")
     meta = {k: v for k, v in scan.meta.items() if k != "seconds"}
     meta["labels"] = {str(k): v for k, v in LABELS.items()}
     meta.update(extra_meta or {})
@@ -143,10 +140,11 @@ def _simulate_one(task: tuple) -> dict:
     """Worker: simulate and write one subject; return its summary (runs in a subprocess)."""
     from napari_petite.simulate.scan import simulate_subject
 
-    root, scanner_id, index, seed, size, drf = task
+    root, scanner_id, index, seed, size, drf, lesions = task
     t0 = time.perf_counter()
     profile = load_profile(scanner_id)
-    scan = simulate_subject(profile, seed=seed, index=index, size=size, drf=drf)
+    scan = simulate_subject(profile, seed=seed, index=index, size=size, drf=drf,
+                            lesions=lesions)
     sid = subject_id(scanner_id, index)
     write_subject(Path(root) / scanner_id / sid, scan, {"subject": sid})
     return {"scanner": scanner_id, "subject": sid, "seconds": time.perf_counter() - t0,
@@ -165,25 +163,28 @@ def make_dataset(
     overwrite: bool = False,
     jobs: int = 1,
     progress: Callable[[dict], None] | None = None,
+    lesions: tuple[int, int] | None = None,
 ) -> dict:
     """Simulate ``subjects`` per scanner and write the dataset at ``out`` (all or nothing).
 
     ``drf`` overrides every site's protocol dose-reduction factor (``None``: each site's
-    own, from its profile). Returns a summary (paths, settings, per-subject seconds and
+    own, from its profile). ``lesions`` = (min, max) makes a lesion-insertion set (see
+    ``simulate.scan.simulate_subject``); None keeps the default data bit for bit. Returns a
+    summary (paths, settings, per-subject seconds and
     counts). ``progress`` is called after each finished subject with its summary.
     """
     ids = check_request(list(scanners) if scanners else available_ids(), subjects, drf, size)
-    out = check_output(out, overwrite)
+    out = check_output(out, overwrite, subjects * len(ids))
     jobs = max(1, int(jobs))
     t0 = time.perf_counter()
-    # check_output has applied the dataset's own rules (an empty folder may be reused)
-    with atomic_dir(out, overwrite=True) as tmp:
+    with atomic_dir(out, overwrite=overwrite, kind="dataset",
+                    needed=subjects * len(ids) * SUBJECT_BYTES) as tmp:
         for sid in ids:
             (tmp / sid).mkdir()
             _write_json(tmp / sid / "scanner.json",
                         scanner_document(load_profile(sid), size, drf))
-        tasks = [(str(tmp), sid, i, int(seed), size, None if drf is None else float(drf))
-                 for sid in ids for i in range(subjects)]
+        tasks = [(str(tmp), sid, i, int(seed), size, None if drf is None else float(drf),
+                  lesions) for sid in ids for i in range(subjects)]
         done: list[dict] = []
         if jobs == 1:
             for task in tasks:
@@ -191,11 +192,14 @@ def make_dataset(
                 if progress:
                     progress(done[-1])
         else:
-            with ProcessPoolExecutor(max_workers=jobs) as pool:
+            pool = ProcessPoolExecutor(max_workers=jobs)
+            try:
                 for fut in as_completed([pool.submit(_simulate_one, t) for t in tasks]):
                     done.append(fut.result())
                     if progress:
                         progress(done[-1])
+            finally:  # a failure or a stop cancels the rest before the folder is removed
+                pool.shutdown(wait=True, cancel_futures=True)
         drfs = {sid: float(drf) if drf is not None else load_profile(sid).drf for sid in ids}
         settings = {"scanners": ids, "subjects": subjects, "drf": drfs,
                     "drf_source": "site protocols" if drf is None else "--drf override",
@@ -203,6 +207,8 @@ def make_dataset(
                     "simulator_version": SIMULATOR_VERSION,
                     "generator": f"napari-petite {__version__}",
                     "anatomy": "MNI ICBM152 2009a (Fonov et al. 2009, 2011)"}
+        if lesions is not None:  # only when asked, so the default dataset.json is unchanged
+            settings["lesions"] = list(lesions)
         _write_json(tmp / "dataset.json", settings)
     done.sort(key=lambda d: (d["scanner"], d["subject"]))
     return {"out": str(out), **settings, "seconds": round(time.perf_counter() - t0, 3),

@@ -51,7 +51,7 @@ def ensure_sample(scanner_id: str) -> Path:
     scan = simulate_subject(profile, seed=SAMPLE_SEED, index=0, size="small")
     # overwrite: an incomplete earlier attempt, or another process that got there first
     # (the same seed gives the same files)
-    with atomic_dir(folder, overwrite=True) as tmp:
+    with atomic_dir(folder, overwrite=True, kind="subject") as tmp:
         write_subject(tmp, scan, {"subject": f"sample-{scanner_id}"})
     return folder
 

@@ -10,7 +10,6 @@ dose-reduction factor.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,12 +169,10 @@ def _value(doc: dict, key: str, path: Path):
 def load_profile_file(path: str | Path) -> ScannerProfile:
     """Read and validate one profile JSON file."""
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ConfigError(f"Scanner profile {path} cannot be read ({err}).") from None
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{path.name} must hold a JSON object.")
+    from napari_petite.io.jsonfile import read_json
+
+    doc = read_json(path, what=f"Scanner profile {path}", error=ConfigError,
+                    hint="fix it or use a shipped profile")
     vals = {key: _value(doc, key, path) for key in _FIELDS}
     pair_keys = ("resolution_fwhm_mm", "postfilter_fwhm_mm")
     for key in pair_keys:

@@ -75,6 +75,8 @@ class SimulatedScan:
     affine: np.ndarray
     spacing: tuple[float, float, float]
     meta: dict = field(default_factory=dict)
+    #: per-lesion instance labels (0 none, k lesion k) of a lesion-insertion subject
+    lesions: np.ndarray | None = None
 
 
 @dataclass
@@ -168,13 +170,26 @@ class ScannerSimulator:
         return activity, mu, labels
 
     def simulate(self, phantom: Phantom, rng: np.random.Generator,
-                 drf: float | None = None) -> SimulatedScan:
+                 drf: float | None = None, *,
+                 lesions: tuple[np.random.Generator, int] | None = None) -> SimulatedScan:
         """Scan ``phantom`` at full count and thinned by ``drf`` (default: the site's
-        protocol); reconstruct both."""
+        protocol); reconstruct both. ``lesions`` = (generator, count) inserts that many
+        spheres of known activity first (``simulate/lesions.py``)."""
+        from napari_petite.simulate import lesions as lesion_sim
+
         t0 = time.perf_counter()
         p = self.profile
         drf = p.drf if drf is None else float(drf)
         activity, mu, labels = self.sample_phantom(phantom)
+        placed, instances = [], None
+        if lesions is not None and lesions[1] > 0:
+            gm = phantom.params["gm_suv"] / phantom.suv_factor
+            placed = lesion_sim.draw_lesions(lesions[0], labels, self.grid.spacing, lesions[1],
+                                             gm_level=gm,
+                                             wm_level=gm / phantom.params["gm_wm_ratio"])
+            activity = lesion_sim.insert(activity, self.sim_grid.spacing, placed)
+            instances = lesion_sim.label_volume(self.grid.shape, self.grid.spacing, placed)
+            labels = lesion_sim.mark_labels(labels, instances, placed)
         exp = self.expected(activity, mu, self.trues_for(phantom.dose_mbq))
         full_counts = poisson(exp.prompts, rng)
         low_counts = thin(full_counts, drf, rng)
@@ -204,29 +219,47 @@ class ScannerSimulator:
             "seconds": round(time.perf_counter() - t0, 3),
         }
         spacing = tuple(float(s) for s in self.grid.spacing)
+        if instances is not None:
+            meta["lesions"] = lesion_sim.describe(placed, instances, exp.truth, spacing)
         return SimulatedScan(low=low, full=full, truth=exp.truth, labels=labels,
                              affine=grid_affine(self.grid), spacing=spacing,  # type: ignore
-                             meta=meta)
+                             meta=meta, lesions=instances)
 
 
-def subject_rngs(seed: int, scanner_id: str, index: int) -> tuple[np.random.Generator, ...]:
+def subject_rngs(seed: int, scanner_id: str, index: int,
+                 count: int = 2) -> tuple[np.random.Generator, ...]:
     """Independent generators (phantom, noise) for subject ``index`` of ``scanner_id``.
 
     Keyed by the scanner too, so every site gets different people (a multi-centre study).
+    ``count=3`` adds a third generator (lesions); the first two are the same either way, so
+    asking for lesions changes nothing else that the seed decides.
     """
     ss = np.random.SeedSequence(entropy=int(seed),
                                 spawn_key=(zlib.crc32(scanner_id.encode()), int(index)))
-    return tuple(np.random.default_rng(child) for child in ss.spawn(2))
+    return tuple(np.random.default_rng(child) for child in ss.spawn(count))
 
 
 def simulate_subject(profile: ScannerProfile, *, seed: int, index: int,
-                     size: str = "small", drf: float | None = None) -> SimulatedScan:
+                     size: str = "small", drf: float | None = None,
+                     lesions: tuple[int, int] | None = None) -> SimulatedScan:
     """Subject ``index`` of ``profile`` for ``seed``: deterministic, independent of the others.
 
     ``drf`` overrides the site protocol's dose-reduction factor (``None`` keeps it).
+    ``lesions`` = (min, max) makes a lesion-insertion subject: the phantom's own random
+    lesions are left out, a hypometabolic region is always present (the SUVR test needs it),
+    and between min and max spheres of known activity are inserted (``simulate/lesions.py``).
+    Without it the subject is exactly the default one.
     """
-    rng_phantom, rng_noise = subject_rngs(seed, profile.id, index)
-    phantom = make_phantom(rng_phantom, injected_mbq=profile.injected_mbq)
-    scan = ScannerSimulator(profile, size).simulate(phantom, rng_noise, drf)
+    if lesions is None:
+        rng_phantom, rng_noise = subject_rngs(seed, profile.id, index)
+        phantom = make_phantom(rng_phantom, injected_mbq=profile.injected_mbq)
+        scan = ScannerSimulator(profile, size).simulate(phantom, rng_noise, drf)
+    else:
+        rng_phantom, rng_noise, rng_lesions = subject_rngs(seed, profile.id, index, count=3)
+        phantom = make_phantom(rng_phantom, injected_mbq=profile.injected_mbq, lesions=0,
+                               hypometabolism=True)
+        count = int(rng_lesions.integers(lesions[0], lesions[1] + 1))
+        scan = ScannerSimulator(profile, size).simulate(phantom, rng_noise, drf,
+                                                        lesions=(rng_lesions, count))
     scan.meta.update({"seed": int(seed), "subject_index": int(index)})
     return scan

@@ -84,12 +84,14 @@ def export_subjects(model, scanner: Scanner, ids: Sequence[str], folder, *, desc
     """
     import json
 
-    from napari_petite.io.atomic import write_text
+    from napari_petite.io.atomic import check_not_input, write_text
     from napari_petite.io.nifti import write_like
     from napari_petite.io.volumes import read_any
     from napari_petite.training.inference import Stopped, predict_volume
 
     out = Path(folder).expanduser() / scanner.id
+    dataset = scanner.path.parent
+    check_not_input(out, [dataset])  # before any work: never into the data it reads
     rows = []
     for k, sid in enumerate(ids):
         subject = scanner.subject(sid)
@@ -99,14 +101,14 @@ def export_subjects(model, scanner: Scanner, ids: Sequence[str], folder, *, desc
         except Stopped:
             return None
         path = write_like(out / f"{sid}_reconstructed.nii.gz", recon, low,
-                          inputs=[subject.low, subject.full])
+                          inputs=[subject.low, subject.full, dataset])
         rows.append({"file": str(path), **evaluate_subject(model, subject, recon=recon)})
         if on_subject is not None:
             on_subject(k + 1, len(ids))
     doc = {"model": description, "scanner": scanner.id, "subjects": rows,
            "mean": summarise(rows)}
     write_text(out / "metrics.json", json.dumps(doc, indent=2, default=float) + "\n",
-               overwrite=True)
+               inputs=[dataset], overwrite=True)
     return out
 
 
@@ -137,3 +139,29 @@ def summarise(rows: list[dict]) -> dict:
                     for name in regions
                 }
     return out
+
+
+def fidelity_of_subject(subject: Subject, image: np.ndarray) -> dict:
+    """How faithfully ``image`` (a reconstruction of ``subject``, or its low-count scan)
+    keeps the subject's numbers (``training/fidelity.py``): PSNR / SSIM in the head, the
+    compact summary, every lesion's row, regional and SUVR bias against the full-count image
+    (and lesion biases against the truth where the subject has one)."""
+    from napari_petite.io.nifti import read_volume
+    from napari_petite.io.volumes import read_any
+    from napari_petite.training.fidelity import Reference
+
+    full = read_any(subject.full)
+    names = label_names(subject.meta)
+    labels = read_volume(subject.labels).data if subject.labels else None
+    ref = Reference.build(
+        full.data, full.spacing, labels=labels, names=names,
+        instances=read_volume(subject.lesions).data if subject.lesions else None,
+        lesions=(subject.meta or {}).get("lesions"),
+        truth=read_volume(subject.truth).data if subject.truth else None)
+    rows = ref.lesion_rows(image)
+    m = compare(image, full.data, mask=head_mask(full.data), labels=ref.labels,
+                label_names=ref.names)
+    return {"subject": subject.id, "psnr": m["psnr_mask"], "ssim": m["ssim_mask"],
+            "regions_from": ref.regions_from, "summary": ref.summary(image, rows),
+            "regional_bias_pct": m["regional_bias_pct"], "suvr_bias_pct": ref.suvr_bias(image),
+            "lesions": [{"subject": subject.id, **r} for r in rows]}

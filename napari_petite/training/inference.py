@@ -4,6 +4,10 @@ Volumes of any size are tiled with the network's window (overlap 0.5, as the pap
 are blended with Gaussian weights so tile seams do not show. Intensities are scaled by the
 input's robust statistic on the way in and multiplied back on the way out, so the result is
 in the input's units. A progress callback reports windows done and may stop the run.
+
+The result is clamped to >= 0 here, once: activity concentration cannot be negative, and
+doing it in the one function every front end calls means the NIfTI and DICOM exports, the
+napari layers and the metrics all see the same numbers.
 """
 
 from __future__ import annotations
@@ -61,7 +65,8 @@ def predict_volume(
     should_stop: Callable[[], bool] | None = None,
     autocast_bf16: bool = False,
 ) -> np.ndarray:
-    """Run ``model`` over a (z, y, x) volume; return the estimate in the input's units.
+    """Run ``model`` over a (z, y, x) volume; return the non-negative estimate in the input's
+    units.
 
     Raises
     ------
@@ -106,4 +111,17 @@ def predict_volume(
     finally:
         model.train(was_training)
     out = y[0, 0].numpy()[crop] * scale
-    return out.astype(np.float32)
+    check_finite_output(out)
+    return np.maximum(out, 0.0).astype(np.float32)  # no negative activity (module docstring)
+
+
+def check_finite_output(out: np.ndarray) -> None:
+    """Refuse a model output with NaN or infinite voxels: such weights (a diverged run, a
+    damaged adapter) must not reach a file, a layer or a metric as if they were an image."""
+    from napari_petite.errors import CheckpointError
+
+    bad = int(np.size(out) - np.count_nonzero(np.isfinite(out)))
+    if bad:
+        raise CheckpointError(f"The model produced {bad} NaN or infinite voxels on this scan, "
+                              "so nothing was written; its weights are damaged or its training "
+                              "diverged. Use another adapter or base, or train it again.")

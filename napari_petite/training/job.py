@@ -34,8 +34,8 @@ class Split:
         return asdict(self)
 
 
-def split_subjects(ids: Sequence[str], *, n_train: int | None = None, n_val: int = 1,
-                   n_test: int | None = None) -> Split:
+def split_subjects(ids: Sequence[str], *, n_train: int | None = None,
+                   n_val: int | None = None, n_test: int | None = None) -> Split:
     """Deterministic split in sorted order: train first, then validation, then test.
 
     By default a third of the subjects (at least one) are held out for testing, one validates,
@@ -43,6 +43,8 @@ def split_subjects(ids: Sequence[str], *, n_train: int | None = None, n_val: int
     subjects (as the released PETITE code did) would report optimistic numbers.
     """
     ids = sorted(ids)
+    if n_val is None:
+        n_val = 1
     if n_test is None:
         n_test = max(1, len(ids) // 3)
     if n_train is None:
@@ -51,22 +53,44 @@ def split_subjects(ids: Sequence[str], *, n_train: int | None = None, n_val: int
         raise DatasetError(
             f"Cannot split {len(ids)} subjects into {n_train} training, {n_val} validation and "
             f"{n_test} test subjects; the training set needs at least one subject. Add subjects "
-            "or choose smaller --val/--test counts."
+            "or choose smaller --n-val/--n-test counts."
         )
     return Split(ids[:n_train], ids[n_train:n_train + n_val],
                  ids[n_train + n_val:n_train + n_val + n_test])
 
 
-def load_pairs(scanner: Scanner, ids: Sequence[str], window) -> list[TrainingPair]:
-    """Read and scale the (low, full) volumes of ``ids``."""
+def load_pairs(scanner: Scanner, ids: Sequence[str], window, *,
+               fidelity: bool = False) -> list[TrainingPair]:
+    """Read and scale the (low, full) volumes of ``ids``; ``fidelity``: also give each pair
+    the reference its validation fidelity summary is measured against (the subject's labels
+    and lesions when it has them, intensity-defined regions otherwise)."""
     from napari_petite.io.volumes import read_any
 
     pairs = []
     for sid in ids:
         subject = scanner.subject(sid)
         low, full = read_any(subject.low), read_any(subject.full)
-        pairs.append(prepare_pair(f"{scanner.id}/{sid}", low.data, full.data, window))
+        pair = prepare_pair(f"{scanner.id}/{sid}", low.data, full.data, window, low.spacing)
+        if fidelity:
+            pair.reference = fidelity_reference(subject, pair, window)
+        pairs.append(pair)
     return pairs
+
+
+def fidelity_reference(subject, pair: TrainingPair, window):
+    """The fidelity reference of a prepared pair: its labels padded like its volumes."""
+    from napari_petite.io.nifti import read_volume
+    from napari_petite.training.evaluation import label_names
+    from napari_petite.training.fidelity import Reference
+    from napari_petite.training.windows import pad_to_window
+
+    def padded(path):
+        return None if path is None else pad_to_window(read_volume(path).data, window)[0]
+
+    meta = subject.meta if isinstance(subject.meta, dict) else {}
+    return Reference.build(pair.full, pair.spacing, labels=padded(subject.labels),
+                           names=label_names(meta), instances=padded(subject.lesions),
+                           lesions=meta.get("lesions"), scale=pair.scale)
 
 
 #: backbone whose shipped base model is used when neither a base nor a backbone is named
@@ -219,8 +243,11 @@ def build_run(request: JobRequest) -> Run:
     from napari_petite.models.registry import build_model
     from napari_petite.peft.apply import apply_spec
     from napari_petite.peft.spec import MixPEFTSpec, petite_spec
+    from napari_petite.training.device import resolve_device
     from napari_petite.training.engine import Trainer, make_optimizers
+    from napari_petite.training.step_memory import check_step_memory
 
+    request.config.check()  # before any model is built or read
     seed = request.config.seed
     if request.scratch is not None:
         s = request.scratch
@@ -239,9 +266,12 @@ def build_run(request: JobRequest) -> Run:
         torch.manual_seed(seed)
     report = apply_spec(model, spec)
     window = tuple(request.config.patch_size or model.patch_size)
+    check_step_memory(model, window, request.config.batch_size,
+                      resolve_device(request.config.device))
     scanner, split = request.scanner, request.split
     trainer = Trainer(model, load_pairs(scanner, split.train, window),
-                      load_pairs(scanner, split.val, window), request.config, spec,
+                      load_pairs(scanner, split.val, window, fidelity=True), request.config,
+                      spec,
                       optimizers=make_optimizers(model, spec, request.config))
     if request.resume:
         trainer.load_checkpoint(request.resume)

@@ -157,8 +157,15 @@ def write_leaderboard(folder: str | Path, rows: list[dict], meta: dict) -> list[
 def read_rows(folder: str | Path) -> list[dict]:
     """Rows of an existing ``leaderboard.json`` (empty when there is none or it is unreadable)."""
     path = Path(folder) / "leaderboard.json"
+    from napari_petite.errors import PetiteError
+    from napari_petite.io.jsonfile import read_json
+
+    if not path.is_file():
+        return []
     try:
-        rows = json.loads(path.read_text(encoding="utf-8")).get("rows", [])
-    except (OSError, ValueError, AttributeError):
+        rows = read_json(path).get("rows", [])
+    except PetiteError:
+        return []
+    if not isinstance(rows, list):
         return []
     return [r for r in rows if isinstance(r, dict) and "key" in r]

@@ -29,10 +29,19 @@ def sphere_kernel(spacing_zyx: Sequence[float], volume_ml: float = PEAK_ML) -> n
     return ball / ball.sum()
 
 
+def peak_image(image: np.ndarray, spacing_zyx: Sequence[float]) -> np.ndarray:
+    """Each voxel's mean over the 1 mL sphere centred on it (SUVpeak = its max in a region);
+    computed once per image when many regions are read off it."""
+    return ndimage.convolve(np.asarray(image, dtype=np.float64), sphere_kernel(spacing_zyx),
+                            mode="nearest")
+
+
 def roi_stats(image: np.ndarray, mask: np.ndarray, spacing_zyx: Sequence[float], *,
-              suv_factor: float | None = None) -> dict[str, float | int | None]:
+              suv_factor: float | None = None,
+              peak: np.ndarray | None = None) -> dict[str, float | int | None]:
     """Statistics of ``image`` inside boolean ``mask`` (same shape); SUV when a factor is
-    given. An empty region gives None values and 0 voxels."""
+    given. An empty region gives None values and 0 voxels. ``peak``: the image's
+    :func:`peak_image`, when the caller already has it."""
     image = np.asarray(image, dtype=np.float64)
     mask = np.asarray(mask, dtype=bool)
     if image.shape != mask.shape:
@@ -44,7 +53,7 @@ def roi_stats(image: np.ndarray, mask: np.ndarray, spacing_zyx: Sequence[float],
                 "units": "SUV" if suv_factor else None}
     scale = float(suv_factor) if suv_factor else 1.0
     values = image[mask] * scale
-    smooth = ndimage.convolve(image, sphere_kernel(spacing_zyx), mode="nearest")
+    smooth = peak_image(image, spacing_zyx) if peak is None else peak
     return {"max": float(values.max()), "mean": float(values.mean()),
             "peak": float(smooth[mask].max() * scale), "volume_ml": n * voxel_ml,
             "voxels": n, "units": "SUV" if suv_factor else None}

@@ -9,7 +9,6 @@ fingerprint (spec, budget, seed, base, target, split) is the same.
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import threading
@@ -174,6 +173,7 @@ def fingerprint(plan: RowPlan, setup: SweepSetup) -> dict:
         out["gan_warmup_steps"] = c.gan_warmup_steps
     if c.lr_scale != 1.0:  # likewise
         out["lr_scale"] = c.lr_scale
+    out.update(c.fidelity_options())  # likewise: only the fidelity options in use
     return out
 
 
@@ -245,13 +245,15 @@ def skipped_row(plan: RowPlan, setup: SweepSetup) -> dict:
 
 def done_rows(out: Path) -> dict[str, dict]:
     """Rows finished by earlier runs: the leaderboard's, updated by any row files."""
+    from napari_petite.errors import PetiteError
+    from napari_petite.io.jsonfile import read_json
     from napari_petite.training.leaderboard import read_rows
 
     done = {r["key"]: r for r in read_rows(out)}
     for path in sorted((out / "rows").glob("*.json")) if (out / "rows").is_dir() else []:
         try:
-            row = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            row = read_json(path)
+        except PetiteError:
             continue
         if isinstance(row, dict) and "key" in row:
             done[row["key"]] = row

@@ -87,6 +87,7 @@ def main(argv=None) -> int:
     window.resize(*args.size)
     window.show()
     data, tune, comp = docks["Scanner data"], docks["Fine-tune"], docks["Reconstruct & compare"]
+    data.open_sample()  # what "Simulate the sample data" does (or the cached one opens)
     wait(app, lambda: data.session.dataset is not None and data.is_idle)
     target = data.target.currentText()
     split = data.session.split
@@ -112,10 +113,11 @@ def main(argv=None) -> int:
         comp.model.setCurrentIndex(comp.model.findData(choice))
         comp.reconstruct()
         wait(app, lambda: not comp.is_idle)
-        wait(app, lambda: comp.is_idle)
+        wait(app, lambda: comp.settled)
         results[choice] = comp.table.columns.get(choice, {}).get("psnr_mask")
     viewer.dims.set_current_step(0, viewer.layers[f"{target}/{test_id} low"].data.shape[0] // 2)
     comp.show_grid()
+    wait(app, lambda: comp.settled)
     roi = comp.roi.measure()  # grey matter, the first region of the subject's label map
     arrange(viewer)
     settle(app, 1.0)

@@ -26,6 +26,7 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 REQUIRED = {"mix_minus_full_psnr_db", "mix_minus_noft_psnr_db", "mix_trainable_percent",
             "peft_full_step_time_ratio", "peft_full_peak_memory_ratio",
             "merged_inference_overhead_ratio", "gui_stall_p99_ms", "gui_stall_max_ms",
+            "gui_walk_max_stall_ms", "gui_walk_max_stall_loaded_ms",
             "minutes_to_within_0p3db", "train_flops_fraction_of_matmul",
             "shift_full_minus_noft_db", "shift_full_minus_noft_db_cvtgan",
             "base_gain_over_input_db_unetr", "base_gain_over_input_db_cvtgan",
@@ -190,7 +191,10 @@ def test_summary_names_goals_and_missing_inputs(runs):
             assert e["reason"] and e["met"] is None
     # no GUI run and no Mix-PEFT row: null with a reason, never a number
     assert entries["gui_stall_p99_ms"]["value"] is None
-    assert "gui_stall.json" in entries["gui_stall_p99_ms"]["reason"]
+    assert "gui_walk.json" in entries["gui_stall_p99_ms"]["reason"]
+    walk = entries["gui_walk_max_stall_ms"]
+    assert walk["value"] is None and walk["goal"] == "<= 200" and "bench_gui_stall" in \
+        walk["reason"]
     assert entries["mix_minus_full_psnr_db"]["value"] is None
     paper = entries["peft_full_step_time_ratio_paper"]
     assert paper["value"] is None and "--parts peft_paper" in paper["reason"]

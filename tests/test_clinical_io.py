@@ -149,23 +149,27 @@ def test_dock_shows_suv_exports_dicom_and_adds_a_dynamic_subject(
     (layer,) = viewer.open(str(series), plugin="napari-petite")
     raw = np.asarray(layer.data).copy()
     comp.suv.setChecked(True)
+    qtbot.waitUntil(lambda: comp.settled, timeout=30_000)  # one layer per event-loop turn
     factor = src.extra["suv_factor"]
     np.testing.assert_allclose(layer.data, raw * factor, rtol=1e-6)  # the read-out is SUV
     comp.low.setCurrentText(layer.name)
     comp.model.setCurrentIndex(comp.model.findData("base model"))
     comp.reconstruct()
     qtbot.waitUntil(lambda: comp.recon_layer is not None and comp.is_idle, timeout=60_000)
+    from test_widgets import written
+
     assert not comp.send_pacs.isEnabled()
-    out = comp.export_dicom(tmp_path / "derived")
+    out = written(qtbot, comp.export_dicom(tmp_path / "derived"))
     assert comp.send_pacs.folder == out and comp.send_pacs.isEnabled()  # Send to PACS offers it
     back = read_series(out)  # written in Bq/mL again, beside (not inside) the source
     assert back.units == "Bq/mL" and np.allclose(back.affine, src.affine, atol=1e-5)
     recon_native = np.asarray(comp.recon_layer.data) / factor
     assert np.abs(back.data - recon_native).max() <= 1e-3 * recon_native.max()
     assert back.extra["suv_factor"] == pytest.approx(factor)
-    nii = comp.export_nifti(tmp_path / "recon.nii.gz")
+    nii = written(qtbot, comp.export_nifti(tmp_path / "recon.nii.gz"))
     assert np.allclose(read_volume(nii).data, recon_native, rtol=1e-5, atol=1e-3)
     comp.suv.setChecked(False)
+    qtbot.waitUntil(lambda: comp.settled, timeout=30_000)
     np.testing.assert_allclose(layer.data, raw, rtol=1e-5)
 
     # a dynamic scan becomes a subject of the open dataset's target scanner

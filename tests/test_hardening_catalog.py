@@ -514,10 +514,18 @@ def gui_export(gui: Gui, low: Path, dest: Path, fault: str | None = None):
 
         nibabel.openers.Opener.write = full_disk
         try:
-            return comp.export_nifti(dest)
+            return _written(gui, comp.export_nifti(dest))
         finally:
             nibabel.openers.Opener.write = real_write
-    return comp.export_nifti(dest)
+    return _written(gui, comp.export_nifti(dest))
+
+
+def _written(gui: Gui, task):
+    """What an export written in a worker gave: its path, or None (refused, failed)."""
+    if task is None:
+        return None
+    gui.qtbot.waitUntil(lambda: not task.running, timeout=60_000)
+    return task.result if isinstance(task.result, Path) else None
 
 
 def gui_pairs(gui: Gui, dynamic: Path, root: Path):

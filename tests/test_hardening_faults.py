@@ -175,7 +175,7 @@ def _reconstruct_started(qtbot, viewer, comp, path):
     (layer,) = viewer.open(str(path), plugin="napari-petite")
     comp.low.setCurrentText(layer.name)
     comp.reconstruct()
-    qtbot.waitUntil(lambda: "window batch" in comp.status.text(), timeout=60_000)
+    qtbot.waitUntil(lambda: "% done" in comp.status.text(), timeout=60_000)
 
 
 @pytest.mark.gui

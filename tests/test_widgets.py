@@ -81,8 +81,23 @@ def _load(qtbot, viewer, data, gui_dataset, subject="sub-02"):
     item = next(top.child(i) for i in range(top.childCount()) if top.child(i).text(0) == subject)
     data.tree.setCurrentItem(item)
     data.load_selected()
-    qtbot.waitUntil(lambda: f"tgt/{subject} low" in viewer.layers, timeout=20_000)
+    qtbot.waitUntil(lambda: f"tgt/{subject} low" in viewer.layers and data.is_idle,
+                    timeout=20_000)  # every layer added (one per turn of the event loop)
     return viewer.layers[f"tgt/{subject} low"]
+
+
+def drawn(qtbot, comp) -> None:
+    """Wait until the compare dock's work is done and its comparison is drawn (it draws in
+    steps, one per turn of the event loop, so the GUI never stalls)."""
+    qtbot.waitUntil(lambda: comp.settled, timeout=60_000)
+
+
+def written(qtbot, task):
+    """The path an export (written in a worker) gave, or None when it was refused."""
+    if task is None:
+        return None
+    qtbot.waitUntil(lambda: not task.running, timeout=60_000)
+    return task.result if isinstance(task.result, Path) else None
 
 
 def _base_reconstruction(make_napari_viewer, qtbot, gui_dataset, unetr_base):
@@ -94,7 +109,19 @@ def _base_reconstruction(make_napari_viewer, qtbot, gui_dataset, unetr_base):
     comp.model.setCurrentIndex(comp.model.findData("base model"))
     comp.reconstruct()
     qtbot.waitUntil(lambda: comp.recon_layer is not None and comp.is_idle, timeout=60_000)
+    drawn(qtbot, comp)
     return viewer, comp, low
+
+
+def trained_viewer(make_napari_viewer, qtbot, gui_dataset, base, *, steps, val_every):
+    """A viewer with the docks, tgt/sub-02 loaded and a run of ``steps`` finished."""
+    viewer = make_napari_viewer()
+    data, tune, comp = _docks(viewer)
+    _load(qtbot, viewer, data, gui_dataset)
+    _setup_training(tune, base, steps=steps, val_every=val_every)
+    tune.start()
+    qtbot.waitUntil(lambda: tune.is_idle, timeout=120_000)
+    return viewer, data, tune, comp
 
 
 def _setup_training(tune, base, steps=2000, val_every=3):
@@ -110,6 +137,7 @@ def test_full_flow(make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path,
     import napari_petite.training.engine as engine
     from napari_petite._widgets.exports import details as report_details
     from napari_petite._widgets.finetune_dock import trainable_line
+    from napari_petite._widgets.state import short_name
     from napari_petite.io.dataset import discover
     from napari_petite.io.nifti import read_volume
     from napari_petite.models.checkpoint import load_checkpoint
@@ -124,7 +152,9 @@ def test_full_flow(make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path,
     full = viewer.layers["tgt/sub-02 full"]
     for layer in (low, full, viewer.layers["tgt/sub-02 truth"]):
         assert np.allclose(layer.scale, subject.spacing)
-    assert low.visible and not full.visible
+    drawn(qtbot, comp)  # the comparison shows the scans at once: low | full, radiological
+    assert low.visible and full.visible and not viewer.layers["tgt/sub-02 truth"].visible
+    assert comp.comparison.shown == [low, full] and viewer.canvas.grid.enabled
     assert data.session.split.test == ["sub-02"] and data.session.split.train == ["sub-00"]
     full.contrast_limits = (1.0, 777.0)
     assert tuple(low.contrast_limits) == pytest.approx((1.0, 777.0))
@@ -191,7 +221,7 @@ def test_full_flow(make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path,
     # with its own budget (not the form's) and its curves
     done = trained.training["steps_done"]
     saved = json.loads((tune.run_folder / "resume.json").read_text())
-    assert saved["step"] == done and str(tune.run_folder) in tune.run.status.text()
+    assert saved["step"] == done and tune.run_folder.name in tune.run.status.text()
     tune.settings.steps.setValue(5)  # the form says 5; the run's own budget is 2000
     tune.start(resume=tune.run_folder)
     assert tune.settings.steps.value() == 2000  # the form shows what runs
@@ -225,6 +255,7 @@ def test_full_flow(make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path,
     comp.reconstruct()
     qtbot.waitUntil(lambda: comp.recon_layer.name != base_layer.name and comp.is_idle,
                     timeout=60_000)
+    drawn(qtbot, comp)
     recon = comp.recon_layer
     assert base_layer.name in viewer.layers and recon.name == f"reconstructed · {names[-1]}"
     assert np.allclose(recon.scale, low.scale)
@@ -242,30 +273,37 @@ def test_full_flow(make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path,
     assert "PSNR head (dB)" in labels and "bias lesion (%)" in labels
     recon.contrast_limits = (2.0, 555.0)
     assert tuple(full.contrast_limits) == pytest.approx((2.0, 555.0))
-    comp.show_difference()
+    comp.show_difference()  # computed in a worker
+    qtbot.waitUntil(lambda: comp.comparison.mode == "difference", timeout=30_000)
+    drawn(qtbot, comp)
     diff = next(lay for lay in viewer.layers if lay.name.startswith("difference"))
     lo, hi = diff.contrast_limits
     assert lo == pytest.approx(-hi) and hi > 0 and diff.colormap.name == "RdBu_r"
     comp.show_overlay()
+    drawn(qtbot, comp)
     assert recon.blending == "additive" and not viewer.canvas.grid.enabled
 
     # export round trip; never over an input
-    out = comp.export_nifti(tmp_path / "out" / "recon.nii.gz")
+    out = written(qtbot, comp.export_nifti(tmp_path / "out" / "recon.nii.gz"))
     back, src = read_volume(out), read_volume(subject.low)
     assert np.allclose(back.affine, src.affine) and np.allclose(back.data, recon.data)
     n_errors = len(_errors())
-    assert comp.export_nifti(subject.low, overwrite=True) is None
+    assert written(qtbot, comp.export_nifti(subject.low, overwrite=True)) is None
     assert len(_errors()) == n_errors + 1
     assert read_volume(subject.low).data.shape == src.data.shape  # input untouched
-    png = comp.export_report(tmp_path / "out" / "report.png")
+    reports = []
+    for name in ("report.png", "report.pdf"):  # drawn in a worker: the GUI stays live
+        reports.append(written(qtbot, comp.export_report(tmp_path / "out" / name)))
+    png, pdf = reports
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    pdf = comp.export_report(tmp_path / "out" / "report.pdf")
     assert pdf.read_bytes()[:5] == b"%PDF-"
     # the chart's page names the scan, the base and every adapter (and, always, that it is
     # for research only: training.report.DISCLAIMER)
     details = report_details(comp.session, low)
     assert details["scan"] == "tgt/sub-02" and "pre-trained on src" in details["base model"]
-    assert all(name in details for name in names)
+    assert all(short_name(name) in details and name in details[short_name(name)]
+               for name in names)
+    assert not any(str(tmp_path) in v or "/" + "tmp" in v for v in details.values())
     shutil.copy(png, ARTIFACTS / "report-full-flow.png")
 
     # batch export of the target's test subjects, with the library's metrics
@@ -275,8 +313,8 @@ def test_full_flow(make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path,
     doc = json.loads((tmp_path / "batch" / "tgt" / "metrics.json").read_text())
     assert [r["subject"] for r in doc["subjects"]] == ["sub-02"]
     assert doc["model"].startswith(names[-1])
-    written = read_volume(tmp_path / "batch" / "tgt" / "sub-02_reconstructed.nii.gz")
-    assert np.allclose(written.affine, src.affine)
+    batch = read_volume(tmp_path / "batch" / "tgt" / "sub-02_reconstructed.nii.gz")
+    assert np.allclose(batch.affine, src.affine)
 
 
 def test_a_run_stopped_before_it_improved_keeps_the_previous_model(
@@ -284,12 +322,8 @@ def test_a_run_stopped_before_it_improved_keeps_the_previous_model(
     """Stop right after Start: the model list (and the compare dock's choice) stays as it
     was; the old dock replaced the adapted model with an untrained copy under the same
     label."""
-    viewer = make_napari_viewer()
-    data, tune, comp = _docks(viewer)
-    _load(qtbot, viewer, data, gui_dataset)
-    _setup_training(tune, unetr_base, steps=3, val_every=0)
-    tune.start()
-    qtbot.waitUntil(lambda: tune.is_idle, timeout=60_000)
+    _, _, tune, comp = trained_viewer(make_napari_viewer, qtbot, gui_dataset,
+                                      unetr_base, steps=3, val_every=0)
     first = tune.session.trained
     assert first is not None and comp.model.currentData() == first.name
     _setup_training(tune, unetr_base, steps=100_000, val_every=1)
@@ -313,7 +347,8 @@ def test_only_runs_that_beat_their_start_join_the_model_list(qtbot):
         pass
 
     viewer = Viewer()
-    spec = SimpleNamespace(label="enc LoRA + dec SSF + BitFit")
+    spec = SimpleNamespace(label="enc LoRA + dec SSF + BitFit", encoder="lora", decoder="ssf",
+                           bitfit=True)
 
     def model(best_step, steps=5, **kw):
         metrics = {} if best_step is None else {"val_best": {"step": best_step, "psnr": 30.0}}
@@ -326,8 +361,9 @@ def test_only_runs_that_beat_their_start_join_the_model_list(qtbot):
     names = [session.add_model(model(3)), session.add_model(model(4)),
              session.add_model(model(2, bundle=Path("/x/ad")), loaded=True),
              session.add_model(model(2, bundle=Path("/y/ad")), loaded=True)]
-    assert names == ["run 1: enc LoRA + dec SSF + BitFit on tgt",
-                     "run 2: enc LoRA + dec SSF + BitFit on tgt", "bundle ad", "bundle ad (2)"]
+    assert names == ["run 1: low-rank updates + scale and shift + biases on tgt",
+                     "run 2: low-rank updates + scale and shift + biases on tgt", "bundle ad",
+                     "bundle ad (2)"]
 
 
 def test_backbone_switch_takes_its_base_and_refuses_other_adapters(
@@ -481,17 +517,24 @@ def test_comparison_is_labelled_oriented_and_warns_on_training_subjects(
     comp.low.setCurrentText(low.name)
     comp.reconstruct()
     qtbot.waitUntil(lambda: comp.recon_layer is not None and comp.is_idle, timeout=60_000)
+    drawn(qtbot, comp)
     assert "sub-00 is a subject this model trained on" in comp.status.text()
     shown = [lay for lay in viewer.layers if lay.visible]
     assert len(shown) == 3 and viewer.canvas.grid.enabled
     assert all(lay.name_overlay.visible and lay.colorbar.visible for lay in shown)
-    assert viewer.text_overlay.visible and "Bq/mL" in viewer.text_overlay.text
+    from napari_petite._widgets.views import UNITS_KEY
+
+    assert viewer.canvas.overlays[UNITS_KEY].text == "Bq/mL"  # beside every colour bar
+    drawn(qtbot, comp)
     comp.views.orientation.setCurrentText("coronal")
+    drawn(qtbot, comp)
     assert tuple(viewer.dims.order) == (1, 0, 2)
     comp.views.mip.setChecked(True)
+    drawn(qtbot, comp)
     assert all(lay.projection_mode == "max" for lay in shown)
     assert viewer.dims.thickness[1] > 10  # through the whole volume
     comp.views.mip.setChecked(False)
+    drawn(qtbot, comp)
     assert all(lay.projection_mode == "none" for lay in shown)
 
 
@@ -537,10 +580,19 @@ def test_sample_dataset_button_simulates_with_progress_then_opens(make_napari_vi
     viewer = make_napari_viewer()
     data, _, _ = _docks(viewer)
     seen = []
-    data.open_sample()
-    qtbot.waitUntil(lambda: (seen.append(data.status.text()) or data.is_idle), timeout=120_000)
-    assert any("1/2 subjects" in text or "2/2 subjects" in text for text in seen), seen[:5]
+    data.offer_sample()  # first: what the sample data is, and a question; nothing simulated
+    offer = data.sample_offer
+    assert offer.isVisibleTo(data) and "Biograph mCT" in offer.text.text()
+    assert data.is_idle and not data_dock.sample_dataset_dir().exists()
+    assert data.sample_button.isEnabled() and offer.start_button.isEnabled()
+    offer.start_button.click()
+    assert offer.bar.isVisibleTo(data) and offer.bar.maximum() == 2
+    qtbot.waitUntil(lambda: (seen.append((data.status.text(), offer.bar.value()))
+                             or data.is_idle), timeout=120_000)
+    assert any("1 of 2 people" in text and "left" in text and value == 1
+               for text, value in seen), seen[:5]
     assert data.status.text().startswith("Opened sample-dataset")
+    assert not offer.isVisibleTo(data)
     assert list(data.session.dataset.scanners) == ["mct", "vereos"]
     assert data.target.currentText() == "vereos"
 
@@ -552,9 +604,9 @@ def test_one_readout_for_all_panels(make_napari_viewer, qtbot, gui_dataset, unet
     full = viewer.layers["tgt/sub-02 full"]
     position = tuple(np.asarray([16, 10, 12]) * np.asarray(low.scale))
     text = views.readout([("low", low), ("base", comp.recon_layer), ("full", full)], position)
-    expected = [f"low {float(low.data[16, 10, 12]):.4g}",
-                f"base {float(comp.recon_layer.data[16, 10, 12]):.4g}",
-                f"full {float(full.data[16, 10, 12]):.4g}"]
+    expected = [f"low {float(low.data[16, 10, 12]):,.0f}",  # Bq/mL: whole numbers
+                f"base {float(comp.recon_layer.data[16, 10, 12]):,.0f}",
+                f"full {float(full.data[16, 10, 12]):,.0f}"]
     assert text == " · ".join(expected) + " Bq/mL"
     assert viewer.scale_bar.visible and str(low.units[0]) == "millimeter"
 

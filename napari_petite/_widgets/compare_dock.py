@@ -24,13 +24,17 @@ from qtpy.QtWidgets import (
 )
 
 from napari_petite._widgets import exports, views
+from napari_petite._widgets.comparison import DIFFERENCE, GRID, OVERLAY, Comparison
+from napari_petite._widgets.crosshair import Crosshair
 from napari_petite._widgets.layout import scroll_layout
 from napari_petite._widgets.metrics_table import MetricsTable
 from napari_petite._widgets.model_choice import BASE, ModelChoice, recon_name
 from napari_petite._widgets.pacs_send import SendToPacsButton
 from napari_petite._widgets.roi_panel import ROIPanel, subject_images
-from napari_petite._widgets.state import ROLE_KEY, session_for
+from napari_petite._widgets.state import ROLE_KEY, session_for, short_name
+from napari_petite._widgets.steps import Steps
 from napari_petite._widgets.tasks import Task, TaskDock, notify_failure
+from napari_petite._widgets.units import unit_label
 from napari_petite._widgets.view_controls import ViewControls
 from napari_petite.errors import ConfigError, InputError, PetiteError
 from napari_petite.io.layers import DISPLAY_SCALE
@@ -47,6 +51,18 @@ def derived_metadata(layer, **extra) -> dict:
     meta["source_path"] = None
     meta.update(extra)
     return meta
+
+
+def use_cores(training: bool) -> None:
+    """Torch's threads for an inference: every core, as ``petite predict`` uses, unless a
+    run trains beside it (then it keeps the training's share; the worker threads run below
+    the GUI's priority either way, see :func:`.tasks.lower_priority`)."""
+    import os
+
+    import torch
+
+    cores = os.cpu_count() or 1
+    torch.set_num_threads(max(1, cores - 1) if training else cores)
 
 
 def _buttons(*specs) -> tuple[QHBoxLayout, list[QPushButton]]:
@@ -75,10 +91,14 @@ class CompareDock(TaskDock, QWidget):
         run_row, (self.run_button, self.stop_button) = _buttons(
             ("Reconstruct", self.reconstruct, "Run the chosen model on the low-count scan"),
             ("Stop", self.stop, "Stop between two windows; nothing is added"))
-        self.views = ViewControls(napari_viewer, self.panels, on_grid=self.show_grid,
+        self.status = QLabel("Load a subject in 'Scanner data', then Reconstruct.")
+        self.status.setWordWrap(True)
+        self.comparison = Comparison(napari_viewer, say=self.status_text)
+        self.crosshair = Crosshair(self.comparison)
+        self.views = ViewControls(self.comparison, on_grid=self.show_grid,
                                   on_overlay=self.show_overlay,
                                   on_difference=self.show_difference,
-                                  on_suv=self._suv_toggled, say=self.status_text)
+                                  on_suv=self._suv_toggled)
         self.table = MetricsTable()
         self.roi = ROIPanel(napari_viewer,
                             lambda: subject_images(self.viewer, self.choice.layer(self.low)))
@@ -92,10 +112,10 @@ class CompareDock(TaskDock, QWidget):
             ("Batch: test subjects…", self._batch_dialog,
              "reconstruct every test subject of the target into a folder with metrics.json"))
         self.send_pacs = SendToPacsButton()
-        self.status = QLabel("Load a subject in 'Scanner data', then Reconstruct.")
-        self.status.setWordWrap(True)
         self.readout = QLabel("")
-        self.readout.setToolTip("The values of the panels under the mouse")
+        self.readout.setWordWrap(True)
+        self.readout.setToolTip("The values of the panels under the mouse; click to mark a "
+                                "point in every panel")
         napari_viewer.mouse_move_callbacks.append(self._hover)
         layout = scroll_layout(self)
         layout.addWidget(self.choice)
@@ -108,6 +128,10 @@ class CompareDock(TaskDock, QWidget):
         layout.addWidget(self.send_pacs)
         layout.addWidget(self.status)
         self.viewer.layers.events.inserted.connect(self._suv_new_layer)
+        self.choice.scans_changed.connect(self._scans_changed)
+        self.side_task: Task | None = None  # difference maps and reports, beside self.task
+        self._last_folder: Path | None = None
+        self._suv_steps = Steps(self)
         self._set_busy(False)
         self.stop_on_destroy()
 
@@ -126,7 +150,8 @@ class CompareDock(TaskDock, QWidget):
 
     # -- reconstruct -----------------------------------------------------------------------
     def reconstruct(self) -> None:
-        """Run the chosen model on the low-count layer in a worker."""
+        """Run the chosen model on the low-count layer in a worker: the reconstruction is
+        shown as soon as it exists, its metrics follow when computed."""
         low_layer, full_layer = self.choice.layer(self.low), self.choice.layer(self.full)
         try:
             if low_layer is None:
@@ -144,76 +169,91 @@ class CompareDock(TaskDock, QWidget):
         full = None if full_layer is None else np.asarray(full_layer.data, dtype=np.float32)
         labels, names = self._labels_for(low_layer)
         holder: dict = {}
+        training = self.session.running is not None
 
         def body(control):
+            from napari_petite.io.layers import robust_limits
             from napari_petite.training.evaluation import compare_to_full
             from napari_petite.training.inference import Stopped, predict_volume
 
             model, description = loader()
+            use_cores(training)
             try:
                 recon = predict_volume(model, low, progress=lambda d, t: holder["task"].emit(
                     (d, t)), should_stop=lambda: control.stopped)
             except Stopped:
                 return None
-            metrics = {}
-            if full is not None:
-                yield "metrics"
-                metrics = compare_to_full(low, {name: recon}, full, labels=labels, names=names)
-            return recon, metrics, description
+            yield ("recon", recon, description, robust_limits(recon))
+            if full is None or control.stopped:
+                return {}
+            return compare_to_full(low, {name: recon}, full, labels=labels, names=names)
 
-        task = Task(body, desc="reconstructing", total=1, on_yield=self._progress,
-                    on_done=lambda r: self._show_result(r, name, low_layer, full_layer),
-                    torch=True)
+        task = Task(body, desc="reconstructing", total=1, on_yield=lambda v: self._progress(
+            v, name, low_layer, full_layer), on_done=lambda r: self._metrics_done(
+                r, name, low_layer), torch=True)
         holder["task"] = task
         self.status.setText(f"Reconstructing {low_layer.name} with {name}…")
         self._start(task)
 
     def _labels_for(self, low_layer):
         role = low_layer.metadata.get(ROLE_KEY)
-        if not role:
+        if not role or not role.get("subject"):
             return None, None
         for layer in self.viewer.layers:
             other = layer.metadata.get(ROLE_KEY, {})
             if (other.get("kind") == "labels" and other.get("subject") == role["subject"]
-                    and other.get("scanner") == role["scanner"]
+                    and other.get("scanner") == role.get("scanner")
                     and layer.data.shape == low_layer.data.shape):
                 meta = None
                 dataset = self.session.dataset
-                if dataset is not None and role["scanner"] in dataset.scanners:
+                if dataset is not None and role.get("scanner") in dataset.scanners:
                     meta = dataset.scanners[role["scanner"]].subject(role["subject"]).meta
                 return np.asarray(layer.data), label_names(meta)
         return None, None
 
-    def _progress(self, value) -> None:
-        if not self.live:
+    def _progress(self, value, name, low_layer, full_layer) -> None:
+        if isinstance(value, tuple) and value and value[0] == "recon":
+            _, recon, description, limits = value
+            self._show_result(recon, name, description, limits, low_layer, full_layer)
             return
-        if isinstance(value, tuple):
-            done, total = value
-            pbar = getattr(self.task.worker, "pbar", None)
-            if pbar is not None and pbar.total != total:
-                pbar.total = total
-            self.status.setText(f"Reconstructing: window batch {done}/{total}…")
-            self.task.set_progress(done)  # last: it may handle the task's end re-entrantly
-        elif value == "metrics":
-            self.status.setText("Computing metrics…")
+        if not self.live or not isinstance(value, tuple):
+            return
+        done, total = value
+        pbar = getattr(self.task.worker, "pbar", None)
+        if pbar is not None and pbar.total != total:
+            pbar.total = total
+        self.status.setText(f"Reconstructing: {100 * done // max(total, 1)} % done…")
+        self.task.set_progress(done)  # last: it may handle the task's end re-entrantly
 
-    def _show_result(self, result, name, low_layer, full_layer) -> None:
-        if not isinstance(result, tuple):
-            if result is None:
-                self.status.setText("Stopped; nothing was added.")
-            return
-        recon, metrics, description = result
-        self.recon_layer = self._add_recon(recon, name, description, low_layer, full_layer)
-        if self._scan != low_layer.name:  # another scan: its own columns (names, not
-            self._scan, self._columns = low_layer.name, {}  # objects: napari hands proxies)
-        if metrics:
-            self._columns = {LOW_COLUMN: metrics["low"],
-                             **{k: v for k, v in self._columns.items() if k != LOW_COLUMN},
-                             name: metrics[name]}
-            self.table.show_columns(self._columns)
-        self.status.setText(f"Reconstructed {low_layer.name} with {description}."
+    def _show_result(self, recon, name, description, limits, low_layer, full_layer) -> None:
+        """The reconstruction's layer joins the panels at once; metrics follow."""
+        self.recon_layer = self._add_recon(recon, name, description, limits, low_layer)
+        self._scan_columns(low_layer)
+        self.status.setText(f"Reconstructed {low_layer.name} with {description}"
+                            f"{'; measuring it against full count…' if full_layer else '.'}"
                             f"{self._seen_warning(low_layer, name)}")
         self.show_grid()
+
+    def _metrics_done(self, metrics, name, low_layer) -> None:
+        if metrics is None:
+            self.status.setText("Stopped; nothing was added.")
+            return
+        if not isinstance(metrics, dict) or not metrics:
+            return
+        self._scan_columns(low_layer)
+        self._columns = {LOW_COLUMN: metrics["low"],
+                         **{k: v for k, v in self._columns.items() if k != LOW_COLUMN},
+                         name: metrics[name]}
+        self.table.show_columns(self._columns)
+        text = self.status.text().replace("; measuring it against full count…", ".")
+        self.status.setText(text)
+
+    def _scan_columns(self, low_layer) -> None:
+        """The table's columns belong to one scan: another scan starts them afresh (names,
+        not objects: napari hands proxies)."""
+        if self._scan != low_layer.name:
+            self._scan, self._columns = low_layer.name, {}
+            self.table.show_columns({})
 
     def _seen_warning(self, low_layer, name: str) -> str:
         """A warning when the scan is one the model trained or picked its step on."""
@@ -232,41 +272,43 @@ class CompareDock(TaskDock, QWidget):
         return (f" ⚠ {subject} is a subject this model {use}: its numbers flatter the model; "
                 "judge it on a test subject.")
 
-    def _add_recon(self, recon, name, description, low_layer, full_layer):
-        from napari.experimental import link_layers
+    def _add_recon(self, recon, name, description, limits, low_layer):
+        from napari_petite.io.layers import AUTO_LIMITS, PET_COLORMAP
 
-        from napari_petite.io.layers import PET_COLORMAP
-
-        layer_name = recon_name(name)
+        scale = float(low_layer.metadata.get(DISPLAY_SCALE) or 1.0)  # in the scan's units
         meta = derived_metadata(low_layer, model=description,
-                                **{ROLE_KEY: {**low_layer.metadata.get(ROLE_KEY, {}),
+                                **{AUTO_LIMITS: tuple(v / scale for v in limits),
+                                   ROLE_KEY: {**low_layer.metadata.get(ROLE_KEY, {}),
                                               "kind": "reconstructed", "model": name,
                                               "scan": low_layer.name}})
+        layer_name = recon_name(name)
         layer = next((lay for lay in self.viewer.layers  # the same model again: its layer
                       if lay.name == layer_name and lay.metadata.get(ROLE_KEY, {}).get(
                           "model") == name), None)
-        if layer is not None:  # new data in place (removing a layer costs ~0.6 s of GUI)
-            if layer.data.shape == recon.shape:
-                layer.data, layer.scale, layer.translate = recon, low_layer.scale, \
-                    low_layer.translate
-                layer.metadata.clear()
-                layer.metadata.update(meta)
-                return layer
-            self.viewer.layers.remove(layer)
-        layer = self.viewer.add_image(
-            recon, name=layer_name, scale=low_layer.scale, translate=low_layer.translate,
-            units=low_layer.units,
-            metadata=meta, colormap=PET_COLORMAP, contrast_limits=low_layer.contrast_limits,
-            blending="translucent", visible=False)  # shown by the view that follows
-        linked = [lay for lay in (low_layer, full_layer, layer) if lay is not None]
-        link_layers(linked, ("contrast_limits", "gamma"))
-        return layer
+        with self.comparison.owning():
+            if layer is not None:  # new data in place (removing a layer costs ~0.6 s of GUI)
+                if layer.data.shape == recon.shape:
+                    layer.data, layer.scale, layer.translate = recon, low_layer.scale, \
+                        low_layer.translate
+                    layer.metadata.clear()
+                    layer.metadata.update(meta)
+                    return layer
+                self.viewer.layers.remove(layer)
+            return self.viewer.add_image(
+                recon, name=layer_name, scale=low_layer.scale, translate=low_layer.translate,
+                units=low_layer.units, metadata=meta, colormap=PET_COLORMAP,
+                contrast_limits=low_layer.contrast_limits, blending="translucent",
+                visible=False)  # shown by the view that follows
 
     # -- views -----------------------------------------------------------------------------
     def _trio(self):
         recon = self.recon_layer if self.recon_layer is not None and \
             self.recon_layer.name in self.viewer.layers else None
-        return self.choice.layer(self.low), recon, self.choice.layer(self.full)
+        low = self.choice.layer(self.low)
+        if recon is not None and (low is None or recon.metadata.get(ROLE_KEY, {}).get(
+                "scan") != low.name):
+            recon = None  # a reconstruction of another scan is not this scan's panel
+        return low, recon, self.choice.layer(self.full)
 
     def _base_beside(self, low, recon):
         """The base model's reconstruction of the same scan, when ``recon`` is an adapted
@@ -287,25 +329,69 @@ class CompareDock(TaskDock, QWidget):
         base = self._base_beside(low, recon)
         return [low, recon, full] if base is None else [low, base, recon, full]
 
+    def _scans_changed(self) -> None:
+        """Another low- or full-count scan: the panels follow, and nothing measured on the
+        previous scan stays on screen."""
+        low = self.choice.layer(self.low)
+        if low is None or self._scan != low.name:
+            self._scan, self._columns = (low.name if low is not None else None), {}
+            self.table.show_columns({})
+            self.roi.clear()
+        self.crosshair.clear()
+        self.comparison.set_panels(self.panels())
+        if low is not None:  # from the first scan on, every view is the radiological one
+            self.comparison.show()
+
     def show_grid(self) -> None:
-        """The panels side by side (napari grid mode)."""
-        views.side_by_side(self.viewer, self.panels())
+        """The panels side by side (napari grid mode), drawn by the comparison."""
+        self.comparison.set_panels(self.panels())
+        self.comparison.show(GRID)
+        self.views.mode_changed(GRID)
 
     def show_overlay(self) -> None:
-        low, recon, full = self._trio()
-        if recon is not None:
-            views.overlay(self.viewer, full or low, recon)
+        _low, recon, _full = self._trio()
+        if recon is None:
+            notify_failure(ConfigError("The overlay needs a reconstruction; press "
+                                       "Reconstruct first."))
+            return
+        self.comparison.set_panels(self.panels())
+        self.comparison.show(OVERLAY)
+        self.views.mode_changed(OVERLAY)
 
     def show_difference(self) -> None:
+        """reconstructed − full, computed in a worker, then shown on its own."""
         _low, recon, full = self._trio()
         if recon is None or full is None:
             notify_failure(ConfigError("The difference needs a reconstruction and a full-count "
                                        "layer; reconstruct first and choose the full layer."))
             return
-        views.difference(self.viewer, recon, full, derived_metadata(recon))
+        if self.side_task is not None and self.side_task.running:
+            return
+        recon_data, full_data = recon.data, full.data
+
+        def body(_control):
+            yield "computing"
+            return views.difference_volume(recon_data, full_data)
+
+        def done(result):
+            if not isinstance(result, tuple) or recon.name not in self.viewer.layers:
+                return
+            diff, lim = result
+            with self.comparison.owning():
+                layer = views.add_difference(self.viewer, diff, lim, recon,
+                                             derived_metadata(recon))
+            self.comparison.set_panels(self.panels())
+            self.comparison.difference = layer
+            self.comparison.show(DIFFERENCE)
+            self.views.mode_changed(DIFFERENCE)
+            self.status.setText(f"Difference {recon.name} − full count, ±{lim:g} "
+                                f"{unit_label(recon)} at the ends of the bar.")
+
+        self.status.setText("Computing the difference…")
+        self.side_task = Task(body, desc="difference", on_done=done).start()
 
     def _hover(self, viewer, event) -> None:
-        """One read-out for all panels: each panel's value at the cursor."""
+        """One read-out for all panels: each panel's value at the cursor, with its unit."""
         from napari_petite._widgets.state import short_name
 
         panels = self.panels()
@@ -324,20 +410,39 @@ class CompareDock(TaskDock, QWidget):
     def suv(self):
         return self.views.suv
 
+    @property
+    def settled(self) -> bool:
+        """Nothing is computing or waiting to be drawn: the screen shows what was asked."""
+        return self.is_idle and self.comparison.settled and self._suv_steps.idle and \
+            self.crosshair.settled and (self.side_task is None or not self.side_task.running)
+
     # -- SUV ---------------------------------------------------------------------------------
     def _suv_toggled(self, on: bool) -> None:
-        from napari_petite._widgets.units import show_all_in_suv
+        """Every layer that can into SUV (or back), one layer per turn of the event loop;
+        then the window, the units, the crosshair values and the read-out follow."""
+        from napari_petite._widgets.units import suv_switches
 
-        changed = show_all_in_suv(self.viewer, on)
-        self.status.setText(f"{changed} layer(s) now in {'SUV' if on else 'their file units'}."
-                            if changed else "No layer has an SUV factor (DICOM tags or the "
-                            "dataset's meta.json give one).")
+        switches = suv_switches(self.viewer, on)
+
+        def after() -> None:
+            self.comparison.units_changed()
+            if self.crosshair.position is not None:
+                self.crosshair.set(self.crosshair.position)
+            self._hover(self.viewer, None)  # the read-out in the new units at once
+            self.status.setText(
+                f"{len(switches)} layer(s) now in {'SUV' if on else 'their file units'}."
+                if switches else "No layer has an SUV factor (DICOM tags or the dataset's "
+                "meta.json give one).")
+
+        # its own queue: a redraw asked for meanwhile must not drop a layer's conversion
+        self._suv_steps.run([self.comparison.owned(s) for s in switches] + [after])
 
     def _suv_new_layer(self, event) -> None:
         if self.views.suv.isChecked():
             from napari_petite._widgets.units import show_all_in_suv
 
-            show_all_in_suv(self.viewer, True)
+            with self.comparison.owning():
+                show_all_in_suv(self.viewer, True)
 
     # -- export ----------------------------------------------------------------------------
     def _recon_or_fail(self):
@@ -346,47 +451,92 @@ class CompareDock(TaskDock, QWidget):
             return None
         return self.recon_layer
 
+    def _suggested(self, what: str, suffix: str) -> str:
+        """A save dialog's starting path: the folder of the last export (else the home
+        folder) and a name saying which scan and model it holds."""
+        layer = self.recon_layer
+        role = layer.metadata.get(ROLE_KEY, {}) if layer is not None else {}
+        scan = (f"{role.get('scanner', '')}-{role.get('subject', '')}".strip("-")
+                or role.get("scan") or "scan")
+        model = short_name(role.get("model") or "model")
+        stem = f"{scan} {what} {model}".replace("/", "-").replace(" ", "_")
+        folder = self._last_folder or Path.home()
+        return str(folder / f"{stem}{suffix}")
+
+    def _chosen(self, path: str) -> str:
+        if path:
+            self._last_folder = Path(path).parent
+        return path
+
     def _export_dialog(self) -> None:
         if self._recon_or_fail() is None:
             return
         path, _ = QFileDialog.getSaveFileName(self, "Export reconstructed volume",
-                                              "reconstructed.nii.gz", "NIfTI (*.nii.gz *.nii)")
-        if path:
+                                              self._suggested("reconstructed", ".nii.gz"),
+                                              "NIfTI (*.nii.gz *.nii)")
+        if self._chosen(path):
             self.export_nifti(path, overwrite=True)
 
-    def export_nifti(self, path, overwrite: bool = False) -> Path | None:
-        """Write the reconstruction as NIfTI (never over an input)."""
+    def export_nifti(self, path, overwrite: bool = False) -> Task | None:
+        """Write the reconstruction as NIfTI (never over an input), in a worker; the task's
+        ``result`` is the path written."""
         layer = self._recon_or_fail()
-        return None if layer is None else exports.nifti(self.viewer, layer, path, overwrite)
+        return None if layer is None else self._write(
+            "Reconstruction", exports.nifti_job(self.viewer, layer, path, overwrite))
+
+    def _write(self, what: str, write, after=None) -> Task | None:
+        """Run ``write`` (an exports job) in a worker beside the dock's main task; ``after``
+        gets the path written."""
+        if self.side_task is not None and self.side_task.running:
+            notify_failure(PetiteError("A report, an export or a difference is still being "
+                                       "made; wait a moment."))
+            return None
+
+        def body(_control):
+            yield "writing"
+            return write()
+
+        def done(result):
+            if isinstance(result, Path):
+                self.status.setText(f"{what} written: {result.name} (in {result.parent}).")
+                if after is not None:
+                    after(result)
+
+        self.status.setText(f"Writing: {what.lower()}…")
+        self.side_task = Task(body, desc=what, on_done=done).start()
+        return self.side_task
 
     def _dicom_dialog(self) -> None:
         if self._recon_or_fail() is None:
             return
-        folder = QFileDialog.getSaveFileName(self, "New DICOM series folder", "reconstructed")[0]
-        if folder:
+        folder = QFileDialog.getSaveFileName(self, "New DICOM series folder",
+                                             self._suggested("reconstructed", ""))[0]
+        if self._chosen(folder):
             self.export_dicom(folder)
 
-    def export_dicom(self, folder, overwrite: bool = False) -> Path | None:
-        """Write the reconstruction as a derived DICOM series."""
+    def export_dicom(self, folder, overwrite: bool = False) -> Task | None:
+        """Write the reconstruction as a derived DICOM series, in a worker."""
         layer = self._recon_or_fail()
-        out = None if layer is None else exports.dicom(layer, folder, overwrite)
-        self.send_pacs.set_folder(out or self.send_pacs.folder)  # Send to PACS offers it
-        return out
+        return None if layer is None else self._write(
+            "DICOM series", exports.dicom_job(layer, folder, overwrite),
+            after=self.send_pacs.set_folder)  # Send to PACS offers what was written
 
     def _report_dialog(self) -> None:
         if self._recon_or_fail() is None:
             return
-        path, _ = QFileDialog.getSaveFileName(self, "Report", "report.pdf",
+        path, _ = QFileDialog.getSaveFileName(self, "Report", self._suggested("report", ".pdf"),
                                               "PDF (*.pdf);;PNG (*.png)")
-        if path:
+        if self._chosen(path):
             self.export_report(path, overwrite=True)
 
-    def export_report(self, path, overwrite: bool = False) -> Path | None:
-        """Write the report of the scan and every model reconstructed on it."""
+    def export_report(self, path, overwrite: bool = False) -> Task | None:
+        """Write the report of the scan and every model reconstructed on it, drawn in a
+        worker; the returned task's ``result`` is the written path."""
         if self._recon_or_fail() is None or self._trio()[0] is None:
             return None
-        return exports.report(self.viewer, self.session, self._trio(), self._columns, path,
-                              overwrite)
+        return self._write("Report", exports.report_job(
+            self.viewer, self.session, self._trio(), self._columns, self.roi.results, path,
+            overwrite))
 
     def _batch_dialog(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder for the test-subject exports")
@@ -433,12 +583,18 @@ class CompareDock(TaskDock, QWidget):
             self.status.setText("Stopped; the volumes exported so far are kept, without a "
                                 "metrics.json.")
         elif isinstance(result, tuple):
-            from napari.utils.notifications import show_info
-
             self.status.setText(f"Exported {result[0]} test subject(s) to {result[1]}.")
-            show_info(self.status.text())
 
     # -- tasks -----------------------------------------------------------------------------
+    def _tasks(self) -> tuple[Task | None, ...]:
+        return (self.task, self.side_task)
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Also drop the drawing still waiting: its widgets are going away."""
+        for steps in (self.comparison.steps, self.crosshair.steps, self._suv_steps):
+            steps.stop()
+        super().shutdown(timeout)
+
     def _start(self, task: Task) -> None:
         self._run_task(task, busy="Still working; wait or press Stop.",
                        failed=lambda f: f"Failed: {f.message}")

@@ -51,6 +51,7 @@ class TrainingCurves(QWidget):
         self.loss_plot.setLogMode(y=True)
         self.loss_plot.showGrid(x=True, y=True, alpha=0.25)
         self.loss_plot.setLabel("bottom", "step")
+        self.loss_plot.setLabel("left", "loss")  # the training error (log scale)
         # short titles: a plot's title sets its minimum width, and a wide one pushed both
         # plots past the right edge of a 480-px dock
         self.psnr_plot = self.plots.addPlot(row=1, col=0,
@@ -108,11 +109,12 @@ class TrainingCurves(QWidget):
         return self.val_psnr[self.val_steps.index(0)] if 0 in self.val_steps else None
 
     def gain_text(self) -> str:
-        """" · validation +0.84 dB over the base" once there is a point after step 0."""
+        """" · best validation +0.84 dB over the starting model" once a step after the start
+        was validated (PSNR of the validation subject, in the tooltip of the plot)."""
         start = self.start_psnr
         if start is None or len(self.val_psnr) < 2:
             return ""
-        return f" · validation {max(self.val_psnr) - start:+.2f} dB over step 0"
+        return f" · best validation {max(self.val_psnr) - start:+.2f} dB over the starting model"
 
     def redraw(self) -> None:
         """Push buffered points to the plots (called by the timer; cheap when idle)."""

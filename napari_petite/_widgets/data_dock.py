@@ -16,16 +16,19 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMenu,
     QPushButton,
     QTreeWidget,
     QTreeWidgetItem,
     QWidget,
 )
 
+from napari_petite._widgets.first_run import ReaderChoice, SampleOffer
 from napari_petite._widgets.layout import scroll_layout
 from napari_petite._widgets.pacs_open import OpenFromPacsButton
 from napari_petite._widgets.split_form import SplitForm
 from napari_petite._widgets.state import ROLE_KEY, session_for
+from napari_petite._widgets.steps import Steps
 from napari_petite._widgets.tasks import Task, TaskDock, notify_failure
 from napari_petite.errors import PetiteError
 
@@ -87,7 +90,13 @@ class ScannerDataDock(TaskDock, QWidget):
         self.split_form.changed.connect(self._update_split)
         self.status = QLabel()
         self.status.setWordWrap(True)
+        self.adding = Steps(self)  # layers are added one per turn of the event loop
+        self.reader_choice = ReaderChoice()
+        self.sample_offer = SampleOffer(SAMPLE_SCANNERS, SAMPLE_SUBJECTS,
+                                        on_start=self.open_sample, on_browse=self._browse)
+        self.sample_offer.setVisible(False)
         layout = scroll_layout(self)
+        layout.addWidget(self.sample_offer)
         layout.addLayout(self._folder_row())
         layout.addWidget(self._subject_tree(), 1)
         layout.addWidget(self.profile)
@@ -95,7 +104,9 @@ class ScannerDataDock(TaskDock, QWidget):
         self._scan_buttons(layout)
         layout.addWidget(self.split_form)
         layout.addWidget(self.status)
+        layout.addWidget(self.reader_choice)
         self._set_busy(False)
+        self.session.run_changed.connect(self._run_changed)
         self.stop_on_destroy()
 
     def _folder_row(self) -> QHBoxLayout:
@@ -103,13 +114,13 @@ class ScannerDataDock(TaskDock, QWidget):
         self.folder = QLineEdit()
         self.folder.setPlaceholderText("dataset folder (<root>/<scanner>/<subject>/)")
         self.folder.returnPressed.connect(self._open_typed)
-        browse = QPushButton("Browse…")
+        self.browse_button = browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
         self.sample_button = QPushButton("Sample dataset")
         self.sample_button.setToolTip(
-            f"Simulate (first time, about a minute) or reopen a small dataset: scanners "
-            f"{', '.join(SAMPLE_SCANNERS)}, {SAMPLE_SUBJECTS} subjects each.")
-        self.sample_button.clicked.connect(self.open_sample)
+            f"Reopen the sample dataset (scanners {', '.join(SAMPLE_SCANNERS)}, "
+            f"{SAMPLE_SUBJECTS} people each), or say what it is and offer to simulate it")
+        self.sample_button.clicked.connect(self.offer_sample)
         row = QHBoxLayout()
         row.addWidget(self.folder, 1)
         row.addWidget(browse)
@@ -135,7 +146,10 @@ class ScannerDataDock(TaskDock, QWidget):
         self.scan_button.setToolTip("One scan outside a dataset: a NIfTI file, or a DICOM PET "
                                     "series folder (a folder holding several series lists "
                                     "them to choose from)")
-        self.scan_button.clicked.connect(self._scan_dialog)
+        menu = QMenu(self.scan_button)
+        menu.addAction("NIfTI or ECAT 7 file…", self._nifti_dialog)
+        menu.addAction("DICOM series folder…", self._dicom_dialog)
+        self.scan_button.setMenu(menu)
         self.pacs_button = OpenFromPacsButton(self)
         self.pairs_button = QPushButton("Add a subject from a dynamic scan…")
         self.pairs_button.setToolTip(
@@ -154,14 +168,15 @@ class ScannerDataDock(TaskDock, QWidget):
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Dataset folder", self.folder.text())
         if folder:
-            self.open_dataset(folder)
+            self.open_dataset_later(folder)
 
     def _open_typed(self) -> None:
         if self.folder.text().strip():
-            self.open_dataset(self.folder.text().strip())
+            self.open_dataset_later(self.folder.text().strip())
 
     def open_dataset(self, root) -> bool:
-        """Discover ``root`` and list it; problems are listed, not fatal. True when opened."""
+        """Discover ``root`` and list it at once (scripts and tests); problems are listed, not
+        fatal. True when opened. The dock's own buttons use :meth:`open_dataset_later`."""
         from napari_petite.io.dataset import discover
 
         try:
@@ -169,6 +184,22 @@ class ScannerDataDock(TaskDock, QWidget):
         except PetiteError as err:
             notify_failure(err)
             return False
+        self._show_dataset(dataset)
+        return True
+
+    def open_dataset_later(self, root) -> None:
+        """Discover ``root`` in a worker (it reads every subject's headers), then list it."""
+        def body(_control):
+            from napari_petite.io.dataset import discover
+
+            yield "reading"
+            return discover(root, strict=False)
+
+        self.status.setText(f"Reading the dataset {Path(root).name}…")
+        self._run(Task(body, desc="reading the dataset", on_done=lambda d: (
+            self._show_dataset(d) if d is not None and hasattr(d, "scanners") else None)))
+
+    def _show_dataset(self, dataset) -> None:
         self.folder.setText(str(dataset.root))
         self._fill(dataset)
         self.session.set_dataset(dataset)
@@ -177,7 +208,6 @@ class ScannerDataDock(TaskDock, QWidget):
         self.status.setText(f"Opened {dataset.root.name}: {len(dataset.scanners)} scanner(s), "
                             f"{n} subject(s). Choose a subject and load it, or go on to "
                             "'Fine-tune'.")
-        return True
 
     def _fill(self, dataset) -> None:
         self.tree.clear()
@@ -217,14 +247,24 @@ class ScannerDataDock(TaskDock, QWidget):
         scanner = dataset.scanners[sid]
         self.profile.setText(profile_summary(scanner.profile, scanner))
 
+    def offer_sample(self) -> None:
+        """Open the cached sample dataset; the first time, say what it is and ask before
+        simulating it (the first-run panel)."""
+        folder = sample_dataset_dir()
+        if folder.is_dir():
+            self.open_dataset_later(folder)
+            return
+        self.sample_offer.setVisible(True)
+        self.status.setText("The sample data is not on this computer yet: see above.")
+
     def open_sample(self) -> None:
-        """Open the cached sample dataset, simulating it in a worker the first time."""
+        """Open the cached sample dataset, simulating it in a worker the first time, with
+        its progress and the time left measured as it goes."""
         folder = sample_dataset_dir()
         if folder.is_dir():
             self.open_dataset(folder)
             return
-
-        total = len(SAMPLE_SCANNERS) * SAMPLE_SUBJECTS
+        offer = self.sample_offer
         holder: dict = {}
 
         def body(_control):
@@ -243,51 +283,70 @@ class ScannerDataDock(TaskDock, QWidget):
 
         def progress(value):
             if isinstance(value, tuple) and self.live:
-                self.status.setText(f"Simulating the sample dataset (first time only): "
-                                    f"{value[0]}/{total} subjects ({value[1]})…")
+                offer.advance(*value)
+                self.status.setText(f"Simulating the sample data: {value[0]} of "
+                                    f"{offer.total} people ({offer.eta.text()})…")
                 self.task.set_progress(value[0])
 
-        self.status.setText(f"Simulating the sample dataset (first time only): 0/{total} "
-                            "subjects, about 10 s each…")
-        task = Task(body, desc="simulating sample dataset", total=total, on_yield=progress,
-                    on_done=lambda r: self.open_dataset(r) if isinstance(r, Path) else None)
+        def done(result):
+            if isinstance(result, Path):
+                offer.setVisible(False)
+                self.open_dataset_later(result)
+            else:
+                offer.failed()
+
+        offer.setVisible(True)
+        offer.begin()
+        self.status.setText(f"Simulating the sample data: 0 of {offer.total} people "
+                            f"({offer.eta.text()})…")
+        task = Task(body, desc="simulating the sample data", total=offer.total,
+                    on_yield=progress, on_done=done)
         holder["task"] = task
         self._run(task)
 
     # -- one scan ----------------------------------------------------------------------------
-    def _scan_dialog(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "DICOM series folder (Cancel: a file)")
-        if not path:
-            path, _ = QFileDialog.getOpenFileName(self, "NIfTI, ECAT 7 or DICOM file")
+    def _nifti_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "NIfTI, ECAT 7 or DICOM file", "",
+            "NIfTI (*.nii *.nii.gz);;ECAT 7 (*.v);;DICOM (*.dcm);;all (*)")
+        if path:
+            self.open_scan(path)
+
+    def _dicom_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "DICOM series folder")
         if path:
             self.open_scan(path)
 
     def open_scan(self, path, series: str | None = None) -> None:
-        """Open one scan as a layer; a DICOM folder of several PET series asks which one."""
-        from napari_petite.io.dicom import is_dicom_path, list_series
-
-        if series is None and is_dicom_path(path) and Path(path).is_dir():
-            try:
-                pets = [s for s in list_series(path) if s.modality == "PT"]
-            except PetiteError as err:
-                notify_failure(err)
-                return
-            if len(pets) > 1:
-                series = self._choose_series(pets)
-                if series is None:
-                    return
-
+        """Open one scan as a layer, read in a worker; a DICOM folder of several PET series
+        asks which one (the folder is listed in the worker too: a series of hundreds of
+        files takes seconds to list)."""
         def body(_control):
+            from napari_petite.io.dicom import is_dicom_path, list_series
             from napari_petite.io.layers import volume_to_layer_data
             from napari_petite.io.volumes import read_any
 
             yield "reading"
+            if series is None and is_dicom_path(path) and Path(path).is_dir():
+                pets = [s for s in list_series(path) if s.modality == "PT"]
+                if len(pets) > 1:
+                    return ("choose", pets)
             data, kwargs, kind = volume_to_layer_data(read_any(path, series=series))
             kwargs["metadata"][ROLE_KEY] = {"kind": "low"}  # what a scan is opened for
             return [(data, kwargs, kind)]
 
+        def done(result):
+            if isinstance(result, tuple) and result[0] == "choose":
+                chosen = self._choose_series(result[1])
+                if chosen is not None:
+                    self.open_scan(path, chosen)
+                else:
+                    self.status.setText("No series chosen; nothing was opened.")
+                return
+            self._add_layers(result)
+
         self.status.setText(f"Reading {Path(path).name}…")
-        self._run(Task(body, desc=f"reading {Path(path).name}", on_done=self._add_layers))
+        self._run(Task(body, desc=f"reading {Path(path).name}", on_done=done))
 
     def _choose_series(self, pets) -> str | None:
         from qtpy.QtWidgets import QInputDialog
@@ -411,44 +470,89 @@ class ScannerDataDock(TaskDock, QWidget):
                        on_done=self._add_layers))
 
     def _add_layers(self, result) -> None:
+        """Add the volumes read by a worker, one layer per turn of the event loop (each
+        addition costs a repaint). Scans of one subject start with one window (the
+        full-count one's); the comparison in 'Reconstruct & compare' keeps its panels on
+        one window from then on (no colormap is linked: an overlay recolours only its own
+        two layers)."""
         if not isinstance(result, list):
             return
-        from napari.experimental import link_layers
+        from napari.layers import Image, Labels
 
-        images = []
-        limits = None
-        for data, kwargs, ltype in result:
+        added: list = []
+        limits = next((kw["contrast_limits"] for _, kw, t in result if t == "image"
+                       and kw["metadata"][ROLE_KEY]["kind"] == "full"),
+                      next((kw["contrast_limits"] for _, kw, t in result if t == "image"),
+                           None))
+
+        def add(data, kwargs, ltype) -> None:
             name = kwargs["name"]
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
+            old = next((lay for lay in self.viewer.layers if lay.name == name), None)
+            if old is not None and old.data.shape == data.shape and isinstance(
+                    old, Image if ltype == "image" else Labels):  # read again: new data in
+                # place (removing a layer and adding it again costs over a second)
+                old.data = data
+                old.metadata.clear()
+                old.metadata.update(kwargs["metadata"])
+                old.scale = kwargs["scale"]
+                if ltype == "image":
+                    old.contrast_limits = limits
+                    added.append(old)
+                return
+            if old is not None:
+                self.viewer.layers.remove(old)
             if ltype == "image":
-                if kwargs["metadata"][ROLE_KEY]["kind"] == "full" or limits is None:
-                    limits = kwargs["contrast_limits"]
-                images.append(self.viewer.add_image(data, **kwargs))
+                # the low-count scan is the one to read: full and truth are toggles
+                kwargs = {**kwargs, "contrast_limits": limits,
+                          "visible": kwargs["metadata"][ROLE_KEY]["kind"] == "low"}
+                added.append(self.viewer.add_image(data, **kwargs))
             else:
-                layer = self.viewer.add_labels(data, **kwargs)
-                layer.visible = False
-        for layer in images:
-            layer.contrast_limits = limits
-            # the low-count scan is the one to read: full and truth are toggles, not on top
-            if layer.metadata[ROLE_KEY]["kind"] != "low":
-                layer.visible = False
-        if len(images) > 1:
-            link_layers(images, ("contrast_limits", "gamma", "colormap"))
-        if images:
-            self.viewer.reset_view()
-            self.viewer.layers.selection.active = images[0]
-        spacing = " x ".join(f"{float(s):.3g}" for s in images[0].scale) if images else ""
-        self.status.setText(f"Loaded {len(result)} volume(s); scale = voxel spacing {spacing} "
-                            "mm (z, y, x)." if images else "")
+                self.viewer.add_labels(data, **kwargs, visible=False)
+
+        def finish() -> None:
+            images = [lay for lay in added if lay in self.viewer.layers]
+            if images:
+                self.viewer.reset_view()
+                self.viewer.layers.selection.active = images[0]
+            spacing = " x ".join(f"{float(s):.3g}" for s in images[0].scale) if images else ""
+            self.status.setText(f"Loaded {len(result)} volume(s); scale = voxel spacing "
+                                f"{spacing} mm (z, y, x)." if images else "")
+
+        self.adding.run([lambda item=item: add(*item) for item in result] + [finish])
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        self.adding.stop()  # layers still to add would land in a closing viewer
+        super().shutdown(timeout)
+
+    @property
+    def is_idle(self) -> bool:
+        """No worker runs and every layer read has been added."""
+        return TaskDock.is_idle.fget(self) and self.adding.idle
 
     # -- jobs --------------------------------------------------------------------------------
     def _run(self, task: Task) -> None:
+        def failed(_failure) -> str:
+            if self.sample_offer.bar.isVisible():  # the offer stands again
+                self.sample_offer.failed()
+            return "Failed; see the notification."
+
         self._run_task(task, busy="The dock is still busy; wait for the current step.",
-                       failed=lambda _: "Failed; see the notification.")
+                       failed=failed)
 
     def _set_busy(self, busy: bool) -> None:
+        training = self.session.running is not None
         self.load_button.setEnabled(not busy)
         self.scan_button.setEnabled(not busy)
-        self.pairs_button.setEnabled(not busy)
-        self.sample_button.setEnabled(not busy)
+        for w in (self.pairs_button, self.sample_button):
+            w.setEnabled(not busy and not training)
+
+    def _run_changed(self) -> None:
+        """While a run trains, what it trains on cannot change under it: the dataset, the
+        scanners, the split and the target's subjects are locked (looking at subjects is
+        not)."""
+        training = self.session.running is not None
+        for w in (self.folder, self.browse_button, self.split_form):
+            w.setEnabled(not training)
+        self._set_busy(not self.is_idle)
+        self.split_form.setToolTip("Locked while a run trains on these subjects; stop it to "
+                                   "change them." if training else "")

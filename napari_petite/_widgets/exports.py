@@ -1,9 +1,10 @@
 """Writing what the compare dock shows: the reconstruction as NIfTI or as a DICOM series, and
 the one-page report for the chart.
 
-Functions of the viewer, the session and the layers (no widgets); each turns a library error
-into one notification and returns None, so a dock button never raises. Nothing is written
-over a file a loaded layer came from.
+Functions of the viewer, the session and the layers (no widgets). Each gathers what it
+needs on the GUI thread and returns a function that writes in a worker (compressing a
+volume or drawing a page took the GUI thread 150-250 ms); a user's error there reaches the
+dock as one notification. Nothing is written over a file a loaded layer came from.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_petite._widgets.state import ROLE_KEY
-from napari_petite._widgets.tasks import notify_failure
-from napari_petite.errors import PetiteError
+from napari_petite._widgets.state import ROLE_KEY, short_name
 
 
 def layer_volume(layer):
@@ -29,60 +28,61 @@ def inputs(viewer) -> list[Path]:
     return [Path(src) for layer in viewer.layers if (src := layer.metadata.get("source_path"))]
 
 
-def _written(what: str, write) -> Path | None:
-    from napari.utils.notifications import show_info
-
-    try:
-        out = write()
-    except PetiteError as err:
-        notify_failure(err)
-        return None
-    show_info(f"{what} written to {out}.")
-    return out
-
-
-def nifti(viewer, layer, path, overwrite: bool = False) -> Path | None:
-    """The reconstruction with the input's affine / header / units, in the file's units even
-    when shown in SUV."""
+def nifti_job(viewer, layer, path, overwrite: bool = False):
+    """Writing the reconstruction as NIfTI (the input's affine / header / units, in the
+    file's units even when shown in SUV), gathered on the GUI thread; the returned
+    function writes it in a worker and returns the path."""
     from napari_petite.io.nifti import write_like
 
-    volume = layer_volume(layer)
-    return _written("Reconstruction", lambda: write_like(
-        path, volume.data, volume, inputs=inputs(viewer), overwrite=overwrite))
+    volume, sources = layer_volume(layer), inputs(viewer)
+    return lambda: write_like(path, volume.data, volume, inputs=sources, overwrite=overwrite)
 
 
-def dicom(layer, folder, overwrite: bool = False) -> Path | None:
-    """A derived DICOM series (patient, study and SUV tags of its source; never inside the
-    source series folder)."""
+def dicom_job(layer, folder, overwrite: bool = False):
+    """Writing a derived DICOM series (patient, study and SUV tags of its source; never
+    inside the source series folder); the returned function runs in a worker."""
     from napari_petite.io.dicom_export import write_derived_series
 
     volume = layer_volume(layer)
     model = layer.metadata.get(ROLE_KEY, {}).get("model", "model")
-    return _written("DICOM series", lambda: write_derived_series(
-        volume.data, volume, folder, overwrite=overwrite, description=f"PETITE {model}"[:64]))
+    return lambda: write_derived_series(volume.data, volume, folder, overwrite=overwrite,
+                                        description=f"PETITE {model}"[:64])
 
 
-def report(viewer, session, panels, metrics: dict, path,
-           overwrite: bool = False) -> Path | None:
-    """The report (PNG, or PDF for a .pdf name) of the scan and every model reconstructed on
-    it: slices with colour bars, the metrics table, the details."""
+def report_job(viewer, session, panels, metrics: dict, regions: dict, path,
+               overwrite: bool = False):
+    """What writing the report needs, gathered on the GUI thread; returns a function that
+    draws and writes it (PNG, or PDF for a .pdf name) and returns its path, to be run in a
+    worker: slices of the scan and every model reconstructed on it, colour bars, metrics,
+    region statistics and details."""
     from napari_petite._widgets.roi_panel import subject_images
     from napari_petite._widgets.units import unit_label
     from napari_petite.training.report import write_report
 
     low, recon, full = panels
-    recons = {lay.metadata[ROLE_KEY]["model"]: np.asarray(lay.data)
+    recons = {short_name(lay.metadata[ROLE_KEY]["model"]): np.asarray(lay.data)
               for lay in subject_images(viewer, low)
               if lay.metadata.get(ROLE_KEY, {}).get("kind") == "reconstructed"}
-    return _written("Report", lambda: write_report(
-        path, low=np.asarray(low.data), recons=recons,
-        full=None if full is None else np.asarray(full.data), spacing=recon.scale,
-        metrics=metrics, units=unit_label(low), details=details(session, low),
-        title=f"{low.name}", inputs=inputs(viewer), overwrite=overwrite))
+    kwargs = dict(low=np.asarray(low.data), recons=recons,
+                  full=None if full is None else np.asarray(full.data), spacing=recon.scale,
+                  affine=low.metadata.get("affine"), metrics=metrics,
+                  regions={_row_name(viewer, k): v for k, v in regions.items()},
+                  units=unit_label(low), details=details(session, low),
+                  title=f"{low.name}", inputs=inputs(viewer), overwrite=overwrite)
+    return lambda: write_report(path, **kwargs)
+
+
+def _row_name(viewer, layer_name: str) -> str:
+    role = next((lay.metadata.get(ROLE_KEY, {}) for lay in viewer.layers
+                 if lay.name == layer_name), {})
+    if role.get("kind") == "reconstructed" and role.get("model"):
+        return short_name(role["model"])
+    return {"low": "low count", "full": "full count"}.get(role.get("kind"), layer_name)
 
 
 def details(session, low) -> dict[str, str]:
-    """What the chart needs to know beside the images: scan, base and adapters."""
+    """What the chart needs to know beside the images: the scan and the models with their
+    versions (checkpoint digests), never a local path (the page may leave the site)."""
     role = low.metadata.get(ROLE_KEY, {})
     dicom_tags = low.metadata.get("dicom") or {}
     card = session.base_card or {}
@@ -92,9 +92,14 @@ def details(session, low) -> dict[str, str]:
                    f"{' x '.join(f'{s:.2f}' for s in low.scale)} mm (z, y, x)"}
     if dicom_tags:
         out["patient / study"] = f"{dicom_tags.get('PatientID')} / {dicom_tags.get('StudyDate')}"
-    out["base model"] = f"{card.get('backbone')} {card.get('preset')} pre-trained on " \
-                        f"{card.get('source')} ({session.base_path})"
+    sha = str(card.get("sha256") or "")[:12]
+    out["base model"] = (f"{card.get('backbone')} {card.get('preset')} pre-trained on "
+                         f"{card.get('source')}" + (f" (checkpoint sha256 {sha}…)" if sha
+                                                     else ""))
     for model in session.models:
-        out[model.name] = (f"{model.spec.label}; {model.training.get('steps_done')} steps"
-                           + (f"; bundle {model.bundle}" if model.bundle else ""))
+        trained = model.training.get("steps_done")
+        out[short_name(model.name)] = (f"{model.name}: {model.spec.label}"
+                                       + (f"; {trained} steps" if trained else "")
+                                       + (f"; adapter '{model.bundle.name}'" if model.bundle
+                                          else ""))
     return out

@@ -18,12 +18,12 @@ import os
 import time
 from pathlib import Path
 
-from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QPushButton, QWidget
+from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QInputDialog, QPushButton, QWidget
 
 from napari_petite._widgets.base_chooser import BaseChooser
 from napari_petite._widgets.import_base import ImportBaseButton
 from napari_petite._widgets.layout import scroll_layout
-from napari_petite._widgets.method_form import MixPEFTForm
+from napari_petite._widgets.method_form import MixPEFTForm, plain_recipe
 from napari_petite._widgets.run_panel import RunPanel
 from napari_petite._widgets.state import TrainedModel, session_for, unwrap
 from napari_petite._widgets.tasks import Failure, Task, TaskDock, notify_failure
@@ -61,6 +61,58 @@ def trainable_line(n_trainable: int, n_total: int, percent: float) -> str:
         line += (f": over the {BUDGET_PERCENT:g} % of parameter-efficient tuning; a lower "
                  "rank, a larger reduction or fewer tokens trains less")
     return line
+
+
+#: inside a run folder: the adapter of a run that finished (opened again, it is loaded, not
+#: retrained)
+FINISHED = "adapter"
+
+
+def is_finished(folder: Path) -> bool:
+    return (Path(folder) / FINISHED / "adapter.safetensors").is_file()
+
+
+def is_resumable(folder: Path) -> bool:
+    return all((Path(folder) / f).is_file() for f in (RUN_FILE, "resume.json",
+                                                      "resume.safetensors"))
+
+
+def saved_runs() -> list[tuple[Path, str]]:
+    """The runs that can be opened, newest first, each with a line saying what it is: a
+    finished run (its adapter is there) or a stopped one (its checkpoint is); folders that
+    hold neither are not listed."""
+    folder = runs_dir()
+    out = []
+    for run in sorted(folder.iterdir() if folder.is_dir() else (), reverse=True):
+        finished, resumable = is_finished(run), is_resumable(run)
+        if not (run / RUN_FILE).is_file() or not (finished or resumable):
+            continue
+        try:
+            doc = json.loads((run / RUN_FILE).read_text(encoding="utf-8"))
+            step = json.loads((run / "resume.json").read_text(encoding="utf-8"))["step"] \
+                if resumable else None
+        except (OSError, ValueError, KeyError):
+            continue
+        total = doc.get("config", {}).get("steps")
+        from napari_petite.peft.spec import MixPEFTSpec
+
+        recipe = plain_recipe(MixPEFTSpec.from_dict(doc["spec"])) if doc.get("spec") else ""
+        state = f"finished, {total} steps" if finished else f"stopped at step {step} of {total}"
+        out.append((run, f"{run.name}: {doc.get('target')}, {recipe} ({state})"))
+    return out
+
+
+def describe_run(request, card: dict | None) -> str:
+    """What a run trains, in words: base, target, recipe, length."""
+    card = card or {}
+    base = f"{card.get('backbone', request.backbone or '')} {card.get('preset', '')}".strip()
+    source = card.get("source") or request.source
+    spec = request.spec
+    recipe = plain_recipe(spec) if spec is not None else "the paper's recipe"
+    n = len(request.split.train)
+    return (f"base {base}{f' (pre-trained on {source})' if source else ''} adapted to "
+            f"{request.scanner.id} ({n} training subject{'s' * (n != 1)}): {recipe}; "
+            f"{request.config.steps} steps")
 
 
 def read_saved_run(folder: Path):
@@ -211,6 +263,12 @@ class FineTuneDock(TaskDock, QWidget):
         if scanner is None:
             raise ConfigError("Open a dataset and choose a target scanner in 'Scanner data' "
                               "first (or press its Sample dataset button).")
+        base_source = (self.chooser.card or {}).get("source")
+        if scanner.id == base_source or (session.source == session.target
+                                         and len(session.dataset.scanners) > 1):
+            raise ConfigError(f"The source and the target scanner are both {scanner.id}: the "
+                              "base was pre-trained there, so there is nothing to adapt to; "
+                              "choose your scanner as the target in 'Scanner data'.")
         if session.split is None:
             raise ConfigError(f"The subjects of {scanner.id} cannot be split into training, "
                               "validation and test sets; adjust the counts in 'Scanner data'.")
@@ -256,9 +314,11 @@ class FineTuneDock(TaskDock, QWidget):
         self.task = Task(lambda control: self._body(request, control), desc="fine-tuning",
                          total=request.config.steps, on_yield=self.run.on_event,
                          on_done=self._finished, torch=True)
-        self.run.begin(self.task, history)
+        what = describe_run(request, self.chooser.card)
+        self.run.begin(self.task, history, what=what)
         self.run.status.setText("Loading the base model and the target subjects…")
         self._set_running()
+        self.session.set_running(what)
         self.task.start()
 
     @staticmethod
@@ -272,31 +332,49 @@ class FineTuneDock(TaskDock, QWidget):
         torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
         run = build_run(request)
         result = yield from run.trainer.run(control)
-        training = {**run.record(result), "gui_run": str(request.config.checkpoint_dir)}
-        return TrainedModel(run.model.cpu(), run.spec, run.base_path, run.base_sha256,
-                            training, run.metrics(result), request.config.seed)
+        folder = request.config.checkpoint_dir
+        training = {**run.record(result), "gui_run": str(folder)}
+        trained = TrainedModel(run.model.cpu(), run.spec, run.base_path, run.base_sha256,
+                               training, run.metrics(result), request.config.seed)
+        if not result.stopped and folder:  # opened again, a finished run is loaded as it is
+            from napari_petite.peft.bundle import save_adapter
+
+            save_adapter(run.model, run.spec, Path(folder) / FINISHED,
+                         base_sha256=run.base_sha256, training=training,
+                         metrics=trained.metrics, seed=request.config.seed, overwrite=True)
+        return trained
 
     def _finished(self, result) -> None:
+        from napari_petite.io.atomic import discard_dir
+
         self.run.end()
+        self.session.set_running(None)
         if isinstance(result, TrainedModel):
             self._report(result)
         elif isinstance(result, Failure):
             self.run.status.setText(f"Failed: {result.message}")
         else:
             self.run.status.setText("Stopped before the first step; nothing changed.")
+        folder = self.run_folder
+        if folder is not None and not (is_finished(folder) or is_resumable(folder)):
+            discard_dir(folder, within=runs_dir())  # nothing to open: not listed, not kept
         self._set_idle()
 
     def _report(self, result: TrainedModel) -> None:
         """Say how the run ended; keep the model under its own name if it improved."""
-        from napari.utils.notifications import show_info
-
         best, t = result.metrics.get("val_best"), result.training
-        how = "Stopped" if t.get("stopped") else "Done"
-        where = f" Saved run: {self.run_folder}." if how == "Stopped" else ""
+        how = "Stopped" if t.get("stopped") else "Finished"
+        where = f" Saved run: {self.run_folder.name} (Open saved run… continues it)." \
+            if how == "Stopped" else ""
         if not result.improved:
-            self.run.status.setText(f"{how} after {t['steps_done']} steps: no step beat the "
-                                    "model it started from, so nothing new was added (the "
-                                    f"model list is unchanged).{where}")
+            validated = any(v.get("step", 0) > 0 for v in result.metrics.get("val_history")
+                            or [])
+            why = ("no validated step beat the model it started from" if validated else
+                   "no step was validated after the start (validation every "
+                   f"{t['config'].get('val_every')} steps), so the model kept is the one it "
+                   "started from")
+            self.run.status.setText(f"{how} after {t['steps_done']} steps: {why}; nothing "
+                                    f"new was added (the model list is unchanged).{where}")
             return
         name = self.session.add_model(result)
         gain = self.run.curves.gain_text()
@@ -305,13 +383,77 @@ class FineTuneDock(TaskDock, QWidget):
         self.run.status.setText(f"{how} after {t['steps_done']} steps in {t['seconds']:.0f} s"
                                 f"{val}. Kept as \"{name}\" for 'Reconstruct & compare'."
                                 f"{where}")
-        show_info(f"napari-petite: fine-tuning {how.lower()}: {name}.")
 
     def _open_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Folder of the saved run",
-                                                  str(runs_dir()))
-        if folder:
+        runs = saved_runs()
+        if not runs:
+            notify_failure(ConfigError("No saved run yet: a run is saved when it finishes or "
+                                       "is stopped after its first step."))
+            return
+        labels = [text for _, text in runs]
+        choice, ok = QInputDialog.getItem(self, "Open saved run", "Finished runs are loaded, "
+                                          "stopped ones continue:", labels, 0, False)
+        if ok and choice in labels:
+            self.open_run(runs[labels.index(choice)][0])
+
+    def open_run(self, folder) -> None:
+        """Open a saved run: a finished one is loaded as it ended (its adapter, curves and
+        settings; nothing is retrained), a stopped one continues from its last step."""
+        folder = Path(folder).expanduser()
+        if not is_finished(folder):
             self.start(resume=folder)
+            return
+        if not self.is_idle:
+            return
+        try:
+            request, _ = read_saved_run(folder) if is_resumable(folder) else \
+                (self._finished_request(folder), None)
+        except PetiteError as err:
+            notify_failure(err)
+            return
+        self.run_folder = folder
+        self._show_request(request)
+        base = request.base
+        self.task = Task(lambda control: self._load_finished(folder, base),
+                         desc="opening a finished run", on_done=self._opened, torch=True)
+        self._set_running(stoppable=False)
+        self.run.status.setText(f"Opening the finished run {folder.name}…")
+        self.task.start()
+
+    @staticmethod
+    def _finished_request(folder: Path):
+        from napari_petite.training.job import JobRequest
+
+        try:
+            doc = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise CheckpointError(f"{folder} holds no run description ({RUN_FILE}); choose "
+                                  "another saved run.") from None
+        return JobRequest.from_dict(doc)
+
+    def _load_finished(self, folder: Path, base):
+        from napari_petite.peft.bundle import read_card
+
+        card = read_card(folder / FINISHED)
+        trained = yield from self._load_body(folder / FINISHED, base, card)
+        trained.bundle = None  # a run of this tool, not a bundle from elsewhere
+        trained.training = {**trained.training, "gui_run": str(folder)}
+        return trained
+
+    def _opened(self, result) -> None:
+        if isinstance(result, TrainedModel):
+            t, metrics = result.training, result.metrics
+            self.run.show_history(t.get("losses") or [], metrics.get("val_history") or [])
+            name = self.session.add_model(result)
+            best = metrics.get("val_best")
+            val = f"; best validation {best['psnr']:.2f} dB at step {best['step']}" \
+                if best else ""
+            self.run.status.setText(f"Finished run {self.run_folder.name} opened (finished "
+                                    f"after {t.get('steps_done')} steps{val}; not "
+                                    f"retrained). Kept as \"{name}\".")
+        elif isinstance(result, Failure):
+            self.run.status.setText(f"Failed: {result.message}")
+        self._set_idle()
 
     def stop(self) -> None:
         self.run.stop()
@@ -320,16 +462,19 @@ class FineTuneDock(TaskDock, QWidget):
         self.run.toggle_pause()
 
     def _set_running(self, stoppable: bool = True) -> None:
+        """Busy: the forms say what runs and cannot be changed under it."""
         self.run.set_running(True, stoppable=stoppable)
-        self.save_button.setEnabled(False)
-        self.load_button.setEnabled(False)
+        for w in (self.save_button, self.load_button, self.chooser, self.import_base,
+                  self.form, self.settings):
+            w.setEnabled(False)
 
     def _set_idle(self) -> None:
         if not self.is_idle:
             return
         self.run.set_running(False)
+        for w in (self.chooser, self.import_base, self.form, self.settings, self.load_button):
+            w.setEnabled(True)
         self.save_button.setEnabled(self.session.trained is not None)
-        self.load_button.setEnabled(True)
 
     # -- adapter bundles -----------------------------------------------------------------
     def _save_dialog(self) -> None:
@@ -339,8 +484,6 @@ class FineTuneDock(TaskDock, QWidget):
 
     def save_adapter(self, folder, overwrite: bool = False, model: TrainedModel | None = None):
         """Write ``model`` (default: the newest) as an adapter bundle (a small folder)."""
-        from napari.utils.notifications import show_info
-
         from napari_petite.peft.bundle import save_adapter
 
         trained = model or self.session.trained
@@ -356,7 +499,7 @@ class FineTuneDock(TaskDock, QWidget):
             notify_failure(err)
             return None
         trained.bundle = out
-        show_info(f"Adapter \"{trained.name}\" saved to {out}.")
+        self.run.status.setText(f"Adapter \"{trained.name}\" saved to {out}.")
         return out
 
     def _load_dialog(self) -> None:

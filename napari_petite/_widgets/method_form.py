@@ -24,6 +24,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_petite._widgets.layout import Collapsible
+
 #: what a clinician reads for each method; the technical name goes in the tooltip
 PLAIN = {"none": "frozen", "full": "all weights", "layernorm": "normalisation layers",
          "bitfit": "biases only", "lora": "low-rank updates", "adapter": "small adapters",
@@ -35,6 +37,19 @@ TECHNICAL = {"none": "no tuning", "full": "full fine-tuning (every weight trains
              "ia3": "IA³ (infused adapter by inhibiting and amplifying activations)"}
 #: methods whose typed config has options to show
 WITH_OPTIONS = ("lora", "adapter", "vpt")
+
+
+def plain_recipe(spec, *, parts_named: bool = True) -> str:
+    """A recipe in a clinician's words: "low-rank updates in the encoder + scale and shift
+    in the decoder + biases" (``parts_named=False``: without "in the encoder/decoder"); the
+    technical names are in the tooltips."""
+    parts = []
+    for part, method in (("encoder", spec.encoder), ("decoder", spec.decoder)):
+        if method != "none":
+            parts.append(f"{PLAIN[method]} in the {part}" if parts_named else PLAIN[method])
+    if spec.bitfit:
+        parts.append("biases")
+    return " + ".join(parts) or "nothing (the base as it is)"
 
 
 def option_widget(f) -> Any:
@@ -112,7 +127,9 @@ class MixPEFTForm(QWidget):
                 combo.addItem(PLAIN[method], method)
                 combo.setItemData(combo.count() - 1, TECHNICAL[method], 3)  # ToolTipRole
             combo.currentIndexChanged.connect(self._changed)
-        self.bitfit = QCheckBox("also train the biases (BitFit)")
+        self.bitfit = QCheckBox("also train the biases")
+        self.bitfit.setToolTip("BitFit: the networks' bias terms train too (the paper's "
+                               "recipes always include it)")
         self.bitfit.setChecked(True)
         self.bitfit.toggled.connect(self._changed)
         self.recommended = QLabel()
@@ -142,8 +159,12 @@ class MixPEFTForm(QWidget):
         row.addWidget(self.recommended, 1)
         row.addWidget(self.use_recommended)
         form.addRow(row)
+        self.advanced = Collapsible("Advanced: method options",
+                                    "The chosen methods' technical settings (LoRA rank and "
+                                    "scale, adapter reduction, prompt tokens)")
         for options in self.options.values():
-            form.addRow(options)
+            self.advanced.body.addWidget(options)
+        form.addRow(self.advanced)
         form.addRow(self.reasons)
         form.addRow(self.trainable)
         layout = QVBoxLayout(self)

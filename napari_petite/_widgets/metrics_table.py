@@ -6,7 +6,7 @@ scan), one row per metric and per region's bias, so base vs adapted reads across
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QHeaderView, QTableWidget, QTableWidgetItem
+from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
 from napari_petite._widgets.state import short_name
 from napari_petite.training.report import metric_columns
@@ -20,6 +20,7 @@ class MetricsTable(QTableWidget):
         self.columns: dict[str, dict] = {}
         self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.setMinimumHeight(150)
+        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)  # measured values
         self.setToolTip("Each column: that image against the full-count scan (PSNR / SSIM / "
                         "NRMSE inside the head and over the whole volume; regional mean bias)")
 

@@ -6,6 +6,7 @@ fine-tuning run, each loaded bundle), so reconstructing with one never replaces 
 
 from __future__ import annotations
 
+from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox, QFormLayout, QWidget
 
 from napari_petite._widgets.state import ROLE_KEY, short_name
@@ -28,7 +29,10 @@ def is_derived(layer) -> bool:
 
 
 class ModelChoice(QWidget):
-    """Low-count layer, full-count layer and model; refreshes itself from the viewer."""
+    """Low-count layer, full-count layer and model; refreshes itself from the viewer and
+    emits ``scans_changed`` when the low- or full-count choice moved."""
+
+    scans_changed = Signal()
 
     def __init__(self, viewer, session, parent=None) -> None:
         super().__init__(parent)
@@ -46,6 +50,8 @@ class ModelChoice(QWidget):
         events = viewer.layers.events
         for ev in (events.inserted, events.removed):
             ev.connect(self.refresh_layers)
+        for combo in (self.low, self.full):
+            combo.currentTextChanged.connect(lambda *_: self.scans_changed.emit())
         session.models_changed.connect(self.refresh_models)
         self.refresh_layers()
         self.refresh_models()
@@ -58,8 +64,15 @@ class ModelChoice(QWidget):
                 and not is_derived(lay)
                 and (kind is None or lay.metadata.get(ROLE_KEY, {}).get("kind") == kind)]
 
-    def refresh_layers(self, *_) -> None:
+    def refresh_layers(self, event=None) -> None:
+        """Offer the image layers. A subject's scans loaded in 'Scanner data' become the
+        choice (that is what the user asked to look at); any other layer added (a dropped
+        file) is only offered, so it never replaces what the panels show."""
         names = [lay.name for lay in self.images()]
+        added = getattr(event, "value", None) if getattr(event, "type", "") == "inserted" \
+            else None
+        added_kind = added.metadata.get(ROLE_KEY, {}).get("kind") if added is not None \
+            and added.name in names else None
         for combo, kind in ((self.low, "low"), (self.full, "full")):
             current = combo.currentText()
             combo.blockSignals(True)
@@ -68,11 +81,18 @@ class ModelChoice(QWidget):
                 combo.addItem(NONE)
             combo.addItems(names)
             preferred = [lay.name for lay in self.images(kind)]
-            if current in names:
+            if added_kind == kind:  # opened in 'Scanner data' to be looked at
+                combo.setCurrentText(added.name)
+            elif combo is self.full and added_kind == "low" and current in names and \
+                    self.viewer.layers[current].data.shape != added.data.shape:
+                combo.setCurrentText(NONE)  # another scan's full count cannot be compared
+            elif current in names:
                 combo.setCurrentText(current)
             elif preferred:
                 combo.setCurrentText(preferred[-1])
             combo.blockSignals(False)
+            if combo.currentText() != current:
+                self.scans_changed.emit()
 
     def refresh_models(self, *_) -> None:
         """Base first, then every session model; a newly added one becomes the choice."""
@@ -83,8 +103,9 @@ class ModelChoice(QWidget):
         self.model.blockSignals(True)
         self.model.clear()
         self.model.addItem(BASE, BASE)
-        for name in names:
-            self.model.addItem(name, name)
+        for model in self.session.models:  # the technical recipe in the tooltip
+            self.model.addItem(model.name, model.name)
+            self.model.setItemData(self.model.count() - 1, model.label, 3)  # ToolTipRole
         self.model.setCurrentIndex(max(0, self.model.findData(pick)))
         self.model.blockSignals(False)
 
@@ -100,7 +121,7 @@ class ModelChoice(QWidget):
             trained = self.session.model_named(choice)
             if trained is None:
                 raise ConfigError("That model is no longer in the session; choose another.")
-            return choice, lambda: (trained.model, f"{trained.name} ({trained.label})")
+            return choice, lambda: (trained.model, trained.name)
         base = self.session.base_path
         if base is None:
             raise ConfigError("Choose a base checkpoint in the 'Fine-tune' dock first.")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 from qtpy.QtWidgets import (
+    QAbstractItemView,
     QComboBox,
     QGroupBox,
     QHBoxLayout,
@@ -45,6 +46,7 @@ class ROIPanel(QGroupBox):
         self.table.setHorizontalHeaderLabels(list(COLUMNS))
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.table.setMinimumHeight(120)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)  # measured
         self.units = QLabel("")  # units above the table: headers stay short on a narrow dock
         self.units.setWordWrap(True)
         row = QHBoxLayout()
@@ -110,6 +112,12 @@ class ROIPanel(QGroupBox):
         labels = layer.to_labels(labels_shape=tuple(shape))
         return labels > 0
 
+    def clear(self) -> None:
+        """Forget the last measurement (another scan is being compared)."""
+        self.results = {}
+        self.table.setRowCount(0)
+        self.units.setText("")
+
     def measure(self) -> dict[str, dict]:
         """Measure every image in the chosen region and show the table."""
         from napari_petite.training.roi import roi_stats
@@ -125,6 +133,7 @@ class ROIPanel(QGroupBox):
             if shown_in_suv(layer):
                 stats["units"] = "SUV"
             stats["units"] = stats["units"] or layer.metadata.get("units") or "a.u."
+            stats["region"] = self.value.currentText()
             self.results[layer.name] = stats
         self._show()
         return self.results
@@ -152,10 +161,11 @@ class ROIPanel(QGroupBox):
                            "like with like (turn 'values in SUV' on or off for all)")
         heads = [f"SUV{c}" if suv else c for c in COLUMNS[:-1]]
         self.table.setHorizontalHeaderLabels([*heads, COLUMNS[-1]])
-        for i, stats in enumerate(self.results.values()):
-            cells = [stats["max"], stats["mean"], stats["peak"], stats["volume_ml"]]
-            for j, value in enumerate(cells):
-                text = "-" if value is None else f"{value:.4g}"
+        from napari_petite.training.report import region_rows
+
+        _, cells = region_rows(self.results) if self.results else ([], [])
+        for i, row in enumerate(cells):
+            for j, text in enumerate(row):
                 self.table.setItem(i, j, QTableWidgetItem(text))
 
 

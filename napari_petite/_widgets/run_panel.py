@@ -19,11 +19,16 @@ DISPLAY_MS = 2000
 
 
 def format_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
+    """Time left in words ("about 13 min left"), never a clock-like "12:59"."""
+    if seconds is None or seconds != seconds:
+        return "time left unknown"
     seconds = round(seconds)
-    return f"{seconds // 60}:{seconds % 60:02d}" if seconds < 3600 else \
-        f"{seconds // 3600}h{(seconds % 3600) // 60:02d}"
+    if seconds < 60:
+        return "less than a minute left"
+    if seconds < 3600:
+        return f"about {round(seconds / 60)} min left"
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"about {hours} h {minutes:02d} min left"
 
 
 class RunPanel(QWidget):
@@ -42,6 +47,10 @@ class RunPanel(QWidget):
         row = QHBoxLayout()
         for b in (self.start_button, self.pause_button, self.stop_button, self.open_button):
             row.addWidget(b)
+        self.what = QLabel("")
+        self.what.setWordWrap(True)
+        self.what.setStyleSheet("color: #a0d0ff;")
+        self.what.setToolTip("What the current (or last) run trains")
         self.status = QLabel("Idle.")
         self.status.setWordWrap(True)
         # room for three lines: a scroll area's layout would otherwise squeeze it to one
@@ -56,6 +65,7 @@ class RunPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(row)
+        layout.addWidget(self.what)
         layout.addWidget(self.status)
         layout.addWidget(self.curves, 1)
         self.set_running(False)
@@ -68,16 +78,12 @@ class RunPanel(QWidget):
         self.stop_button.setEnabled(running and stoppable)
         self.pause_button.setText("Pause")
 
-    def begin(self, task, history=None) -> None:
-        """Show a new (or resumed) run; ``history`` = (losses, val_history) to draw first."""
+    def begin(self, task, history=None, what: str = "") -> None:
+        """Show a new (or resumed) run; ``history`` = (losses, val_history) to draw first;
+        ``what`` says in words what it trains."""
         self.task, self.control = task, task.control
-        self.curves.clear()
-        if history is not None:
-            losses, vals = history
-            for i, loss in enumerate(losses):
-                self.curves.add_loss(i + 1, loss)
-            for v in vals:
-                self.curves.add_validation(v["step"], v["psnr"])
+        self.what.setText(f"Running: {what}" if what else "")
+        self.show_history(*(history or ((), ())))
         self._pending = None
         self._timer.start()
         self.set_running(True)
@@ -86,7 +92,17 @@ class RunPanel(QWidget):
         self._timer.stop()
         self.flush()
         self.task = self.control = None
+        self.what.setText(self.what.text().replace("Running: ", "Last run: ", 1))
         self.set_running(False)
+
+    def show_history(self, losses, vals) -> None:
+        """Draw a run's curves so far (a resumed or an opened run)."""
+        self.curves.clear()
+        for i, loss in enumerate(losses):
+            self.curves.add_loss(i + 1, loss)
+        for v in vals:
+            self.curves.add_validation(v["step"], v["psnr"])
+        self.curves.redraw()
 
     # -- events --------------------------------------------------------------------------
     def on_event(self, event) -> None:
@@ -113,11 +129,11 @@ class RunPanel(QWidget):
             if control is None or not (control.stopped or control.paused):
                 # a step shown late must not hide "Stopping…" / "Pausing…"
                 gain = self.curves.gain_text()
-                self.status.setText(f"step {event.step}/{event.total_steps} · loss "
-                                    f"{event.loss:.4g} · ETA {format_eta(event.eta_s)}{gain}")
+                self.status.setText(f"step {event.step} of {event.total_steps} · "
+                                    f"{format_eta(event.eta_s)}{gain}")
             if self.task is not None:
                 self.task.set_progress(event.step,
-                                       f"fine-tuning · ETA {format_eta(event.eta_s)}")
+                                       f"fine-tuning · {format_eta(event.eta_s)}")
         self.curves.redraw()
 
     # -- buttons -------------------------------------------------------------------------

@@ -70,7 +70,13 @@ class SplitForm(QWidget):
             self.label.setText(str(err))
             self.label.setStyleSheet("color: #e0a040;")
             return None
-        self.label.setText(f"train: {', '.join(split.train)}\nvalidate: "
-                           f"{', '.join(split.val) or '-'}\ntest: {', '.join(split.test) or '-'}")
-        self.label.setStyleSheet("")
+        text = (f"train: {', '.join(split.train)}\nvalidate: {', '.join(split.val) or '-'}"
+                f"\ntest: {', '.join(split.test) or '-'}")
+        same = target == (self.source.currentText() or None) and len(dataset.scanners) > 1
+        if same:  # the split still serves reconstructing and exporting its test subjects
+            text = (f"The source and the target are both {target}: the base was pre-trained "
+                    "there, so fine-tuning is refused; choose your scanner as the target.\n"
+                    + text)
+        self.label.setText(text)
+        self.label.setStyleSheet("color: #e0a040;" if same else "")
         return split

@@ -57,6 +57,8 @@ class Session(QObject):
     selection_changed = Signal()
     base_changed = Signal()
     models_changed = Signal()
+    #: a run started or ended (``running`` says what trains, in words)
+    run_changed = Signal()
 
     def __init__(self, viewer) -> None:
         super().__init__()
@@ -68,6 +70,7 @@ class Session(QObject):
         self.base_path: Path | None = None
         self.base_card: dict | None = None
         self.models: list[TrainedModel] = []
+        self.running: str | None = None
         self._runs = 0
 
     @property
@@ -107,6 +110,13 @@ class Session(QObject):
         self.base_card = card
         self.base_changed.emit()
 
+    def set_running(self, what: str | None) -> None:
+        """What trains now, in words (None: nothing). While a run trains, the docks lock the
+        inputs it uses (dataset, scanners, split, base, methods, settings), so no form can
+        differ from what runs."""
+        self.running = what
+        self.run_changed.emit()
+
     def add_model(self, model: TrainedModel, *, loaded: bool = False) -> str:
         """Keep ``model`` under a new name of its own (nothing is replaced); return it.
 
@@ -117,7 +127,9 @@ class Session(QObject):
         else:
             self._runs += 1
             target = model.training.get("target") or "?"
-            stem = f"run {self._runs}: {model.spec.label} on {target}"
+            from napari_petite._widgets.method_form import plain_recipe
+
+            stem = f"run {self._runs}: {plain_recipe(model.spec, parts_named=False)} on {target}"
         name, n = stem, 1
         while self.model_named(name) is not None:
             n += 1
@@ -129,8 +141,9 @@ class Session(QObject):
 
 
 def short_name(name: str) -> str:
-    """"run 2: enc LoRA + dec SSF + BitFit on vision" -> "run 2": narrow headers and canvas
-    labels cut long names (the whole name goes in tooltips and layer metadata)."""
+    """"run 2: low-rank updates + scale and shift + biases on vision" -> "run 2": narrow
+    headers and canvas labels cut long names (the whole name goes in tooltips and layer
+    metadata)."""
     return name.split(":", 1)[0]
 
 

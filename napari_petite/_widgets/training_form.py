@@ -19,6 +19,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_petite._widgets.layout import Collapsible
+
 #: a GUI run writes a resumable checkpoint this often (and when stopped)
 CHECKPOINT_EVERY = 25
 #: steps of a GUI run unless the user changes them: about a minute on a CPU
@@ -63,14 +65,24 @@ class TrainingSettings(QWidget):
         self.device.addItems(CHOICES)
         self.device.setToolTip("auto: CUDA or Apple MPS when present, else the CPU")
         self.seed = _spin(0, 2**31 - 1, 0)
-        box = QGroupBox("Training")
-        grid = QGridLayout(box)
-        cells = (("steps", self.steps), ("validate every", self.val_every),
-                 ("learning rate", self.lr), ("patch", self.patch), ("batch", self.batch),
+        self.steps.setSuffix(" steps")
+        self.val_every.setSuffix(" steps")
+        box = QGroupBox("How long")
+        main = QGridLayout(box)
+        for i, (label, widget) in enumerate((("train for", self.steps),
+                                             ("validate every", self.val_every))):
+            main.addWidget(QLabel(label), i, 0)
+            main.addWidget(widget, i, 1)
+        self.advanced = Collapsible("Advanced: learning rate, patch, batch, device, seed",
+                                    "How each step trains; the defaults follow the paper")
+        grid = QGridLayout()
+        cells = (("learning rate", self.lr), ("patch", self.patch), ("batch", self.batch),
                  ("device", self.device), ("seed", self.seed))
         for i, (label, widget) in enumerate(cells):
             grid.addWidget(QLabel(label), i // 2, 2 * (i % 2))
             grid.addWidget(widget, i // 2, 2 * (i % 2) + 1)
+        self.advanced.body.addLayout(grid)
+        main.addWidget(self.advanced, 2, 0, 1, 2)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(box)

@@ -26,17 +26,45 @@ def unit_label(layer) -> str:
     return "SUV" if shown_in_suv(layer) else (layer.metadata.get("units") or "a.u.")
 
 
-def show_all_in_suv(viewer, on: bool) -> int:
-    """Switch every image layer that can be; returns how many changed. Contrast limits follow
-    the data (read for all first: linked layers would otherwise be scaled twice)."""
+def suv_switches(viewer, on: bool) -> list:
+    """One callable per image layer that can switch (and has not): each converts its data
+    and its window together, so the GUI can do one layer per turn of the event loop."""
     from napari.layers import Image
 
-    todo = [(layer, suv_factor(layer), tuple(layer.contrast_limits)) for layer in viewer.layers
-            if isinstance(layer, Image) and suv_factor(layer) and shown_in_suv(layer) != on]
-    for layer, factor, _ in todo:
-        layer.data = layer.data * (factor if on else 1.0 / factor)
-        layer.metadata[DISPLAY_SCALE] = factor if on else None
-    for layer, factor, (lo, hi) in todo:
-        scale = factor if on else 1.0 / factor
-        layer.contrast_limits = (lo * scale, hi * scale)
-    return len(todo)
+    def switch(layer):
+        def run() -> None:
+            factor = suv_factor(layer)
+            scale = factor if on else 1.0 / factor
+            lo, hi = layer.contrast_limits
+            layer.data = layer.data * scale
+            layer.metadata[DISPLAY_SCALE] = factor if on else None
+            layer.contrast_limits = (lo * scale, hi * scale)
+
+        return run
+
+    return [switch(layer) for layer in viewer.layers if isinstance(layer, Image)
+            and suv_factor(layer) and shown_in_suv(layer) != on]
+
+
+def show_all_in_suv(viewer, on: bool) -> int:
+    """Switch every image layer that can be at once; returns how many changed."""
+    switches = suv_switches(viewer, on)
+    for switch in switches:
+        switch()
+    return len(switches)
+
+
+def format_value(value: float, unit: str) -> str:
+    """A value at the precision its quantity is read with, without scientific notation:
+    SUV to two decimals (2.31), Bq/mL in whole numbers with thousands separators (11,390),
+    anything else to four significant digits."""
+    if unit == "SUV":
+        return f"{value:.2f}"
+    if unit.lower().replace(" ", "") in ("bq/ml", "bq/cc"):
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
+
+
+def with_unit(value: float, unit: str) -> str:
+    """"2.31 SUV", "11,390 Bq/mL"."""
+    return f"{format_value(value, unit)} {unit}"

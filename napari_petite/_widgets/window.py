@@ -23,8 +23,8 @@ def open_viewer(*, data=None, base=None, files=(), sample: bool = True, viewer=N
         viewer.open(path, plugin="napari-petite")
     if data is not None:
         docks["Scanner data"].open_dataset(data)
-    elif sample:
-        docks["Scanner data"].open_sample()
+    elif sample:  # the cached sample, or the panel that says what it is and asks first
+        docks["Scanner data"].offer_sample()
     if base is not None:
         docks["Fine-tune"].set_base(base)
     return viewer, docks

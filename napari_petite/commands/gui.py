@@ -52,6 +52,7 @@ def run(args) -> int:
 
     from napari_petite._widgets.window import open_viewer
 
-    open_viewer(data=args.data, base=args.base, files=args.files)
+    viewer, _ = open_viewer(data=args.data, base=args.base, files=args.files)
+    viewer.window._qt_window.showMaximized()  # the canvas gets most of the screen
     napari.run()
     return 0

@@ -703,3 +703,16 @@ def remove_if_empty(folder: str | os.PathLike) -> None:
     if folder.is_dir() and _is_empty(folder):
         with contextlib.suppress(OSError):
             folder.rmdir()
+
+
+def discard_dir(folder: str | os.PathLike, *, within: str | os.PathLike) -> bool:
+    """Remove ``folder`` (a folder this tool wrote, e.g. a run that left nothing to open),
+    but only when it lies inside ``within`` and is not a symbolic link; True when removed."""
+    folder, within = Path(folder), Path(within).resolve()
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    resolved = folder.resolve()
+    if resolved == within or within not in resolved.parents:
+        return False
+    _remove(resolved)
+    return not resolved.exists()

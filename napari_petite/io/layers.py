@@ -47,6 +47,9 @@ def looks_like_labels(volume: Volume) -> bool:
 #: layer metadata key: the factor a layer's data were multiplied by for display (SUV); the
 #: volume in the file's ``units`` is data / factor
 DISPLAY_SCALE = "display_scale"
+#: layer metadata key: the automatic display window (:func:`robust_limits`) in the file's
+#: units, computed once where the volume is read (off the GUI thread)
+AUTO_LIMITS = "auto_limits"
 
 
 def layer_metadata(volume: Volume) -> dict:
@@ -63,16 +66,32 @@ def layer_metadata(volume: Volume) -> dict:
     }
 
 
+#: file names that say what a scan is but not whose: the folder names the subject
+_GENERIC_STEMS = {"low", "full", "truth", "labels", "recon", "reconstructed"}
+
+
+def scan_name(volume: Volume) -> str:
+    """A layer name that says which scan it is: the file's name without its suffix, after
+    its folder's when the file is only called "full" or "low" (``sub-02 full``); a DICOM
+    series adds its description."""
+    if volume.path is None:
+        return "volume"
+    name = volume.path.name
+    for suffix in (".nii.gz", ".nii", ".dcm"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+    if name.lower() in _GENERIC_STEMS and volume.path.parent.name:
+        name = f"{volume.path.parent.name} {name}"
+    description = (volume.extra.get("dicom") or {}).get("SeriesDescription")
+    if description:
+        name = f"{name} ({description})"
+    return name
+
+
 def volume_to_layer_data(volume: Volume, name: str | None = None) -> tuple:
     """A napari ``LayerDataTuple`` for ``volume`` (image, or labels for label maps)."""
     if name is None:
-        name = volume.path.name if volume.path else "volume"
-        for suffix in (".nii.gz", ".nii"):
-            if name.lower().endswith(suffix):
-                name = name[: -len(suffix)]
-        description = (volume.extra.get("dicom") or {}).get("SeriesDescription")
-        if description:
-            name = f"{name} ({description})"
+        name = scan_name(volume)
     kwargs = {
         "name": name,
         "scale": tuple(volume.spacing),
@@ -81,8 +100,9 @@ def volume_to_layer_data(volume: Volume, name: str | None = None) -> tuple:
     }
     if looks_like_labels(volume):
         return (volume.data.astype(np.int32), kwargs, "labels")
-    kwargs.update(colormap=PET_COLORMAP, contrast_limits=robust_limits(volume.data),
-                  blending="translucent")
+    limits = robust_limits(volume.data)
+    kwargs["metadata"][AUTO_LIMITS] = limits
+    kwargs.update(colormap=PET_COLORMAP, contrast_limits=limits, blending="translucent")
     return (volume.data, kwargs, "image")
 
 

@@ -15,6 +15,13 @@ import numpy as np
 METRIC_ROWS = (("PSNR head (dB)", "psnr_mask"), ("SSIM head", "ssim_mask"),
                ("NRMSE head", "nrmse_mask"), ("PSNR volume (dB)", "psnr"),
                ("SSIM volume", "ssim"), ("NRMSE volume", "nrmse"))
+#: one precision per quantity, so a column never mixes 0.806 and 0.9158
+METRIC_FORMATS = {"psnr": "{:.2f}", "ssim": "{:.3f}", "nrmse": "{:.4f}"}
+
+
+def format_metric(key: str, value: float) -> str:
+    """A metric at its quantity's precision (PSNR 24.87, SSIM 0.806, NRMSE 0.0312)."""
+    return METRIC_FORMATS.get(key.removesuffix("_mask"), "{:.4g}").format(value)
 
 
 def metric_columns(columns: dict[str, dict | None]) -> list[tuple[str, list[str]]]:
@@ -22,7 +29,7 @@ def metric_columns(columns: dict[str, dict | None]) -> list[tuple[str, list[str]
     is one image against the full-count one (low-count, the base model, each adapted one)."""
 
     def fmt(d, key):
-        return "-" if not d or key not in d else f"{d[key]:.4g}"
+        return "-" if not d or key not in d else format_metric(key, d[key])
 
     values = [c or {} for c in columns.values()]
     rows = [(name, [fmt(d, key) for d in values]) for name, key in METRIC_ROWS
@@ -30,35 +37,44 @@ def metric_columns(columns: dict[str, dict | None]) -> list[tuple[str, list[str]
     regions = sorted({r for d in values for r in d.get("regional_bias_pct", {})})
     for region in regions:
         cells = [d.get("regional_bias_pct", {}).get(region) for d in values]
-        rows.append((f"bias {region} (%)", ["-" if c is None else f"{c:+.2f}" for c in cells]))
+        rows.append((f"bias {region} (%)", ["-" if c is None else f"{c:+.1f}" for c in cells]))
     return rows
-
-
-def metric_rows(low: dict | None, recon: dict | None) -> list[tuple[str, str, str]]:
-    """Rows (name, low vs full, reconstructed vs full) including regional bias in %."""
-    return [(name, *cells) for name, cells in metric_columns({"low": low, "recon": recon})]
 
 
 #: printed on every report: these are research tools, not diagnostic devices
 DISCLAIMER = "Research use only: not for diagnosis or treatment decisions."
 
 
-def write_report(path, *, low: np.ndarray, recons: dict[str, np.ndarray],
-                 full: np.ndarray | None, spacing, metrics: dict[str, dict | None],
-                 title: str, details: dict[str, str] | None = None, units: str | None = None,
-                 inputs=(), overwrite: bool = False) -> Path:
-    """A one-page report (PNG, or PDF when ``path`` ends in .pdf), atomically, never over an
-    input: axial and coronal slices of the low-count scan, each reconstruction (``recons``:
-    name -> volume, e.g. the base model and an adapted one) and the full-count scan with
-    colour bars in ``units``, the difference to full count, the slice positions, the metrics
-    table (``metrics``: column name -> metrics against full count, as
-    :func:`metric_columns`), ``details`` (subject, scan, base, adapter...) and the
-    research-use line."""
+def write_report(path, *, inputs=(), overwrite: bool = False, **content) -> Path:
+    """Draw the report (:func:`report_figure` with ``content``) and write it as PNG, or PDF
+    when ``path`` ends in .pdf, atomically, never over an input."""
+    from napari_petite.io.atomic import atomic_write
+
+    fig = report_figure(**content)
+    fmt = "pdf" if str(path).lower().endswith(".pdf") else "png"
+    return atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format=fmt), inputs=inputs,
+                        overwrite=overwrite)
+
+
+def report_figure(*, low: np.ndarray, recons: dict[str, np.ndarray],
+                  full: np.ndarray | None, spacing, metrics: dict[str, dict | None],
+                  title: str, details: dict[str, str] | None = None, units: str | None = None,
+                  affine=None, regions: dict[str, dict] | None = None):
+    """The one-page report as a matplotlib figure (Agg, safe in a worker thread): axial and
+    coronal slices (radiological convention from ``affine``, with their
+    orientation letters and positions) of the low-count scan, each reconstruction
+    (``recons``: name -> volume) and the full-count scan, each with a colour bar in
+    ``units``, the difference to full count, the metrics table (``metrics``: column name ->
+    metrics against full count, as :func:`metric_columns`), the region statistics
+    (``regions``: image name -> :func:`napari_petite.training.roi.roi_stats`), ``details``
+    (scan, models and their versions), the date, the software version and the research-use
+    line. No file path is printed: the page may leave the site."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from napari_petite.io.atomic import atomic_write
     from napari_petite.io.layers import robust_limits
+    from napari_petite.io.nifti import affine_from_spacing
+    from napari_petite.io.orientation import plan, position_text
 
     panels = [("low count", low), *recons.items()]
     if full is not None:
@@ -66,40 +82,68 @@ def write_report(path, *, low: np.ndarray, recons: dict[str, np.ndarray],
         last = list(recons)[-1] if recons else None
         if last is not None:
             panels.append((f"{last} − full", recons[last] - full))
-    sz, sy, sx = (float(s) for s in spacing)
+    spacing = tuple(float(s) for s in spacing)
+    affine = affine_from_spacing(spacing) if affine is None else np.asarray(affine)
     vmin, vmax = robust_limits(full if full is not None else low)
-    z, y = low.shape[0] // 2, low.shape[1] // 2
-    fig = Figure(figsize=(3.1 * len(panels), 9.0), dpi=110, facecolor="white")
+    n_rows = 4 + bool(regions)
+    fig = Figure(figsize=(max(3.1 * len(panels), 9.0), 9.0 + 1.2 * bool(regions)), dpi=110,
+                 facecolor="white")
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(4, len(panels), height_ratios=[1, 1, 0.9, 0.35])
+    ratios = [1, 1, 0.9] + ([0.6] if regions else []) + [0.4]
+    grid = fig.add_gridspec(n_rows, len(panels), height_ratios=ratios)
+    rows = [(p, low.shape[p.sliced] // 2) for p in (plan(affine, "axial"),
+                                                    plan(affine, "coronal"))]
     for col, (name, vol) in enumerate(panels):
         diff = "−" in name
         lim = (float(np.percentile(np.abs(vol), 99.5)) or 1.0) if diff else None
         kw = dict(cmap="RdBu_r", vmin=-lim, vmax=lim) if diff else \
             dict(cmap="inferno", vmin=vmin, vmax=vmax)
-        for row, (img, aspect) in enumerate(((vol[z], sy / sx), (vol[:, y], sz / sx))):
+        for row, (p, index) in enumerate(rows):
             ax = fig.add_subplot(grid[row, col])
-            shown = ax.imshow(img, origin="lower" if row else "upper", aspect=aspect,
-                              interpolation="nearest", **kw)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _slice(ax, vol, p, index, spacing, kw)
             if row == 0:
                 ax.set_title(name, fontsize=9)
             if col == 0:
-                ax.set_ylabel(f"axial z={z} ({z * sz:.0f} mm)" if row == 0 else
-                              f"coronal y={y} ({y * sy:.0f} mm)", fontsize=7)
-        fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02).set_label(units or "a.u.",
-                                                                      fontsize=7)
+                ax.set_ylabel(f"{p.view} {position_text(affine, low.shape, p, index)}",
+                              fontsize=7)
+            bar = fig.colorbar(ax.images[0], ax=ax, fraction=0.046, pad=0.02)
+            bar.set_label(f"Δ {units or 'a.u.'}" if diff else units or "a.u.", fontsize=7)
+            bar.ax.tick_params(labelsize=6)
     _table(fig.add_subplot(grid[2, :]), metrics)
-    text = fig.add_subplot(grid[3, :])
+    if regions:
+        _regions(fig.add_subplot(grid[3, :]), regions)
+    text = fig.add_subplot(grid[n_rows - 1, :])
     text.axis("off")
-    lines = [f"{k}: {v}" for k, v in (details or {}).items()] + [DISCLAIMER]
+    lines = [f"{k}: {v}" for k, v in (details or {}).items()] + [_made_by(), DISCLAIMER]
     text.text(0.0, 1.0, "\n".join(lines), va="top", fontsize=7, family="monospace")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    fmt = "pdf" if str(path).lower().endswith(".pdf") else "png"
-    return atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format=fmt), inputs=inputs,
-                        overwrite=overwrite)
+    return fig
+
+
+def _slice(ax, vol: np.ndarray, p, index: int, spacing, kw: dict) -> None:
+    """One slice as a PET reader sees it, with its orientation letters."""
+    from napari_petite.io.orientation import oriented_slice
+
+    image = oriented_slice(vol, p, index)
+    ax.imshow(image, origin="upper", aspect=spacing[p.rows] / spacing[p.cols],
+              interpolation="nearest", **kw)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    style = dict(color="white", fontsize=7, fontweight="bold", transform=ax.transAxes)
+    ax.text(0.5, 0.97, p.markers["top"], ha="center", va="top", **style)
+    ax.text(0.5, 0.03, p.markers["bottom"], ha="center", va="bottom", **style)
+    ax.text(0.03, 0.5, p.markers["left"], ha="left", va="center", **style)
+    ax.text(0.97, 0.5, p.markers["right"], ha="right", va="center", **style)
+
+
+def _made_by() -> str:
+    import datetime
+
+    from napari_petite import __version__
+
+    when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    return f"made {when} with napari-petite {__version__}"
 
 
 def _table(ax, metrics: dict[str, dict | None]) -> None:
@@ -110,5 +154,31 @@ def _table(ax, metrics: dict[str, dict | None]) -> None:
     table = ax.table(cellText=[cells for _, cells in rows], rowLabels=[r for r, _ in rows],
                      colLabels=[f"{c} vs full" for c in metrics], loc="center",
                      cellLoc="center", colWidths=[min(0.8 / len(metrics), 0.25)] * len(metrics))
+    table.auto_set_font_size(False)
+    table.set_fontsize(7)
+
+
+def region_rows(regions: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
+    """(column heads, one row per image) of region statistics at SUV or activity
+    precision."""
+    units = sorted({r.get("units") or "a.u." for r in regions.values()})
+    suv = units == ["SUV"]
+    heads = ["SUVmax", "SUVmean", "SUVpeak"] if suv else [f"max ({units[0]})",
+                                                            f"mean ({units[0]})",
+                                                            f"peak ({units[0]})"]
+    fmt = "{:.2f}" if suv else "{:,.0f}" if units[0].lower() == "bq/ml" else "{:.4g}"
+    cells = [[("-" if r.get(k) is None else fmt.format(r[k])) for k in ("max", "mean", "peak")]
+             + ["-" if r.get("volume_ml") is None else f"{r['volume_ml']:.1f}"]
+             for r in regions.values()]
+    return [*heads, "volume (mL)"], cells
+
+
+def _regions(ax, regions: dict[str, dict]) -> None:
+    ax.axis("off")
+    heads, cells = region_rows(regions)
+    region = next(iter(regions.values())).get("region") or "region"
+    ax.set_title(f"region statistics: {region}", fontsize=8)
+    table = ax.table(cellText=cells, rowLabels=list(regions), colLabels=heads, loc="center",
+                     cellLoc="center")
     table.auto_set_font_size(False)
     table.set_fontsize(7)

@@ -156,27 +156,22 @@ def row_specs(args, model, backbone: str) -> list[dict]:
 
 def pooled(subjects: list[dict]) -> dict[str, Any]:
     """Figures of one row over the test subjects: lesions pooled, the rest averaged."""
-    import numpy as np
-
     from napari_petite.training.fidelity import lesion_figures, recovery_by_diameter
+    from napari_petite.training.fidelity_check import pooled_figures
 
     lesions = [r for s in subjects for r in s["lesions"]]
-    vs_full, vs_truth = lesion_figures(lesions), lesion_figures(lesions, "_truth")
+    figures = pooled_figures(subjects)
+    vs_truth = lesion_figures(lesions, "_truth")
     out: dict[str, Any] = {
-        "psnr": float(np.mean([s["psnr"] for s in subjects])),
-        "ssim": float(np.mean([s["ssim"] for s in subjects])),
-        "n_subjects": len(subjects), "n_lesions": len(lesions),
-        "lesion_suvmean_bias_pct": vs_full["lesion_suvmean_bias_pct"],
-        "lesion_abs_bias_p90_pct": vs_full["lesion_abs_bias_p90_pct"],
-        "lesion_suvmax_bias_pct": vs_full["lesion_suvmax_bias_pct"],
-        "lesion_suvpeak_bias_pct": vs_full["lesion_suvpeak_bias_pct"],
+        **{k: figures[k] for k in ("psnr", "ssim", "n_subjects", "n_lesions",
+                                   "lesion_suvmean_bias_pct", "lesion_abs_bias_p90_pct",
+                                   "lesion_suvmax_bias_pct", "lesion_suvpeak_bias_pct")},
         "lesion_suvmean_bias_truth_pct": vs_truth["lesion_suvmean_bias_pct"],
         "lesion_suvmax_bias_truth_pct": vs_truth["lesion_suvmax_bias_pct"],
         "lesion_suvpeak_bias_truth_pct": vs_truth["lesion_suvpeak_bias_pct"],
         "hot_lesion_suvmean_bias_pct": lesion_figures(
             [r for r in lesions if r.get("kind") == "hot"])["lesion_suvmean_bias_pct"],
-        "region_mean_abs_bias_pct": float(np.mean([s["summary"]["region_abs_bias_pct"]
-                                                   for s in subjects])),
+        "region_mean_abs_bias_pct": figures["region_mean_abs_bias_pct"],
         "recovery": recovery_by_diameter(lesions),
     }
     for key, ratio in SUVR_KEYS.items():

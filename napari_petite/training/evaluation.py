@@ -141,27 +141,36 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
-def fidelity_of_subject(subject: Subject, image: np.ndarray) -> dict:
-    """How faithfully ``image`` (a reconstruction of ``subject``, or its low-count scan)
-    keeps the subject's numbers (``training/fidelity.py``): PSNR / SSIM in the head, the
-    compact summary, every lesion's row, regional and SUVR bias against the full-count image
-    (and lesion biases against the truth where the subject has one)."""
+def subject_reference(subject: Subject):
+    """The fidelity reference of a dataset subject (``training/fidelity.Reference``): its
+    full-count image, labels, lesion instances and, in simulation, truth and true activities."""
     from napari_petite.io.nifti import read_volume
     from napari_petite.io.volumes import read_any
     from napari_petite.training.fidelity import Reference
 
     full = read_any(subject.full)
-    names = label_names(subject.meta)
-    labels = read_volume(subject.labels).data if subject.labels else None
-    ref = Reference.build(
-        full.data, full.spacing, labels=labels, names=names,
+    return Reference.build(
+        full.data, full.spacing, labels=read_volume(subject.labels).data if subject.labels
+        else None, names=label_names(subject.meta),
         instances=read_volume(subject.lesions).data if subject.lesions else None,
         lesions=(subject.meta or {}).get("lesions"),
         truth=read_volume(subject.truth).data if subject.truth else None)
+
+
+def fidelity_of_image(subject_id: str, ref, image: np.ndarray) -> dict:
+    """How faithfully ``image`` (a reconstruction, or the low-count scan) keeps the numbers of
+    the subject whose reference is ``ref`` (:func:`subject_reference`): PSNR / SSIM in the
+    head, the compact summary, every lesion's row, regional and SUVR bias against the
+    full-count image (and lesion biases against the truth where the subject has one)."""
     rows = ref.lesion_rows(image)
-    m = compare(image, full.data, mask=head_mask(full.data), labels=ref.labels,
+    m = compare(image, ref.full, mask=head_mask(ref.full), labels=ref.labels,
                 label_names=ref.names)
-    return {"subject": subject.id, "psnr": m["psnr_mask"], "ssim": m["ssim_mask"],
+    return {"subject": subject_id, "psnr": m["psnr_mask"], "ssim": m["ssim_mask"],
             "regions_from": ref.regions_from, "summary": ref.summary(image, rows),
             "regional_bias_pct": m["regional_bias_pct"], "suvr_bias_pct": ref.suvr_bias(image),
-            "lesions": [{"subject": subject.id, **r} for r in rows]}
+            "lesions": [{"subject": subject_id, **r} for r in rows]}
+
+
+def fidelity_of_subject(subject: Subject, image: np.ndarray) -> dict:
+    """:func:`fidelity_of_image` of ``image`` against ``subject``'s own reference."""
+    return fidelity_of_image(subject.id, subject_reference(subject), image)

@@ -75,3 +75,43 @@ def test_metric_columns_keep_one_precision_per_quantity():
                                 "b": {"psnr_mask": 25.123, "ssim_mask": 0.91584}}))
     assert rows["PSNR head (dB)"] == ["24.80", "25.12"]
     assert rows["SSIM head"] == ["0.800", "0.916"]
+
+
+def test_report_carries_the_fidelity_check_and_its_warning(tmp_path):
+    """The check of the reported model goes on the page: counts per image and, in red, the
+    warning that the adapted model moves the numbers more than the input."""
+    from napari_petite.training.fidelity_check import (
+        ADAPTED,
+        BASE,
+        INPUT,
+        FidelityCheck,
+        ImageFidelity,
+    )
+
+    def image(name, role, lesion_bias, region_bias):
+        subject = {"subject": "sub-01", "psnr": 25.0, "ssim": 0.9,
+                   "summary": {"region_abs_bias_pct": abs(region_bias)},
+                   "regional_bias_pct": {"grey matter": region_bias},
+                   "suvr_bias_pct": {"precuneus/pons": region_bias / 4},
+                   "lesions": [{"mean_bias_pct": b, "max_bias_pct": b, "peak_bias_pct": b}
+                               for b in lesion_bias]}
+        return ImageFidelity(name, role, [subject])
+
+    check = FidelityCheck("vision", ["sub-01"], [
+        image("low-count input", INPUT, [-1.0, 2.0, 8.0], -1.0),
+        image("base unetr/small", BASE, [-3.0, -4.0, -6.0], -3.0),
+        image("run 1", ADAPTED, [-12.0, -9.0, -3.0], -6.5)])
+    content = _content(tmp_path)
+    texts = [line for t in _texts(report_figure(**content, fidelity=check))
+             for line in t.splitlines()]
+    assert any("Fidelity on 1 validation subject of vision" in t for t in texts)
+    assert any("run 1: lesion SUVmean within ±5 % of full count: 1 of 3 lesions" in t
+               for t in texts)
+    assert {"lesion SUVmean within ±5 %", "2 of 3", "1 of 3", "SUVR within ±2 %"} <= set(texts)
+    warning = next(t for t in texts if t.startswith("⚠ run 1 is less faithful"))
+    assert "mean |regional bias| 6.5 % against 1.0 %" in warning
+    assert "less faithful than the base unetr/small" in " ".join(texts)
+    assert any(t.startswith("⚠ base unetr/small is less faithful than the low-count input")
+               for t in texts)  # 3.0 % against 1.0 %
+    out = write_report(tmp_path / "fid.png", **content, fidelity=check)
+    assert out.stat().st_size > 10_000

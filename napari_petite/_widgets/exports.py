@@ -50,11 +50,12 @@ def dicom_job(layer, folder, overwrite: bool = False):
 
 
 def report_job(viewer, session, panels, metrics: dict, regions: dict, path,
-               overwrite: bool = False):
+               overwrite: bool = False, fidelity=None):
     """What writing the report needs, gathered on the GUI thread; returns a function that
     draws and writes it (PNG, or PDF for a .pdf name) and returns its path, to be run in a
     worker: slices of the scan and every model reconstructed on it, colour bars, metrics,
-    region statistics and details."""
+    region statistics, the fidelity check (when one belongs to the shown model) and
+    details."""
     from napari_petite._widgets.roi_panel import subject_images
     from napari_petite._widgets.units import unit_label
     from napari_petite.training.report import write_report
@@ -68,7 +69,8 @@ def report_job(viewer, session, panels, metrics: dict, regions: dict, path,
                   affine=low.metadata.get("affine"), metrics=metrics,
                   regions={_row_name(viewer, k): v for k, v in regions.items()},
                   units=unit_label(low), details=details(session, low),
-                  title=f"{low.name}", inputs=inputs(viewer), overwrite=overwrite)
+                  title=f"{low.name}", inputs=inputs(viewer), overwrite=overwrite,
+                  fidelity=fidelity)
     return lambda: write_report(path, **kwargs)
 
 

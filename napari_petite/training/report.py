@@ -59,7 +59,7 @@ def write_report(path, *, inputs=(), overwrite: bool = False, **content) -> Path
 def report_figure(*, low: np.ndarray, recons: dict[str, np.ndarray],
                   full: np.ndarray | None, spacing, metrics: dict[str, dict | None],
                   title: str, details: dict[str, str] | None = None, units: str | None = None,
-                  affine=None, regions: dict[str, dict] | None = None):
+                  affine=None, regions: dict[str, dict] | None = None, fidelity=None):
     """The one-page report as a matplotlib figure (Agg, safe in a worker thread): axial and
     coronal slices (radiological convention from ``affine``, with their
     orientation letters and positions) of the low-count scan, each reconstruction
@@ -67,8 +67,10 @@ def report_figure(*, low: np.ndarray, recons: dict[str, np.ndarray],
     ``units``, the difference to full count, the metrics table (``metrics``: column name ->
     metrics against full count, as :func:`metric_columns`), the region statistics
     (``regions``: image name -> :func:`napari_petite.training.roi.roi_stats`), ``details``
-    (scan, models and their versions), the date, the software version and the research-use
-    line. No file path is printed: the page may leave the site."""
+    (scan, models and their versions), the fidelity check (``fidelity``: a
+    :class:`~napari_petite.training.fidelity_check.FidelityCheck`, with its warnings), the
+    date, the software version and the research-use line. No file path is printed: the page
+    may leave the site."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -85,11 +87,12 @@ def report_figure(*, low: np.ndarray, recons: dict[str, np.ndarray],
     spacing = tuple(float(s) for s in spacing)
     affine = affine_from_spacing(spacing) if affine is None else np.asarray(affine)
     vmin, vmax = robust_limits(full if full is not None else low)
-    n_rows = 4 + bool(regions)
-    fig = Figure(figsize=(max(3.1 * len(panels), 9.0), 9.0 + 1.2 * bool(regions)), dpi=110,
+    n_rows = 4 + bool(regions) + bool(fidelity)
+    fig = Figure(figsize=(max(3.1 * len(panels), 9.0),
+                          9.0 + 1.2 * bool(regions) + 2.2 * bool(fidelity)), dpi=110,
                  facecolor="white")
     FigureCanvasAgg(fig)
-    ratios = [1, 1, 0.9] + ([0.6] if regions else []) + [0.4]
+    ratios = [1, 1, 0.9] + ([0.6] if regions else []) + ([1.1] if fidelity else []) + [0.4]
     grid = fig.add_gridspec(n_rows, len(panels), height_ratios=ratios)
     rows = [(p, low.shape[p.sliced] // 2) for p in (plan(affine, "axial"),
                                                     plan(affine, "coronal"))]
@@ -112,6 +115,8 @@ def report_figure(*, low: np.ndarray, recons: dict[str, np.ndarray],
     _table(fig.add_subplot(grid[2, :]), metrics)
     if regions:
         _regions(fig.add_subplot(grid[3, :]), regions)
+    if fidelity:
+        _fidelity(fig.add_subplot(grid[n_rows - 2, :]), fidelity)
     text = fig.add_subplot(grid[n_rows - 1, :])
     text.axis("off")
     lines = [f"{k}: {v}" for k, v in (details or {}).items()] + [_made_by(), DISCLAIMER]
@@ -182,3 +187,20 @@ def _regions(ax, regions: dict[str, dict]) -> None:
                      cellLoc="center")
     table.auto_set_font_size(False)
     table.set_fontsize(7)
+
+
+def _fidelity(ax, check) -> None:
+    """The fidelity check: heading and key sentence above its table, warnings in red below."""
+    ax.axis("off")
+    heads, rows = check.table()
+    ax.set_title(f"{check.heading()}\n{check.key_sentence()}", fontsize=8)
+    warnings = check.warnings()
+    if rows:
+        table = ax.table(cellText=[cells for _, cells in rows], rowLabels=[r for r, _ in rows],
+                         colLabels=heads, cellLoc="center",
+                         bbox=[0.3, 0.3 if warnings else 0.0, 0.7, 0.7 if warnings else 1.0])
+        table.auto_set_font_size(False)
+        table.set_fontsize(7)
+    if warnings:
+        ax.text(0.0, 0.22, "\n".join(warnings), va="top", fontsize=7, color="#b00000",
+                wrap=True)

@@ -54,9 +54,9 @@ def test_a_real_network_is_checked_on_every_subject_and_lesion(scanner):
     low, base = check.images
     assert len(low.lesions) == len(base.lesions) >= 6  # three inserted per subject, at least
     heads, rows = check.table()
-    assert heads == ["low-count input", "base"]
+    assert heads == ["low-count", "base"]
     labels = [r[0] for r in rows]
-    assert "lesion SUVmean within ±5 %" in labels and "SUVR within ±2 %" in labels
+    assert "lesion SUVmean ±5 %" in labels and "SUVR ±2 %" in labels
     sentence = check.key_sentence()
     assert sentence.startswith("base: lesion SUVmean within ±5 % of full count: ")
     assert sentence.endswith(f" of {len(base.lesions)} lesions")

@@ -53,6 +53,7 @@ def _visible_images(viewer) -> set[str]:
 def test_walk(make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path,  # noqa: F811
               size):
     from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QScrollArea
 
     from napari_petite._widgets.finetune_dock import FINISHED
     from napari_petite._widgets.views import CHAR_PX_PER_PT, MARKER_KEYS, UNITS_KEY
@@ -170,6 +171,37 @@ def test_walk(make_napari_viewer, qtbot, gui_dataset, unetr_base, tmp_path,  # n
         assert comp.roi.table.rowCount() == len(comp.roi.results) >= 3
         out = written(qtbot, comp.export_nifti(tmp_path / f"recon-{tag}.nii.gz"))
         assert out is not None and out.is_file()
+
+        # the fidelity check of the chosen (adapted) model on the validation subject: counts
+        # for the input, the base and the model; the report carries it; another model
+        # choice takes it off the screen
+        _click(qtbot, comp.fidelity.button)
+        qtbot.waitUntil(lambda: comp.fidelity.check is not None and comp.is_idle,
+                        timeout=60_000)
+        check = comp.fidelity.check
+        assert [i.role for i in check.images] == \
+            (["input", "base", "adapted"] if adapted else ["input", "base"])
+        # named as the metrics table above names the same images
+        assert [i.name for i in check.images] == \
+            [comp.table.horizontalHeaderItem(c).text() for c in range(len(check.images))]
+        assert check.subject_ids == list(tune.session.split.val)
+        heads, rows = check.table()
+        assert comp.fidelity.table.rowCount() == len(rows) >= 2
+        assert comp.fidelity.table.columnCount() == len(heads)
+        assert comp.fidelity.sentence.text() == check.key_sentence()
+        assert comp.fidelity.warnings.isVisible() == bool(check.warnings())
+        assert check.key_sentence().split(":")[0] in comp.status.text()
+        area = comp.findChild(QScrollArea)
+        area.ensureWidgetVisible(comp.fidelity)
+        qtbot.wait(100)
+        _shot(window, f"walk-{tag}-5b-fidelity")
+        report = written(qtbot, comp.export_report(tmp_path / f"report-{tag}.png"))
+        assert report is not None and report.stat().st_size > 10_000
+        chosen = comp.model.currentData()
+        comp.model.setCurrentIndex(comp.model.findData("base model"))
+        assert comp.fidelity.check is None and "again" in comp.fidelity.heading.text()
+        assert comp.current_fidelity() is None
+        comp.model.setCurrentIndex(comp.model.findData(chosen))
 
         # the finished run opens as it ended: loaded, not retrained
         _tab(qtbot, window, "Fine-tune")

@@ -26,6 +26,7 @@ from qtpy.QtWidgets import (
 from napari_petite._widgets import exports, views
 from napari_petite._widgets.comparison import DIFFERENCE, GRID, OVERLAY, Comparison
 from napari_petite._widgets.crosshair import Crosshair
+from napari_petite._widgets.fidelity_panel import FidelityPanel
 from napari_petite._widgets.layout import scroll_layout
 from napari_petite._widgets.metrics_table import MetricsTable
 from napari_petite._widgets.model_choice import BASE, ModelChoice, recon_name
@@ -102,6 +103,7 @@ class CompareDock(TaskDock, QWidget):
         self.table = MetricsTable()
         self.roi = ROIPanel(napari_viewer,
                             lambda: subject_images(self.viewer, self.choice.layer(self.low)))
+        self.fidelity = FidelityPanel(self.check_fidelity)
         export_row, (self.export_button, self.dicom_button, self.report_button,
                      self.batch_button) = _buttons(
             ("Export NIfTI…", self._export_dialog, "the reconstruction with the scan's geometry"),
@@ -124,11 +126,18 @@ class CompareDock(TaskDock, QWidget):
         layout.addWidget(self.readout)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.roi)
+        layout.addWidget(self.fidelity)
         layout.addLayout(export_row)
         layout.addWidget(self.send_pacs)
         layout.addWidget(self.status)
         self.viewer.layers.events.inserted.connect(self._suv_new_layer)
         self.choice.scans_changed.connect(self._scans_changed)
+        # a check belongs to one model and one split: another choice clears it
+        self.choice.model.currentIndexChanged.connect(self._fidelity_follows)
+        for signal in (self.session.models_changed, self.session.dataset_changed,
+                       self.session.selection_changed, self.session.base_changed):
+            signal.connect(self._fidelity_follows)
+        self._fidelity_key: tuple | None = None
         self.side_task: Task | None = None  # difference maps and reports, beside self.task
         self._last_folder: Path | None = None
         self._suv_steps = Steps(self)
@@ -536,7 +545,7 @@ class CompareDock(TaskDock, QWidget):
             return None
         return self._write("Report", exports.report_job(
             self.viewer, self.session, self._trio(), self._columns, self.roi.results, path,
-            overwrite))
+            overwrite, fidelity=self.current_fidelity()))
 
     def _batch_dialog(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder for the test-subject exports")
@@ -585,6 +594,88 @@ class CompareDock(TaskDock, QWidget):
         elif isinstance(result, tuple):
             self.status.setText(f"Exported {result[0]} test subject(s) to {result[1]}.")
 
+    # -- fidelity check --------------------------------------------------------------------
+    def _fidelity_choice(self) -> tuple:
+        """What a check depends on: the model, the target, its validation subjects, the base."""
+        split = self.session.split
+        return (self.choice.model.currentData(), self.session.target,
+                tuple(split.val) if split is not None else (), self.session.base_path)
+
+    def _fidelity_follows(self, *_) -> None:
+        if self.fidelity.check is not None and self._fidelity_choice() != self._fidelity_key:
+            self.fidelity.clear("The model, the target or its validation subjects changed "
+                                "since the last check: press Check fidelity again.")
+
+    def current_fidelity(self):
+        """The check shown, while it still belongs to the chosen model and split (else
+        None): the report carries only a check of what it reports."""
+        check = self.fidelity.check
+        return check if check is not None and self._fidelity_choice() == self._fidelity_key \
+            else None
+
+    def check_fidelity(self) -> None:
+        """Reconstruct the target's validation subjects with the chosen model (and the base,
+        when the choice is an adapted model) in a worker, and show how faithfully each, and
+        the low-count input, keeps lesion, region and SUVR values (``training/
+        fidelity_check.py``)."""
+        from napari_petite.training.fidelity_check import ADAPTED
+        from napari_petite.training.fidelity_check import BASE as BASE_ROLE
+
+        scanner, split = self.session.target_scanner(), self.session.split
+        try:
+            if scanner is None or split is None:
+                raise ConfigError("Choose a target scanner in 'Scanner data' first: the check "
+                                  "runs on its validation subjects.")
+            if not split.val:
+                raise ConfigError(f"{scanner.id} has no validation subject; give the split at "
+                                  "least one in 'Scanner data'.")
+            name, loader = self.choice.loader()
+            loaders = {name: (BASE_ROLE if name == BASE else ADAPTED, loader)}
+            if name != BASE and self.session.base_path is not None:
+                loaders = {BASE: (BASE_ROLE, self.choice.loader_for(BASE)[1]), **loaders}
+        except PetiteError as err:
+            notify_failure(err)
+            return
+        ids, key, holder = list(split.val), self._fidelity_choice(), {}
+        training = self.session.running is not None
+
+        def body(control):
+            from napari_petite.training.fidelity_check import CheckStopped, check_models
+
+            yield (0, len(ids))
+            models = {}
+            for label, (role, load) in loaders.items():
+                model, _ = load()  # named as the metrics table names it
+                models[short_name(label)] = (role, model)
+            use_cores(training)
+            try:
+                return check_models(models, scanner, ids, should_stop=lambda: control.stopped,
+                                    on_subject=lambda k, n: holder["task"].emit((k, n)))
+            except CheckStopped:
+                return None
+
+        def progress(value) -> None:
+            if self.live and isinstance(value, tuple):
+                self.status.setText(f"Checking fidelity: {value[0]} of {value[1]} validation "
+                                    f"subject(s) measured…")
+                self.task.set_progress(value[0])
+
+        def done(result) -> None:
+            if result is None:
+                self.status.setText("Fidelity check stopped; nothing was measured.")
+                return
+            if hasattr(result, "warnings"):  # a FidelityCheck (a failure was notified)
+                self._fidelity_key = key
+                self.fidelity.show_check(result, name)
+                self.status.setText(f"Fidelity checked. {result.key_sentence()}.")
+
+        task = Task(body, desc="fidelity check", total=len(ids), on_yield=progress,
+                    on_done=done, torch=True)
+        holder["task"] = task
+        self.status.setText(f"Checking {name} on {len(ids)} validation subject(s) of "
+                            f"{scanner.id}…")
+        self._start(task)
+
     # -- tasks -----------------------------------------------------------------------------
     def _tasks(self) -> tuple[Task | None, ...]:
         return (self.task, self.side_task)
@@ -606,6 +697,6 @@ class CompareDock(TaskDock, QWidget):
 
     def _set_busy(self, busy: bool) -> None:
         for b in (self.run_button, self.export_button, self.dicom_button, self.report_button,
-                  self.batch_button):
+                  self.batch_button, self.fidelity.button):
             b.setEnabled(not busy)
         self.stop_button.setEnabled(busy)

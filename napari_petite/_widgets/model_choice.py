@@ -115,8 +115,12 @@ class ModelChoice(QWidget):
             else None
 
     def loader(self):
-        """(name, callable run in the worker returning (model, description))."""
-        choice = self.model.currentData()
+        """(name, callable run in the worker returning (model, description)) of the chosen
+        model."""
+        return self.loader_for(self.model.currentData())
+
+    def loader_for(self, choice: str):
+        """:meth:`loader` of the model named ``choice`` (:data:`BASE` or a session model)."""
         if choice != BASE:
             trained = self.session.model_named(choice)
             if trained is None:

@@ -27,6 +27,8 @@ LESION_TOLERANCES = (("lesion SUVmean", "mean_bias_pct", 5.0),
 #: a region's mean uptake and an SUVR within these of full count count as kept
 REGION_TOLERANCE_PCT = 5.0
 SUVR_TOLERANCE_PCT = 2.0
+#: the table's row labels where a tally's words are too long for a narrow dock
+SHORT = {"regional mean uptake": "region means"}
 #: "less faithful": a mean |bias| larger than the other image's by more than this (points)
 WORSE_BY_PCT = 1.0
 #: roles of the images a check measures
@@ -179,7 +181,8 @@ class FidelityCheck:
 
     def table(self) -> tuple[list[str], list[tuple[str, list[str]]]]:
         """Column heads (one per image) and rows (label, one cell per image): each tally as
-        "28 of 30" and the mean |bias| figures, for the dock and the report alike."""
+        "28 of 30" within the tolerance of full count, and the mean |bias| figures (|lesion
+        bias|: SUVmean), for the dock and the report alike."""
         heads = [i.name for i in self.images]
         tallies = [{(t.what, t.tolerance_pct): t for t in i.tallies()} for i in self.images]
         keys = list(dict.fromkeys(k for t in tallies for k in t))
@@ -187,9 +190,9 @@ class FidelityCheck:
         for what, tol in keys:
             cells = [f"{t[(what, tol)].within} of {t[(what, tol)].total}"
                      if (what, tol) in t else "-" for t in tallies]
-            rows.append((f"{what} within ±{tol:g} %", cells))
-        for label, attr in (("mean |regional bias| (%)", "region_abs_bias"),
-                            ("mean |lesion SUVmean bias| (%)", "lesion_abs_bias")):
+            rows.append((f"{SHORT.get(what, what)} ±{tol:g} %", cells))
+        for label, attr in (("mean |region bias| %", "region_abs_bias"),
+                            ("mean |lesion bias| %", "lesion_abs_bias")):
             values = [getattr(i, attr) for i in self.images]
             if any(math.isfinite(v) for v in values):
                 rows.append((label, [f"{v:.1f}" if math.isfinite(v) else "-" for v in values]))
@@ -228,7 +231,7 @@ def check_models(models: Mapping[str, tuple[str, Any]], scanner, ids: Sequence[s
     if not ids:
         raise ConfigError(f"{scanner.id} has no validation subject to check on; give the "
                           "split at least one in 'Scanner data'.")
-    images = [ImageFidelity("low-count input", INPUT)] + \
+    images = [ImageFidelity("low-count", INPUT)] + \
         [ImageFidelity(name, role) for name, (role, _) in models.items()]
     regions_from = "labels"
     for k, sid in enumerate(ids):

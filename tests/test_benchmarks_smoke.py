@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -230,3 +231,21 @@ def test_summary_lists_runs_kept_in_subfolders(runs, tmp_path):
     assert "## Other step budgets" in text and "(`longer/`)" in text
     assert "| BitFit | 1 |" in text and "| Full-FT |" not in text  # Full-FT has no row
     assert doc["command"] in text
+
+
+def test_committed_summary_is_current(tmp_path):
+    """The committed summary.json is what summary.py makes of the committed results: a result
+    committed without regenerating the summary (figures reported "missing" beside the rows
+    that hold them) fails here."""
+    results = BENCH / "results"
+    readme = tmp_path / "README.md"
+    readme.write_text((BENCH.parent / "README.md").read_text())
+    copy = tmp_path / "benchmarks" / "results"  # the README links results relative to it
+    shutil.copytree(results, copy)
+    done = subprocess.run(_script("summary.py", "--results", str(copy), "--readme", str(readme)),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    fresh = json.loads((copy / "summary.json").read_text())
+    committed = json.loads((results / "summary.json").read_text())
+    assert fresh == committed
+    assert readme.read_text() == (BENCH.parent / "README.md").read_text()

@@ -73,3 +73,11 @@ def test_open_from_pacs_and_send_back(make_napari_viewer, qtbot, tmp_path, monke
     compare.send_pacs.send(PacsSettingsForm())
     qtbot.waitUntil(lambda: compare.send_pacs.sent == 6, timeout=60_000)
     assert len(orthanc.rest("/series")) == 2
+
+    # closing the dock mid-send waits for the transfer and drops its calls back into the
+    # widgets that are going away
+    task = compare.send_pacs.send(PacsSettingsForm())
+    compare.shutdown()
+    assert task.on_done is None
+    qtbot.waitUntil(lambda: not task.worker.is_running, timeout=60_000)
+    assert len(orthanc.rest("/series")) == 2  # the same instances again: nothing new

@@ -678,7 +678,7 @@ class CompareDock(TaskDock, QWidget):
 
     # -- tasks -----------------------------------------------------------------------------
     def _tasks(self) -> tuple[Task | None, ...]:
-        return (self.task, self.side_task)
+        return (self.task, self.side_task, self.send_pacs.task)
 
     def shutdown(self, timeout: float = 30.0) -> None:
         """Also drop the drawing still waiting: its widgets are going away."""

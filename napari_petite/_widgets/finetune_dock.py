@@ -27,7 +27,7 @@ from napari_petite._widgets.method_form import MixPEFTForm, plain_recipe
 from napari_petite._widgets.run_panel import RunPanel
 from napari_petite._widgets.state import TrainedModel, session_for, unwrap
 from napari_petite._widgets.tasks import Failure, Task, TaskDock, notify_failure
-from napari_petite._widgets.training_form import TrainingSettings
+from napari_petite._widgets.training_form import TrainingSettings, recipe_words
 from napari_petite.errors import CheckpointError, ConfigError, PetiteError
 
 #: the description of a GUI run inside its folder
@@ -93,17 +93,22 @@ def saved_runs() -> list[tuple[Path, str]]:
                 if resumable else None
         except (OSError, ValueError, KeyError):
             continue
-        total = doc.get("config", {}).get("steps")
+        config = doc.get("config", {})
+        total = config.get("steps")
         from napari_petite.peft.spec import MixPEFTSpec
+        from napari_petite.training.engine import FIDELITY_FIELDS, TrainConfig
 
         recipe = plain_recipe(MixPEFTSpec.from_dict(doc["spec"])) if doc.get("spec") else ""
+        # a run saved before the recipe was recorded trained with the paper's (the defaults)
+        how = recipe_words(TrainConfig(**{k: config[k] for k in FIDELITY_FIELDS
+                                          if k in config}))
         state = f"finished, {total} steps" if finished else f"stopped at step {step} of {total}"
-        out.append((run, f"{run.name}: {doc.get('target')}, {recipe} ({state})"))
+        out.append((run, f"{run.name}: {doc.get('target')}, {recipe} ({state}; {how})"))
     return out
 
 
 def describe_run(request, card: dict | None) -> str:
-    """What a run trains, in words: base, target, recipe, length."""
+    """What a run trains, in words: base, target, methods, length, training recipe."""
     card = card or {}
     base = f"{card.get('backbone', request.backbone or '')} {card.get('preset', '')}".strip()
     source = card.get("source") or request.source
@@ -112,7 +117,7 @@ def describe_run(request, card: dict | None) -> str:
     n = len(request.split.train)
     return (f"base {base}{f' (pre-trained on {source})' if source else ''} adapted to "
             f"{request.scanner.id} ({n} training subject{'s' * (n != 1)}): {recipe}; "
-            f"{request.config.steps} steps")
+            f"{request.config.steps} steps; {recipe_words(request.config)}")
 
 
 def read_saved_run(folder: Path):

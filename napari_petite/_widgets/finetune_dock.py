@@ -320,7 +320,9 @@ class FineTuneDock(TaskDock, QWidget):
                          total=request.config.steps, on_yield=self.run.on_event,
                          on_done=self._finished, torch=True)
         what = describe_run(request, self.chooser.card)
-        self.run.begin(self.task, history, what=what)
+        config = request.config
+        self.run.begin(self.task, history, what=what,
+                       select=(config.select, config.select_tolerance_pct))
         self.run.status.setText("Loading the base model and the target subjects…")
         self._set_running()
         self.session.set_running(what)
@@ -382,12 +384,18 @@ class FineTuneDock(TaskDock, QWidget):
                                     f"new was added (the model list is unchanged).{where}")
             return
         name = self.session.add_model(result)
-        gain = self.run.curves.gain_text()
-        val = f"; best validation {best['psnr']:.2f} dB at step {best['step']}{gain}" \
-            if best else ""
+        val = self._kept_text(best)
         self.run.status.setText(f"{how} after {t['steps_done']} steps in {t['seconds']:.0f} s"
                                 f"{val}. Kept as \"{name}\" for 'Reconstruct & compare'."
                                 f"{where}")
+
+    def _kept_text(self, best: dict | None) -> str:
+        """The kept step against the start, PSNR and fidelity, as the curves read them."""
+        curves = self.run.curves
+        gain = curves.gain_text()
+        if not gain:
+            return f"; validation {best['psnr']:.2f} dB at step {best['step']}" if best else ""
+        return gain.replace(" · ", "; ", 1) + curves.quant_text()
 
     def _open_dialog(self) -> None:
         runs = saved_runs()
@@ -448,11 +456,12 @@ class FineTuneDock(TaskDock, QWidget):
     def _opened(self, result) -> None:
         if isinstance(result, TrainedModel):
             t, metrics = result.training, result.metrics
-            self.run.show_history(t.get("losses") or [], metrics.get("val_history") or [])
+            config = t.get("config") or {}
+            self.run.show_history(t.get("losses") or [], metrics.get("val_history") or [],
+                                  select=(config.get("select", "psnr"),
+                                          config.get("select_tolerance_pct", 1.0)))
             name = self.session.add_model(result)
-            best = metrics.get("val_best")
-            val = f"; best validation {best['psnr']:.2f} dB at step {best['step']}" \
-                if best else ""
+            val = self._kept_text(metrics.get("val_best"))
             self.run.status.setText(f"Finished run {self.run_folder.name} opened (finished "
                                     f"after {t.get('steps_done')} steps{val}; not "
                                     f"retrained). Kept as \"{name}\".")

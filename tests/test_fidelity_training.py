@@ -4,6 +4,7 @@ validation's fidelity summary, resume with the options, the CLI flags and finger
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import subprocess
@@ -18,7 +19,15 @@ from test_engine import losses_of, pairs, tiny
 
 from napari_petite.errors import ConfigError
 from napari_petite.training import losses as L
-from napari_petite.training.engine import RECIPES, Control, TrainConfig, Trainer, choose_best
+from napari_petite.training.engine import (
+    FIDELITY_FIELDS,
+    RECIPES,
+    Control,
+    TrainConfig,
+    Trainer,
+    choose_best,
+    recipe_of,
+)
 from napari_petite.training.fidelity import Reference
 from napari_petite.training.sampling import PatchSampler, prepare_pair
 from napari_petite.training.sweep import RowPlan, SweepSetup, fingerprint
@@ -185,6 +194,29 @@ def test_config_refuses_nonsense_and_fingerprints_name_only_options_in_use():
     assert "sampling" not in fp(TrainConfig()) and "loss" not in fp(TrainConfig())
     used = fp(TrainConfig(sampling="hot", loss="l1"))
     assert used["sampling"] == "hot" and used["hot_fraction"] == 0.3 and used["loss"] == "l1"
+
+
+def test_a_config_names_its_recipe_and_the_cli_applies_it_the_same_way():
+    from napari_petite.commands import _options as opt
+
+    assert recipe_of(TrainConfig()) == "paper"  # the dataclass's defaults are the paper's
+    faithful = TrainConfig(steps=7, seed=3).with_recipe("faithful")
+    assert recipe_of(faithful) == "faithful" and (faithful.steps, faithful.seed) == (7, 3)
+    assert faithful.sampling == "hot" and faithful.select == "faithful"
+    assert recipe_of(faithful.with_recipe("paper")) == "paper"
+    # every fidelity field counts, also those the recipe does not name
+    assert recipe_of(TrainConfig().with_recipe("faithful", loss="poisson")) == "custom"
+    assert recipe_of(TrainConfig(lowfreq_weight=5.0)) == "custom"
+    with pytest.raises(ConfigError):
+        TrainConfig().with_recipe("fast")
+    # the CLI reads --recipe through the same function: one meaning of a recipe
+    assert set(opt.FIDELITY_FLAGS) == set(FIDELITY_FIELDS)
+    parser = argparse.ArgumentParser()
+    opt.add_fidelity(parser, "faithful")
+    assert opt.fidelity_options(parser.parse_args([])) == faithful.recipe_fields()
+    custom = opt.fidelity_options(parser.parse_args(["--loss", "l1"]))
+    assert custom == {**faithful.recipe_fields(), "loss": "l1"}
+    assert recipe_of(TrainConfig(**custom)) == "custom"
 
 
 def test_cli_flags_reach_the_card_and_bad_values_exit_2(tmp_path):

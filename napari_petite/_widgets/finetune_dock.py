@@ -27,7 +27,7 @@ from napari_petite._widgets.method_form import MixPEFTForm, plain_recipe
 from napari_petite._widgets.run_panel import RunPanel
 from napari_petite._widgets.state import TrainedModel, session_for, unwrap
 from napari_petite._widgets.tasks import Failure, Task, TaskDock, notify_failure
-from napari_petite._widgets.training_form import TrainingSettings
+from napari_petite._widgets.training_form import TrainingSettings, recipe_words
 from napari_petite.errors import CheckpointError, ConfigError, PetiteError
 
 #: the description of a GUI run inside its folder
@@ -93,17 +93,22 @@ def saved_runs() -> list[tuple[Path, str]]:
                 if resumable else None
         except (OSError, ValueError, KeyError):
             continue
-        total = doc.get("config", {}).get("steps")
+        config = doc.get("config", {})
+        total = config.get("steps")
         from napari_petite.peft.spec import MixPEFTSpec
+        from napari_petite.training.engine import FIDELITY_FIELDS, TrainConfig
 
         recipe = plain_recipe(MixPEFTSpec.from_dict(doc["spec"])) if doc.get("spec") else ""
+        # a run saved before the recipe was recorded trained with the paper's (the defaults)
+        how = recipe_words(TrainConfig(**{k: config[k] for k in FIDELITY_FIELDS
+                                          if k in config}))
         state = f"finished, {total} steps" if finished else f"stopped at step {step} of {total}"
-        out.append((run, f"{run.name}: {doc.get('target')}, {recipe} ({state})"))
+        out.append((run, f"{run.name}: {doc.get('target')}, {recipe} ({state}; {how})"))
     return out
 
 
 def describe_run(request, card: dict | None) -> str:
-    """What a run trains, in words: base, target, recipe, length."""
+    """What a run trains, in words: base, target, methods, length, training recipe."""
     card = card or {}
     base = f"{card.get('backbone', request.backbone or '')} {card.get('preset', '')}".strip()
     source = card.get("source") or request.source
@@ -112,7 +117,7 @@ def describe_run(request, card: dict | None) -> str:
     n = len(request.split.train)
     return (f"base {base}{f' (pre-trained on {source})' if source else ''} adapted to "
             f"{request.scanner.id} ({n} training subject{'s' * (n != 1)}): {recipe}; "
-            f"{request.config.steps} steps")
+            f"{request.config.steps} steps; {recipe_words(request.config)}")
 
 
 def read_saved_run(folder: Path):
@@ -315,7 +320,9 @@ class FineTuneDock(TaskDock, QWidget):
                          total=request.config.steps, on_yield=self.run.on_event,
                          on_done=self._finished, torch=True)
         what = describe_run(request, self.chooser.card)
-        self.run.begin(self.task, history, what=what)
+        config = request.config
+        self.run.begin(self.task, history, what=what,
+                       select=(config.select, config.select_tolerance_pct))
         self.run.status.setText("Loading the base model and the target subjects…")
         self._set_running()
         self.session.set_running(what)
@@ -377,12 +384,18 @@ class FineTuneDock(TaskDock, QWidget):
                                     f"new was added (the model list is unchanged).{where}")
             return
         name = self.session.add_model(result)
-        gain = self.run.curves.gain_text()
-        val = f"; best validation {best['psnr']:.2f} dB at step {best['step']}{gain}" \
-            if best else ""
+        val = self._kept_text(best)
         self.run.status.setText(f"{how} after {t['steps_done']} steps in {t['seconds']:.0f} s"
                                 f"{val}. Kept as \"{name}\" for 'Reconstruct & compare'."
                                 f"{where}")
+
+    def _kept_text(self, best: dict | None) -> str:
+        """The kept step against the start, PSNR and fidelity, as the curves read them."""
+        curves = self.run.curves
+        gain = curves.gain_text()
+        if not gain:
+            return f"; validation {best['psnr']:.2f} dB at step {best['step']}" if best else ""
+        return gain.replace(" · ", "; ", 1) + curves.quant_text()
 
     def _open_dialog(self) -> None:
         runs = saved_runs()
@@ -443,11 +456,12 @@ class FineTuneDock(TaskDock, QWidget):
     def _opened(self, result) -> None:
         if isinstance(result, TrainedModel):
             t, metrics = result.training, result.metrics
-            self.run.show_history(t.get("losses") or [], metrics.get("val_history") or [])
+            config = t.get("config") or {}
+            self.run.show_history(t.get("losses") or [], metrics.get("val_history") or [],
+                                  select=(config.get("select", "psnr"),
+                                          config.get("select_tolerance_pct", 1.0)))
             name = self.session.add_model(result)
-            best = metrics.get("val_best")
-            val = f"; best validation {best['psnr']:.2f} dB at step {best['step']}" \
-                if best else ""
+            val = self._kept_text(metrics.get("val_best"))
             self.run.status.setText(f"Finished run {self.run_folder.name} opened (finished "
                                     f"after {t.get('steps_done')} steps{val}; not "
                                     f"retrained). Kept as \"{name}\".")

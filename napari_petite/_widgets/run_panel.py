@@ -11,7 +11,7 @@ from __future__ import annotations
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from napari_petite._widgets.curves import TrainingCurves
+from napari_petite._widgets.curves import TrainingCurves, figures_text
 
 #: while training, the status line, the activity-dock progress and the curves change together
 #: at most this often
@@ -78,12 +78,13 @@ class RunPanel(QWidget):
         self.stop_button.setEnabled(running and stoppable)
         self.pause_button.setText("Pause")
 
-    def begin(self, task, history=None, what: str = "") -> None:
+    def begin(self, task, history=None, what: str = "", select=("psnr", 1.0)) -> None:
         """Show a new (or resumed) run; ``history`` = (losses, val_history) to draw first;
-        ``what`` says in words what it trains."""
+        ``what`` says in words what it trains; ``select`` = its checkpoint rule (the config's
+        select and tolerance), so the texts name the step it keeps."""
         self.task, self.control = task, task.control
         self.what.setText(f"Running: {what}" if what else "")
-        self.show_history(*(history or ((), ())))
+        self.show_history(*(history or ((), ())), select=select)
         self._pending = None
         self._timer.start()
         self.set_running(True)
@@ -95,13 +96,14 @@ class RunPanel(QWidget):
         self.what.setText(self.what.text().replace("Running: ", "Last run: ", 1))
         self.set_running(False)
 
-    def show_history(self, losses, vals) -> None:
-        """Draw a run's curves so far (a resumed or an opened run)."""
-        self.curves.clear()
+    def show_history(self, losses, vals, select=("psnr", 1.0)) -> None:
+        """Draw a run's curves so far (a resumed or an opened run: its validation records,
+        fidelity figures included, and its checkpoint rule)."""
+        self.curves.clear(select)
         for i, loss in enumerate(losses):
             self.curves.add_loss(i + 1, loss)
         for v in vals:
-            self.curves.add_validation(v["step"], v["psnr"])
+            self.curves.add_validation(v["step"], v)
         self.curves.redraw()
 
     # -- events --------------------------------------------------------------------------
@@ -110,10 +112,11 @@ class RunPanel(QWidget):
             self.curves.add_loss(event.step, event.loss)
             self._pending = event  # shown by flush()
         elif event.kind == "val" and event.val:
-            self.curves.add_validation(event.step, event.val["psnr"])
+            self.curves.add_validation(event.step, event.val)
             if event.step == 0:
                 self.status.setText(f"Base model on the validation subject: "
-                                    f"{event.val['psnr']:.2f} dB (step 0). Training…")
+                                    f"{event.val['psnr']:.2f} dB{figures_text(event.val)} "
+                                    "(step 0). Training…")
         elif event.kind == "start":
             self.status.setText(f"Started {event.message}; measuring the base model first…")
         elif event.kind == "paused":
@@ -128,7 +131,7 @@ class RunPanel(QWidget):
         if event is not None:
             if control is None or not (control.stopped or control.paused):
                 # a step shown late must not hide "Stopping…" / "Pausing…"
-                gain = self.curves.gain_text()
+                gain = self.curves.gain_text() + self.curves.quant_text()
                 self.status.setText(f"step {event.step} of {event.total_steps} · "
                                     f"{format_eta(event.eta_s)}{gain}")
             if self.task is not None:

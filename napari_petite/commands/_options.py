@@ -264,13 +264,11 @@ def add_fidelity(parser, recipe: str = "paper") -> None:
 
 
 def fidelity_options(args) -> dict[str, Any]:
-    """TrainConfig fields from ``--recipe`` and the fidelity flags (flags win)."""
-    from napari_petite.training.engine import RECIPES
+    """TrainConfig's fidelity fields from ``--recipe`` and the fidelity flags (flags win)."""
+    from napari_petite.training.engine import TrainConfig
 
-    out = dict(RECIPES[args.recipe]) if getattr(args, "recipe", None) else {}
-    out.update({d: getattr(args, d) for d in FIDELITY_FLAGS if getattr(args, d, None)
-                is not None})
-    return out
+    given = {d: getattr(args, d) for d in FIDELITY_FLAGS if getattr(args, d, None) is not None}
+    return TrainConfig().with_recipe(args.recipe, **given).recipe_fields()
 
 
 def fidelity_argv(args) -> list[str]:

@@ -18,7 +18,7 @@ import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +118,19 @@ class TrainConfig:
             raise ConfigError(f"The low-frequency block must be above 0 mm, not "
                               f"{self.lowfreq_block_mm}.")
 
+    def with_recipe(self, name: str, **options) -> TrainConfig:
+        """This config trained with recipe ``name`` (:data:`RECIPES`); ``options`` (fidelity
+        fields given beside it, as flags beside ``--recipe``) win. The CLI and the Fine-tune
+        dock both call it, so a recipe means the same run in either."""
+        if name not in RECIPES:
+            raise ConfigError(f"Unknown training recipe {name!r}; choose one of "
+                              f"{', '.join(RECIPES)}.")
+        return replace(self, **{**RECIPES[name], **options})
+
+    def recipe_fields(self) -> dict[str, Any]:
+        """Every fidelity field, used or not: what a recipe decides."""
+        return {k: getattr(self, k) for k in FIDELITY_FIELDS}
+
     def fidelity_options(self) -> dict[str, Any]:
         """The fidelity options that differ from the paper's recipe (for fingerprints and
         run names: only what was used)."""
@@ -145,6 +158,22 @@ RECIPES: dict[str, dict[str, Any]] = {
     "faithful": {"sampling": "hot", "hot_fraction": 0.3, "lesion_augment": 0.5,
                  "lowfreq_weight": 10.0, "lowfreq_reference": "input", "select": "faithful"},
 }
+
+#: the TrainConfig fields a recipe decides (docs/training.md); those a recipe leaves out keep
+#: their defaults
+FIDELITY_FIELDS = ("sampling", "hot_fraction", "lesion_augment", "loss", "lowfreq_weight",
+                   "lowfreq_reference", "lowfreq_block_mm", "select", "select_tolerance_pct")
+
+
+def recipe_of(config: TrainConfig) -> str:
+    """The recipe ``config`` was made with ("paper", "faithful"), or "custom". Every fidelity
+    field counts, not only those the recipe names: a faithful run with another loss is not the
+    faithful recipe, and a form that showed it as such would describe another run."""
+    fields = config.recipe_fields()
+    for name in RECIPES:
+        if TrainConfig().with_recipe(name).recipe_fields() == fields:
+            return name
+    return "custom"
 
 
 @dataclass

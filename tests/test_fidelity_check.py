@@ -4,6 +4,7 @@ warning rule of docs/metrics.md."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -63,7 +64,7 @@ def test_a_real_network_is_checked_on_every_subject_and_lesion(scanner):
     for tally in base.tallies():
         assert 0 <= tally.within <= tally.total
     assert all(math.isfinite(v) for v in (low.region_abs_bias, base.region_abs_bias))
-    doc = check.to_dict()
+    doc = json.loads(json.dumps(check.to_dict(), allow_nan=True))  # what reports and benches keep
     assert doc["images"][1]["n_lesions"] == len(base.lesions)
 
 
@@ -100,9 +101,9 @@ def test_an_image_as_faithful_as_the_reference_is_not_warned_about(scanner):
 
 
 def test_the_rule_is_more_than_one_point_worse():
-    def image(region: float, lesion: float) -> C.ImageFidelity:
+    def image(region: float, lesion: float, suvr: tuple = ()) -> C.ImageFidelity:
         subject = {"summary": {"region_abs_bias_pct": region}, "regional_bias_pct": {},
-                   "suvr_bias_pct": {}, "lesions": [{"mean_bias_pct": lesion}],
+                   "suvr_bias_pct": dict(enumerate(suvr)), "lesions": [{"mean_bias_pct": lesion}],
                    "psnr": 30.0, "ssim": 0.9}
         return C.ImageFidelity("x", C.ADAPTED, [subject])
 
@@ -111,6 +112,10 @@ def test_the_rule_is_more_than_one_point_worse():
     assert worse == ["mean |regional bias| 3.0 % against 2.0 %",
                      "mean |lesion SUVmean bias| 4.0 % against 2.0 %"]
     assert C.less_faithful(image(math.nan, 9.0), image(1.0, math.nan)) == []
+    # SUVR (the ratios an amyloid or FDG dementia read rests on): |−3| and |+4| against |1|
+    assert C.less_faithful(image(2.0, 1.0, (-3.0, 4.0)), image(2.0, 1.0, (1.0, -1.0))) == \
+        ["mean |SUVR bias| 3.5 % against 1.0 %"]
+    assert C.less_faithful(image(2.0, 1.0, (2.0, -2.0)), image(2.0, 1.0, (1.0, -1.0))) == []
 
 
 def test_stopping_and_no_subject_are_sentences(scanner):

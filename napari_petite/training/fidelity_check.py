@@ -4,9 +4,10 @@
 On the target's validation subjects, the low-count input, the base model and the chosen model
 are each measured against the full-count image (``training/fidelity.py``), and the result is
 said in counts a reader can weigh: "lesion SUVmean within ±5 % of full count: 28 of 30
-lesions". A model is *less faithful* than another image when its mean |regional bias| or its
-mean |lesion SUVmean bias| is larger by more than :data:`WORSE_BY_PCT` points; the check warns
-when a model is less faithful than the input, or an adapted model than the base.
+lesions". A model is *less faithful* than another image when its mean |regional bias|, its
+mean |lesion SUVmean bias| or its mean |SUVR bias| is larger by more than :data:`WORSE_BY_PCT`
+points; the check warns when a model is less faithful than the input, or an adapted model
+than the base.
 No Qt here: the dock runs :func:`check_models` in a worker and shows :meth:`FidelityCheck.lines`.
 """
 
@@ -52,7 +53,7 @@ class Tally:
 
 def _count(values: Sequence[float], tolerance: float) -> tuple[int, int]:
     finite = [v for v in values if v is not None and math.isfinite(v)]
-    return sum(abs(v) <= tolerance for v in finite), len(finite)
+    return int(sum(abs(v) <= tolerance for v in finite)), len(finite)  # JSON-able
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -118,8 +119,15 @@ class ImageFidelity:
         return _mean([abs(r["mean_bias_pct"]) for r in self.lesions
                       if r.get("mean_bias_pct") is not None])
 
+    @property
+    def suvr_abs_bias(self) -> float:
+        """Mean |SUVR bias| (%) over every ratio of every subject."""
+        return _mean([abs(v) for s in self.subjects for v in s["suvr_bias_pct"].values()
+                      if v is not None])
+
     def figures(self) -> dict[str, Any]:
-        return {**pooled_figures(self.subjects), "lesion_abs_bias_pct": self.lesion_abs_bias}
+        return {**pooled_figures(self.subjects), "lesion_abs_bias_pct": self.lesion_abs_bias,
+                "suvr_abs_bias_pct": self.suvr_abs_bias}
 
 
 def less_faithful(image: ImageFidelity, other: ImageFidelity) -> list[str]:
@@ -129,7 +137,8 @@ def less_faithful(image: ImageFidelity, other: ImageFidelity) -> list[str]:
     for what, mine, theirs in (("mean |regional bias|", image.region_abs_bias,
                                 other.region_abs_bias),
                                ("mean |lesion SUVmean bias|", image.lesion_abs_bias,
-                                other.lesion_abs_bias)):
+                                other.lesion_abs_bias),
+                               ("mean |SUVR bias|", image.suvr_abs_bias, other.suvr_abs_bias)):
         if math.isfinite(mine) and math.isfinite(theirs) and mine > theirs + WORSE_BY_PCT:
             out.append(f"{what} {mine:.1f} % against {theirs:.1f} %")
     return out
@@ -192,7 +201,8 @@ class FidelityCheck:
                      if (what, tol) in t else "-" for t in tallies]
             rows.append((f"{SHORT.get(what, what)} ±{tol:g} %", cells))
         for label, attr in (("mean |region bias| %", "region_abs_bias"),
-                            ("mean |lesion bias| %", "lesion_abs_bias")):
+                            ("mean |lesion bias| %", "lesion_abs_bias"),
+                            ("mean |SUVR bias| %", "suvr_abs_bias")):
             values = [getattr(i, attr) for i in self.images]
             if any(math.isfinite(v) for v in values):
                 rows.append((label, [f"{v:.1f}" if math.isfinite(v) else "-" for v in values]))

@@ -8,9 +8,13 @@ subject with the base model and with the adapted one, shows them side by side, s
 screenshot of the whole window and writes the numbers:
 
 - ``val_step0_psnr``: validation PSNR of the base model (the curve's step 0);
-- ``val_final_psnr``: the best validation PSNR of the run, and ``val_gain_db`` their
-  difference (the figure ``gui_demo_val_gain_db``);
-- ``test_base_psnr`` / ``test_adapted_psnr``: the test subject, base vs adapted (head mask).
+- ``val_final_psnr``: the validation PSNR of the step the run keeps (its own rule: with the
+  faithful recipe not always the highest PSNR), and ``val_gain_db`` their difference (the
+  figure ``gui_demo_val_gain_db``); ``val_kept`` and ``val_step0`` also carry the fidelity
+  figures (mean |regional bias|, lesion SUVmean bias) of those two validations;
+- ``test_base_psnr`` / ``test_adapted_psnr``: the test subject, base vs adapted (head mask);
+- ``fidelity_check``: the compare dock's fidelity check of the adapted model (and the base,
+  and the input) on the validation subjects, as the screenshot shows it.
 
 Usage (a display is needed)::
 
@@ -105,7 +109,8 @@ def main(argv=None) -> int:
     curves = tune.run.curves
     trained = tune.session.trained
     start = curves.start_psnr
-    final = max(curves.val_psnr) if curves.val_psnr else None
+    kept = curves.kept()
+    final = kept["psnr"] if kept else None
     results = {}
     for choice in ("base model", trained.name if trained else None):
         if choice is None:
@@ -119,8 +124,17 @@ def main(argv=None) -> int:
     comp.show_grid()
     wait(app, lambda: comp.settled)
     roi = comp.roi.measure()  # grey matter, the first region of the subject's label map
+    comp.check_fidelity()  # the adapted model, the base and the input on the validation subjects
+    wait(app, lambda: comp.fidelity.check is not None or comp.is_idle)
+    wait(app, lambda: comp.is_idle)
+    check = comp.fidelity.check
     arrange(viewer)
     settle(app, 1.0)
+    from qtpy.QtWidgets import QScrollArea
+
+    for area in comp.findChildren(QScrollArea):  # laid out now: the fidelity check's warnings
+        area.ensureWidgetVisible(comp.fidelity.warnings)
+    settle(app, 0.5)
     if args.screenshot:
         viewer.screenshot(args.screenshot, canvas_only=False, flash=False)
         print(f"screenshot written to {args.screenshot}")
@@ -129,8 +143,9 @@ def main(argv=None) -> int:
         "spec_full": spec.to_dict(), "trainable": trainable,
         "steps": steps, "val_every": val_every, "seconds": seconds,
         "window_s": time.monotonic() - t_open,
-        "val_history": [{"step": s, "psnr": p} for s, p in zip(curves.val_steps,
-                                                               curves.val_psnr, strict=True)],
+        "val_history": curves.val_records,
+        "val_step0": next((r for r in curves.val_records if r["step"] == 0), None),
+        "val_kept": kept, "recipe": tune.settings.recipe.currentData(),
         "val_step0_psnr": start, "val_final_psnr": final,
         "val_gain_db": None if None in (start, final) else final - start,
         "kept_model": trained.name if trained else None,
@@ -139,6 +154,7 @@ def main(argv=None) -> int:
         "test_adapted_psnr": results.get(trained.name) if trained else None,
         "roi": {name: {k: v for k, v in stats.items() if k != "voxels"}
                 for name, stats in roi.items()},
+        "fidelity_check": check.to_dict() if check is not None else None,
         "window": list(args.size), "status": tune.run.status.text(),
         "command": shlex.join(["xvfb-run", "-a", "-s",
                                f"-screen 0 {args.size[0]}x{args.size[1]}x24", "python",

@@ -255,11 +255,17 @@ def fidelity_entries(results: Path) -> list[dict]:
 def gui_demo_entries(results: Path) -> list[dict]:
     doc = read_json(results / "gui_demo.json") or {}
     gain = doc.get("val_gain_db")
-    detail = (f"{doc.get('spec')} on {doc.get('target')}, {doc.get('steps')} steps in "
+    kept, start = doc.get("val_kept") or {}, doc.get("val_step0") or {}
+    at = f" at the kept step {kept['step']}" if "step" in kept else ""
+    fidelity = (f"; regions |bias| {start['region_abs_bias_pct']:.1f} -> "
+                f"{kept['region_abs_bias_pct']:.1f} %"
+                if "region_abs_bias_pct" in kept and "region_abs_bias_pct" in start else "")
+    recipe = f", {doc['recipe']} recipe" if doc.get("recipe") else ""
+    detail = (f"{doc.get('spec')}{recipe} on {doc.get('target')}, {doc.get('steps')} steps in "
               f"{doc.get('seconds', 0):.0f} s: validation {doc.get('val_step0_psnr', 0):.2f} "
-              f"(base, step 0) -> {doc.get('val_final_psnr', 0):.2f} dB; test subject No-FT "
-              f"{doc.get('test_base_psnr', 0):.2f} vs adapted {doc.get('test_adapted_psnr', 0):.2f}"
-              " dB" if gain is not None else "")
+              f"(base, step 0) -> {doc.get('val_final_psnr', 0):.2f} dB{at}{fidelity}; test "
+              f"subject No-FT {doc.get('test_base_psnr', 0):.2f} vs adapted "
+              f"{doc.get('test_adapted_psnr', 0):.2f} dB" if gain is not None else "")
     return [entry("gui_demo_val_gain_db", gain, "dB", doc.get("command") or GUI_DEMO_CMD,
                   detail=detail, reason="" if doc else f"no gui_demo.json; run {GUI_DEMO_CMD}")]
 

@@ -419,6 +419,7 @@ def goals_table(entries: list[dict]) -> list[str]:
     for e in entries:
         state = {True: "met", False: "**not met**", None: "–"}[e["met"]]
         note = e["detail"] if e["value"] is not None else f"missing: {e.get('reason', '')}"
+        note = note.replace("|", "\\|")  # "|bias|" in a note must not end its cell
         lines.append(f"| `{e['name']}` | {_f(e['value'])} | {e['unit']} | {e['goal'] or '–'} "
                      f"| {state} | {note} |")
     return lines

@@ -96,11 +96,25 @@ def _dig(doc: Any, *keys: Any) -> Any:
     return doc
 
 
+def earlier_base(backbone: str, sha256: str | None) -> str:
+    """"; measured with an earlier base (sha256 e724319b…), not the shipped one" when rows
+    were measured on another base than the one shipped now (a retrained base does not rerun
+    the hours-long sweeps by itself); empty when it is the shipped one or unknown."""
+    from napari_petite.models.checkpoint import read_card
+    from napari_petite.training.job import shipped_base
+
+    shipped = read_card(shipped_base(backbone)).get("sha256")
+    if not sha256 or not shipped or sha256 == shipped:
+        return ""
+    return f"; measured with an earlier base (sha256 {sha256[:8]}…), not the shipped one"
+
+
 def quality_entries(results: Path) -> list[dict]:
     out = []
     for backbone in ("unetr", "cvtgan"):
         suffix = "" if backbone == "unetr" else f"_{backbone}"
         agg = read_json(results / f"quality_{backbone}.json")
+        older = earlier_base(backbone, (agg or {}).get("base_sha256"))
         cmd = (agg or {}).get("command") or QUALITY_CMD
         h = (agg or {}).get("headline") or {}
         if agg is None:
@@ -123,7 +137,7 @@ def quality_entries(results: Path) -> list[dict]:
                 detail = (f"{h.get('best_mix_label')} ({backbone}, {agg.get('steps')} steps"
                           f"{fits}); "
                           f"mean over {stat['n']} of {n_req} pairs"
-                          + (f", sd {sd:.3f}" if sd is not None else ""))
+                          + (f", sd {sd:.3f}" if sd is not None else "") + older)
             reason = why or ("" if stat.get("mean") is not None
                              else "the pairs lack the No-FT or Full-FT row this needs")
             out.append(entry(name + suffix, stat.get("mean"), unit, cmd, goal_of=name,
@@ -153,7 +167,8 @@ def recovery_entries(results: Path) -> list[dict]:
                   + "; mean of the per-pair ratios "
                   + format(sum(mix[p]["gain_db"] / full[p]["gain_db"] for p in pairs
                                if full[p]["gain_db"]) / len(pairs), ".2f")
-                  + " (unstable: a small shift divides)" if pairs else "")
+                  + " (unstable: a small shift divides)"
+                  + earlier_base(backbone, agg.get("base_sha256")) if pairs else "")
         out.append(entry(f"mix_recovery_fraction{suffix}", value, "ratio",
                          agg.get("command") or QUALITY_CMD, detail=detail,
                          reason="" if agg else f"no quality_{backbone}.json; run "
@@ -177,13 +192,17 @@ def shift_entries(results: Path) -> list[dict]:
                            for r in rows if r.get("shift_full_minus_noft_db") is not None)
         out.append(entry(f"shift_full_minus_noft_db{suffix}", stat.get("mean"), "dB", cmd,
                          detail=f"{backbone}, mean over {stat.get('n')} pairs: {detail}"
-                         if detail else "", reason=why or "no Full-FT / No-FT rows yet"))
+                         + earlier_base(backbone, b.get("base_sha256")) if detail else "",
+                         reason=why or "no Full-FT / No-FT rows yet"))
     few = _dig(doc, "few_subjects", "unetr") or {}
     d = few.get("mix_minus_full_db") or {}
     out.append(entry("few_subjects_mix_minus_full_db", d.get("mean"), "dB", cmd,
                      detail=(f"{few.get('best_mix_label')} vs Full-FT, unetr, "
                              f"{few.get('n_train')} training subjects per target, mean over "
-                             f"{d.get('n')} pairs" if d.get("mean") is not None else ""),
+                             f"{d.get('n')} pairs"
+                             + earlier_base("unetr", _dig(doc, "backbones", "unetr",
+                                                          "base_sha256"))
+                             if d.get("mean") is not None else ""),
                      reason=why or "no few-subject rows yet"))
     from napari_petite.models.checkpoint import read_card
     from napari_petite.training.job import shipped_base
@@ -579,6 +598,12 @@ def headline_rows(results: Path) -> list[str]:
                 name = f"**{m['label']}** (best Mix-PEFT)" if m["key"] == best else m["label"]
                 lines.append(f"| {backbone} | {name} | {m['n_pairs']}/"
                              f"{agg.get('n_pairs_requested')} | {_quality_cells(m)} |")
+    older = [f"{b} rows{earlier_base(b, sha)[1:]}" for b in ("unetr", "cvtgan")
+             if (sha := (read_json(results / f"quality_{b}.json") or {}).get("base_sha256"))
+             and earlier_base(b, sha)]
+    if older:
+        lines += ["", "Note: " + "; ".join(older) + " (`sample_data/models/README.md`); "
+                  f"`{QUALITY_CMD}` re-measures them."]
     return lines
 
 

@@ -249,3 +249,16 @@ def test_committed_summary_is_current(tmp_path):
     committed = json.loads((results / "summary.json").read_text())
     assert fresh == committed
     assert readme.read_text() == (BENCH.parent / "README.md").read_text()
+
+
+def test_rows_of_an_earlier_base_say_so():
+    """Rows measured on a base that is no longer the shipped one are marked as such."""
+    spec = importlib.util.spec_from_file_location("summary", BENCH / "summary.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    card = BENCH.parent / "sample_data" / "models" / "unetr-small.json"
+    shipped = json.loads(card.read_text())["sha256"]
+    assert module.earlier_base("unetr", shipped) == ""
+    assert module.earlier_base("unetr", None) == ""
+    assert module.earlier_base("unetr", "ab" * 32) == \
+        "; measured with an earlier base (sha256 abababab…), not the shipped one"

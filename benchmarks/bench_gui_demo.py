@@ -125,7 +125,6 @@ def main(argv=None) -> int:
     wait(app, lambda: comp.settled)
     roi = comp.roi.measure()  # grey matter, the first region of the subject's label map
     comp.check_fidelity()  # the adapted model, the base and the input on the validation subjects
-    wait(app, lambda: comp.fidelity.check is not None or comp.is_idle)
     wait(app, lambda: comp.is_idle)
     check = comp.fidelity.check
     arrange(viewer)

@@ -664,10 +664,9 @@ class CompareDock(TaskDock, QWidget):
             if result is None:
                 self.status.setText("Fidelity check stopped; nothing was measured.")
                 return
-            if hasattr(result, "warnings"):  # a FidelityCheck (a failure was notified)
-                self._fidelity_key = key
-                self.fidelity.show_check(result, name)
-                self.status.setText(f"Fidelity checked. {result.key_sentence()}.")
+            self._fidelity_key = key
+            self.fidelity.show_check(result)
+            self.status.setText(f"Fidelity checked. {result.key_sentence()}.")
 
         task = Task(body, desc="fidelity check", total=len(ids), on_yield=progress,
                     on_done=done, torch=True)

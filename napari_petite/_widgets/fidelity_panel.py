@@ -3,7 +3,8 @@ a reader measures? One button, the answer in a sentence, a table of counts, the 
 
 The numbers are :func:`napari_petite.training.fidelity_check.check_models`'s (run by the dock
 in a worker); this widget shows a :class:`~napari_petite.training.fidelity_check.FidelityCheck`
-and says which model and subjects it belongs to, so a check never stands beside another model.
+with the subjects it was measured on; the dock clears it when the model or the split change,
+so a check never stands beside another model.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ class FidelityPanel(QGroupBox):
                         "scan: a model that denoises well can still move the numbers a reader "
                         "measures")
         self.check: object | None = None  # the FidelityCheck shown
-        self.model_name: str | None = None  # the model it checked
         self.button = QPushButton("Check fidelity")
         self.button.setToolTip("Reconstruct the validation subjects with the chosen model and "
                                "the base, and measure lesion, region and SUVR bias")
@@ -58,7 +58,7 @@ class FidelityPanel(QGroupBox):
 
     def clear(self, text: str = "Checks the chosen model on the target's validation "
               "subjects.") -> None:
-        self.check = self.model_name = None
+        self.check = None
         self.heading.setText(text)
         for label in (self.sentence, self.warnings):
             label.setText("")
@@ -66,10 +66,10 @@ class FidelityPanel(QGroupBox):
         self.table.setRowCount(0)
         self.table.setVisible(False)
 
-    def show_check(self, check, model_name: str) -> None:
-        """Show ``check`` (of the session model ``model_name``): heading, the chosen model's
-        key sentence, the counts per image, the warnings."""
-        self.check, self.model_name = check, model_name
+    def show_check(self, check) -> None:
+        """Show ``check``: heading, the chosen model's key sentence, the counts per image,
+        the warnings."""
+        self.check = check
         self.heading.setText(check.heading())
         self.sentence.setText(check.key_sentence())
         heads, rows = check.table()

@@ -8,7 +8,8 @@ lesions". A model is *less faithful* than another image when its mean |regional 
 mean |lesion SUVmean bias| or its mean |SUVR bias| is larger by more than :data:`WORSE_BY_PCT`
 points; the check warns when a model is less faithful than the input, or an adapted model
 than the base.
-No Qt here: the dock runs :func:`check_models` in a worker and shows :meth:`FidelityCheck.lines`.
+No Qt here: the dock runs :func:`check_models` in a worker and shows the check's heading,
+key sentence, table and warnings; the report draws the same.
 """
 
 from __future__ import annotations
@@ -61,6 +62,11 @@ def _mean(values: Sequence[float]) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
+def region_abs_bias(subjects: Sequence[dict]) -> float:
+    """Mean over subjects of each subject's mean |regional bias| (%)."""
+    return _mean([s["summary"]["region_abs_bias_pct"] for s in subjects])
+
+
 def pooled_figures(subjects: Sequence[dict]) -> dict[str, Any]:
     """Figures of one image over subjects (rows of ``evaluation.fidelity_of_image``):
     lesions pooled, PSNR / SSIM and mean |regional bias| averaged over subjects."""
@@ -73,8 +79,7 @@ def pooled_figures(subjects: Sequence[dict]) -> dict[str, Any]:
             "n_subjects": len(subjects), "n_lesions": len(lesions),
             **{k: figures[k] for k in ("lesion_suvmean_bias_pct", "lesion_abs_bias_p90_pct",
                                        "lesion_suvmax_bias_pct", "lesion_suvpeak_bias_pct")},
-            "region_mean_abs_bias_pct": _mean([s["summary"]["region_abs_bias_pct"]
-                                               for s in subjects])}
+            "region_mean_abs_bias_pct": region_abs_bias(subjects)}
 
 
 @dataclass
@@ -110,8 +115,7 @@ class ImageFidelity:
 
     @property
     def region_abs_bias(self) -> float:
-        """Mean over subjects of the mean |regional bias| (%)."""
-        return _mean([s["summary"]["region_abs_bias_pct"] for s in self.subjects])
+        return region_abs_bias(self.subjects)
 
     @property
     def lesion_abs_bias(self) -> float:
@@ -180,13 +184,6 @@ class FidelityCheck:
             " (no labels: regions and hot spots from the full-count image's uptake)"
         return (f"Fidelity on {n} validation subject{'s' * (n != 1)} of {self.scanner} "
                 f"({', '.join(self.subject_ids)}), against full count{where}:")
-
-    def lines(self) -> list[str]:
-        """The check in words (the report's text): heading, the chosen model's key sentence,
-        the table's rows, the warnings."""
-        heads, rows = self.table()
-        return [self.heading(), self.key_sentence(), " | ".join(["", *heads]),
-                *(" | ".join([label, *cells]) for label, cells in rows), *self.warnings()]
 
     def table(self) -> tuple[list[str], list[tuple[str, list[str]]]]:
         """Column heads (one per image) and rows (label, one cell per image): each tally as

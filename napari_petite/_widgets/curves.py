@@ -77,8 +77,6 @@ class TrainingCurves(QWidget):
         super().__init__(parent)
         self.loss_steps: list[int] = []
         self.loss_values: list[float] = []
-        self.val_steps: list[int] = []
-        self.val_psnr: list[float] = []
         self.val_records: list[dict] = []  # every validation as the engine reported it
         #: the run's checkpoint rule (``TrainConfig.select``, its tolerance): which step is kept
         self.select: tuple[str, float] = ("psnr", 1.0)
@@ -151,8 +149,7 @@ class TrainingCurves(QWidget):
 
     def clear(self, select: tuple[str, float] = ("psnr", 1.0)) -> None:
         """Forget the curves; ``select``: the checkpoint rule of the run drawn next."""
-        for values in (self.loss_steps, self.loss_values, self.val_steps, self.val_psnr,
-                       self.val_records):
+        for values in (self.loss_steps, self.loss_values, self.val_records):
             values.clear()
         self.select = select
         self._dirty = True
@@ -167,8 +164,6 @@ class TrainingCurves(QWidget):
     def add_validation(self, step: int, val: dict) -> None:
         """One validation as the engine reports it (psnr and, when measured, the fidelity
         figures)."""
-        self.val_steps.append(step)
-        self.val_psnr.append(val["psnr"])
         self.val_records.append({**val, "step": step})
         self._dirty = True
 
@@ -227,14 +222,15 @@ class TrainingCurves(QWidget):
         self.raw_curve.setData(steps, np.asarray(self.loss_values, float))
         self.loss_curve.setData(steps, smoothed(self.loss_values) if self.loss_values else
                                 np.asarray([], float))
-        self.psnr_curve.setData(np.asarray(self.val_steps, float),
-                                np.asarray(self.val_psnr, float))
+        psnr = [r["psnr"] for r in self.val_records]
+        self.psnr_curve.setData(np.asarray([r["step"] for r in self.val_records], float),
+                                np.asarray(psnr, float))
         start = self.start_psnr
         self.start_line.setVisible(start is not None)
         if start is not None:
             self.start_line.setValue(start)
-        if self.val_psnr:
-            lo, hi = min(self.val_psnr), max(self.val_psnr)
+        if psnr:
+            lo, hi = min(psnr), max(psnr)
             pad = max(0.0, MIN_PSNR_SPAN_DB - (hi - lo)) / 2 + 0.05
             self.psnr_plot.setYRange(lo - pad, hi + pad, padding=0)
         self._redraw_quant()

@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_petite._widgets.layout import Collapsible
+from napari_petite.training.engine import CUSTOM_RECIPE
 
 #: a GUI run writes a resumable checkpoint this often (and when stopped)
 CHECKPOINT_EVERY = 25
@@ -47,7 +48,7 @@ RECIPE_CHOICES = {
               "drift (same as --recipe paper)"),
 }
 #: the entry that shows a saved run's recipe when it is neither of the above
-CUSTOM = "custom"
+CUSTOM = CUSTOM_RECIPE
 CUSTOM_LABEL = "custom (as saved)"
 #: a run's training recipe in the words of the "what runs" line
 RECIPE_WORDS = {"faithful": "faithful training recipe", "paper": "the paper's training recipe",

@@ -165,6 +165,10 @@ FIDELITY_FIELDS = ("sampling", "hot_fraction", "lesion_augment", "loss", "lowfre
                    "lowfreq_reference", "lowfreq_block_mm", "select", "select_tolerance_pct")
 
 
+#: what :func:`recipe_of` calls a config that matches no recipe
+CUSTOM_RECIPE = "custom"
+
+
 def recipe_of(config: TrainConfig) -> str:
     """The recipe ``config`` was made with ("paper", "faithful"), or "custom". Every fidelity
     field counts, not only those the recipe names: a faithful run with another loss is not the
@@ -173,7 +177,7 @@ def recipe_of(config: TrainConfig) -> str:
     for name in RECIPES:
         if TrainConfig().with_recipe(name).recipe_fields() == fields:
             return name
-    return "custom"
+    return CUSTOM_RECIPE
 
 
 @dataclass

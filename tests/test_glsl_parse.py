@@ -83,3 +83,13 @@ def test_every_program_of_a_comparison_gets_vispys_table(make_napari_viewer, qtb
     assert any(len(table) > 5 for _codes, table in built)
     for codes, table in built:
         assert table == _vispy_table(codes)
+
+
+def test_the_docks_shared_session_installs_it(make_napari_viewer):
+    from vispy.gloo.program import Program
+
+    from napari_petite._widgets import glsl_parse
+    from napari_petite._widgets.state import session_for
+
+    session_for(make_napari_viewer())
+    assert Program._parse_variables_from_code is glsl_parse._parse_variables_from_code

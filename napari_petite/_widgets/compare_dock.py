@@ -23,7 +23,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_petite._widgets import exports, glsl_parse, views
+from napari_petite._widgets import exports, views
 from napari_petite._widgets.comparison import DIFFERENCE, GRID, OVERLAY, Comparison
 from napari_petite._widgets.crosshair import Crosshair
 from napari_petite._widgets.fidelity_panel import FidelityPanel
@@ -84,7 +84,6 @@ class CompareDock(TaskDock, QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
-        glsl_parse.install()  # repaints without the slow shader parse (see module)
         self.task: Task | None = None
         self.recon_layer = None
         self._scan: str | None = None  # the low-count layer the table's columns belong to

@@ -23,7 +23,6 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_petite._widgets import glsl_parse
 from napari_petite._widgets.first_run import ReaderChoice, SampleOffer
 from napari_petite._widgets.layout import scroll_layout
 from napari_petite._widgets.pacs_open import OpenFromPacsButton
@@ -80,7 +79,6 @@ class ScannerDataDock(TaskDock, QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
-        glsl_parse.install()  # repaints without the slow shader parse (see module)
         self.task: Task | None = None
         self.profile = QLabel("Open a dataset folder or press 'Sample dataset'.")
         self.profile.setWordWrap(True)

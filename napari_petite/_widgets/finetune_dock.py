@@ -20,7 +20,6 @@ from pathlib import Path
 
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QInputDialog, QPushButton, QWidget
 
-from napari_petite._widgets import glsl_parse
 from napari_petite._widgets.base_chooser import BaseChooser
 from napari_petite._widgets.import_base import ImportBaseButton
 from napari_petite._widgets.layout import scroll_layout
@@ -145,7 +144,6 @@ class FineTuneDock(TaskDock, QWidget):
 
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
-        glsl_parse.install()  # repaints without the slow shader parse (see module)
         self.task: Task | None = None
         self.run_folder: Path | None = None
         self._counter, self._count_task, self._pending = SpecCounter(), None, None

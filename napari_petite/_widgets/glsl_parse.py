@@ -29,7 +29,7 @@ def strip_comments(code: str) -> str:
                      for line in code.split("\n"))
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=256)  # ~25 KB of source per key
 def _variables(code: str) -> tuple:
     """vispy's variable table of a program's joined source, as ``(name, entry)`` pairs in
     vispy's order (a tuple: the cached value must not be changed by a program)."""

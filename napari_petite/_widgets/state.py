@@ -156,7 +156,12 @@ _SESSIONS: weakref.WeakValueDictionary[int, Session] = weakref.WeakValueDictiona
 
 
 def session_for(viewer) -> Session:
-    """The viewer's shared session (created on first use; lives as long as a dock holds it)."""
+    """The viewer's shared session (created on first use; lives as long as a dock holds it).
+    Every dock starts here, so this is also where the viewer's repaints get the faster
+    shader parse (:mod:`.glsl_parse`)."""
+    from napari_petite._widgets import glsl_parse
+
+    glsl_parse.install()
     viewer = unwrap(viewer)
     session = _SESSIONS.get(id(viewer))
     if session is None or session.viewer is not viewer:

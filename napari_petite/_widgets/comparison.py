@@ -160,11 +160,7 @@ class Comparison(QObject):
         if self.mode == DIFFERENCE and self.difference is not None:
             diff = self.difference
 
-            def alone() -> None:
-                views.only(viewer, [diff])
-                viewer.canvas.grid.enabled = False
-
-            return [blank, alone, reset]
+            return [blank, lambda: views.only(viewer, [diff], grid=False), reset]
         if self.mode == OVERLAY and len(shown) > 1:
             recon = next((lay for lay in reversed(shown)  # the newest model's
                           if kind(lay) == "reconstructed"), shown[-1])

@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from napari_petite._widgets import views
 from napari_petite._widgets.comparison import CUSTOM, GRID, Comparison
 from napari_petite._widgets.state import ROLE_KEY
 from napari_petite._widgets.steps import Steps
@@ -48,11 +49,10 @@ class Crosshair:
     def values(self) -> dict[str, str]:
         """Each panel's value and unit at the crosshair ({panel name: "2.31 SUV"})."""
         from napari_petite._widgets.units import unit_label, with_unit
-        from napari_petite._widgets.views import value_at
 
         out = {}
         for panel in self.comparison.shown:
-            value = None if self.position is None else value_at(panel, self.position)
+            value = None if self.position is None else views.value_at(panel, self.position)
             if value is not None:
                 out[panel.name] = with_unit(value, unit_label(panel))
         return out
@@ -69,9 +69,7 @@ class Crosshair:
 
     def clear(self) -> None:
         self.position = None
-        for mark in self.marks.values():
-            if mark in self.viewer.layers:
-                mark.visible = False
+        self._hide()
 
     def _below(self) -> list[float]:
         """The value's offset from the cross: a few voxels down the screen (the view's row
@@ -98,12 +96,17 @@ class Crosshair:
     def _draw(self) -> None:
         self.steps.run(self._draw_steps(), replace=True)
 
+    def _hide(self) -> None:
+        with views.batched(self.viewer):
+            for mark in self.marks.values():
+                if mark in self.viewer.layers and mark.visible:
+                    mark.visible = False
+
     def _draw_steps(self) -> list:
         """One step per panel's cross (each moves it, writes its value and shows it)."""
         comparison = self.comparison
         if self.position is None or comparison.mode != GRID:
-            return [lambda: [setattr(m, "visible", False) for m in self.marks.values()
-                             if m in self.viewer.layers and m.visible]]
+            return [self._hide]
         values = self.values()
         panels = comparison.shown
         if any(self.marks.get(id(p)) not in self.viewer.layers for p in panels):

@@ -158,13 +158,16 @@ _SESSIONS: weakref.WeakValueDictionary[int, Session] = weakref.WeakValueDictiona
 def session_for(viewer) -> Session:
     """The viewer's shared session (created on first use; lives as long as a dock holds it).
     Every dock starts here, so this is also where the viewer's repaints get the faster
-    shader parse (:mod:`.glsl_parse`)."""
-    from napari_petite._widgets import glsl_parse
+    shader parse (:mod:`.glsl_parse`) and the garbage collector's passes get short
+    (:mod:`.heap`)."""
+    from napari_petite._widgets import glsl_parse, heap
 
     glsl_parse.install()
+    heap.install()
     viewer = unwrap(viewer)
     session = _SESSIONS.get(id(viewer))
     if session is None or session.viewer is not viewer:
         session = Session(viewer)
         _SESSIONS[id(viewer)] = session
+    heap.settle()
     return session

@@ -46,11 +46,17 @@ def lower_priority() -> None:
 
 
 def import_torch_stack() -> None:
-    """Import torch and the MONAI parts the models use, once, under :data:`_IMPORTS`."""
+    """Import torch and the MONAI parts the models use, once, under :data:`_IMPORTS`; what
+    they load stays for the process's life, out of the garbage collector's passes
+    (:mod:`.heap`)."""
+    from napari_petite._widgets import heap
+
     with _IMPORTS:
         import monai.inferers
         import monai.networks.nets  # noqa: F401
         import torch  # noqa: F401
+
+        heap.freeze_imports("torch")
 
 
 @dataclass

@@ -1,0 +1,122 @@
+"""What keeps the GUI thread short with software OpenGL: layer changes batched into one
+scene-graph rebuild, and the start-up heap out of the garbage collector's full passes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+
+
+def _count_rebuilds(viewer, monkeypatch) -> list:
+    """napari's canvas reorders its visuals once per scene-graph rebuild: count those."""
+    canvas = viewer.window._qt_viewer.canvas
+    calls = []
+    original = canvas._reorder_layers
+
+    def counted():
+        calls.append(1)
+        return original()
+
+    monkeypatch.setattr(canvas, "_reorder_layers", counted)
+    return calls
+
+
+def test_showing_some_layers_rebuilds_the_scene_once(make_napari_viewer, monkeypatch):
+    from napari_petite._widgets import views
+
+    viewer = make_napari_viewer()
+    layers = [viewer.add_image(np.random.rand(4, 8, 8).astype("f4"), name=f"scan {i}")
+              for i in range(4)]
+    viewer.canvas.grid.enabled = True
+    calls = _count_rebuilds(viewer, monkeypatch)
+    views.only(viewer, layers[:1], grid=False)
+    assert [lay.visible for lay in layers] == [True, False, False, False]
+    assert not viewer.canvas.grid.enabled
+    assert len(calls) == 1  # four changes, one rebuild
+
+
+def test_the_grid_is_laid_out_in_one_rebuild(make_napari_viewer, monkeypatch):
+    from napari_petite._widgets import views
+
+    viewer = make_napari_viewer()
+    layers = [viewer.add_image(np.random.rand(4, 8, 8).astype("f4"), name=f"scan {i}")
+              for i in range(3)]
+    calls = _count_rebuilds(viewer, monkeypatch)
+    layout, *shows = views.grid_steps(viewer, [[lay] for lay in reversed(layers)])
+    layout()
+    assert len(calls) == 1  # hide, move and grid settings together
+    assert viewer.canvas.grid.enabled and viewer.canvas.grid.stride == 1
+    assert list(viewer.layers) == list(reversed(layers))
+    for show in shows:
+        show()
+    assert all(lay.visible for lay in layers)
+
+
+_FRESH = """
+import gc, weakref
+from napari_petite._widgets import heap
+keep = [[i] for i in range(1000)]
+heap.settle()
+frozen = gc.get_freeze_count()
+assert frozen > 1000, frozen
+more = [[i] for i in range(1000)]
+heap.settle()  # once per process: later objects stay collectable
+assert gc.get_freeze_count() == frozen, (gc.get_freeze_count(), frozen)
+
+class Node:
+    pass
+
+a, b = Node(), Node()
+a.other, b.other = b, a
+gone = weakref.ref(a)
+del a, b
+gc.collect()
+assert gone() is None  # a cycle made afterwards is still collected
+print("ok")
+"""
+
+
+def test_the_start_up_heap_is_frozen_once_and_later_garbage_collected():
+    out = subprocess.run([sys.executable, "-c", _FRESH], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_the_docks_shared_session_settles_the_heap(make_napari_viewer):
+    import gc
+
+    from napari_petite._widgets.state import session_for
+
+    session_for(make_napari_viewer())
+    assert gc.get_freeze_count() > 0
+
+
+def test_napari_s_forced_collections_are_young_ones_and_removed_layers_are_freed(
+        make_napari_viewer, monkeypatch):
+    import gc
+    import weakref
+
+    from napari._vispy import canvas
+
+    from napari_petite._widgets import heap
+    from napari_petite._widgets.state import session_for
+
+    viewer = make_napari_viewer()
+    session_for(viewer)
+    assert canvas.gc is heap.YOUNG
+    assert heap.YOUNG.get_freeze_count is gc.get_freeze_count  # the rest is gc's own
+    layer = viewer.add_image(np.random.rand(4, 8, 8).astype("f4"), name="scan")
+    gone = weakref.ref(layer)
+    asked = []
+    original = gc.collect
+    monkeypatch.setattr(gc, "collect", lambda generation=2: asked.append(generation)
+                        or original(generation))
+    viewer.layers.remove(layer)
+    assert asked and max(asked) <= 1  # napari asked for a collection: a young one
+    monkeypatch.setattr(gc, "collect", original)
+    del layer
+    gc.collect()
+    assert gone() is None  # the removed layer is freed at the next full pass

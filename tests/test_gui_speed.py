@@ -120,3 +120,39 @@ def test_napari_s_forced_collections_are_young_ones_and_removed_layers_are_freed
     del layer
     gc.collect()
     assert gone() is None  # the removed layer is freed at the next full pass
+
+
+def test_the_unit_registry_is_built_off_the_gui_thread_and_adopted(make_napari_viewer, qtbot):
+    import pint
+    from pint.registry import LazyRegistry
+
+    from napari_petite._widgets import unit_registry
+
+    before, started = pint.get_application_registry().get(), unit_registry._STARTED
+    pint.set_application_registry(LazyRegistry())  # as in a process nothing has used it
+    unit_registry._STARTED = False
+    try:
+        assert unit_registry.unbuilt()
+        task = unit_registry.warm()
+        assert task is not None and unit_registry.warm() is None  # once
+        qtbot.waitUntil(lambda: not unit_registry.unbuilt(), timeout=30000)
+        registry = pint.get_application_registry().get()
+        assert isinstance(registry, pint.UnitRegistry)
+        viewer = make_napari_viewer()
+        layer = viewer.add_image(np.zeros((4, 8, 8), "f4"), units="mm", scale=(2, 1, 1))
+        assert layer.units[0] == registry.mm  # napari's layers use the adopted one
+    finally:
+        pint.set_application_registry(before)
+        unit_registry._STARTED = started
+
+
+def test_a_registry_built_meanwhile_is_not_replaced(qtbot):
+    import pint
+
+    from napari_petite._widgets import unit_registry
+
+    built = pint.get_application_registry().get()
+    built.mm  # noqa: B018 - pint's own is built
+    assert not unit_registry.unbuilt()
+    unit_registry._adopt(pint.UnitRegistry())
+    assert pint.get_application_registry().get() is built

@@ -158,9 +158,10 @@ _SESSIONS: weakref.WeakValueDictionary[int, Session] = weakref.WeakValueDictiona
 def session_for(viewer) -> Session:
     """The viewer's shared session (created on first use; lives as long as a dock holds it).
     Every dock starts here, so this is also where the viewer's repaints get the faster
-    shader parse (:mod:`.glsl_parse`) and the garbage collector's passes get short
-    (:mod:`.heap`)."""
-    from napari_petite._widgets import glsl_parse, heap
+    shader parse (:mod:`.glsl_parse`), the garbage collector's passes get short
+    (:mod:`.heap`) and napari's unit registry starts building off the GUI thread
+    (:mod:`.unit_registry`)."""
+    from napari_petite._widgets import glsl_parse, heap, unit_registry
 
     glsl_parse.install()
     heap.install()
@@ -170,4 +171,5 @@ def session_for(viewer) -> Session:
         session = Session(viewer)
         _SESSIONS[id(viewer)] = session
     heap.settle()
+    unit_registry.warm()
     return session

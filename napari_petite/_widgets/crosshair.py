@@ -68,8 +68,10 @@ class Crosshair:
         return self.steps.idle
 
     def clear(self) -> None:
+        """Forget the point; the crosses are hidden at the next turn of the event loop (a
+        clear often comes from inside napari's own handling of a new layer)."""
         self.position = None
-        self._hide()
+        self._draw()
 
     def _below(self) -> list[float]:
         """The value's offset from the cross: a few voxels down the screen (the view's row

@@ -156,3 +156,20 @@ def test_a_registry_built_meanwhile_is_not_replaced(qtbot):
     assert not unit_registry.unbuilt()
     unit_registry._adopt(pint.UnitRegistry())
     assert pint.get_application_registry().get() is built
+
+
+def test_a_failed_build_leaves_pint_to_build_its_own():
+    import pint
+    from pint.registry import LazyRegistry
+
+    from napari_petite._widgets import unit_registry
+    from napari_petite._widgets.tasks import Failure
+
+    before = pint.get_application_registry().get()
+    pint.set_application_registry(LazyRegistry())
+    try:
+        for result in (None, Failure(KeyboardInterrupt())):
+            unit_registry._adopt(result)
+            assert unit_registry.unbuilt()
+    finally:
+        pint.set_application_registry(before)

@@ -29,18 +29,14 @@ from __future__ import annotations
 import gc
 import sys
 
-_SETTLED = False
-_FROZEN_AFTER: set[str] = set()
+_FROZEN_AFTER: set[str] = set()  # what has been frozen: "start-up", imports by name
 
 
 def settle() -> None:
     """Collect, then freeze the survivors (once per process)."""
-    global _SETTLED
-    if _SETTLED:
-        return
-    _SETTLED = True
-    gc.collect()
-    gc.freeze()
+    if "start-up" not in _FROZEN_AFTER:
+        gc.collect()
+        freeze_imports("start-up")
 
 
 def freeze_imports(name: str) -> None:

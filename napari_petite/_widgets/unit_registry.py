@@ -25,7 +25,7 @@ def unbuilt() -> bool:
 def _adopt(registry) -> None:
     import pint
 
-    if registry is not None and not isinstance(registry, BaseException) and unbuilt():
+    if isinstance(registry, pint.UnitRegistry) and unbuilt():  # not None, not a Failure
         pint.set_application_registry(registry)
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import subprocess
 import sys
 import tempfile
@@ -63,6 +64,18 @@ class Walk:
         self.timer.setInterval(HEARTBEAT_MS)
         self.timer.timeout.connect(lambda: self.beats.append(time.perf_counter()))
         self.phases: dict[str, dict] = {}
+        self.collections: list[tuple[float, float, int]] = []  # (end, ms, generation)
+        self._gc_started = 0.0
+        gc.callbacks.append(self._gc_event)
+
+    def _gc_event(self, phase: str, info: dict) -> None:
+        """Python's cyclic collector holds the GIL: its passes are stalls of their own."""
+        now = time.perf_counter()
+        if phase == "start":
+            self._gc_started = now
+        else:
+            self.collections.append((now, 1000.0 * (now - self._gc_started),
+                                     info["generation"]))
 
     def pump(self, seconds: float = 0.0, until=None, timeout: float = 900.0) -> None:
         """Run the event loop for ``seconds`` and then until ``until()`` holds."""
@@ -84,6 +97,7 @@ class Walk:
 
         profiler = cProfile.Profile() if self.profile and self.profile in name else None
         self.beats.clear()
+        self.collections.clear()
         self.timer.start()
         t0 = time.monotonic()
         try:
@@ -101,9 +115,13 @@ class Walk:
                 pstats.Stats(profiler).sort_stats("cumulative").print_stats(45)
         stats = stall_stats(self.beats)
         stats["seconds"] = round(time.monotonic() - t0, 2)
+        full = [ms for _, ms, generation in self.collections if generation == 2]
+        stats["full_collections"] = len(full)
+        stats["full_collection_max_ms"] = max(full, default=0.0)
         self.phases[name] = stats
         print(f"  {name:<34} {stats['seconds']:7.1f} s  p50 {stats['p50_ms'] or 0:6.1f}  "
-              f"p99 {stats['p99_ms'] or 0:6.1f}  max {stats['max_ms'] or 0:7.1f} ms", flush=True)
+              f"p99 {stats['p99_ms'] or 0:6.1f}  max {stats['max_ms'] or 0:7.1f} ms  "
+              f"full GC {len(full)} (max {max(full, default=0.0):.0f} ms)", flush=True)
 
 
 @contextlib.contextmanager

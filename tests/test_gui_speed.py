@@ -173,3 +173,22 @@ def test_a_failed_build_leaves_pint_to_build_its_own():
             assert unit_registry.unbuilt()
     finally:
         pint.set_application_registry(before)
+
+
+def test_drawing_steps_stop_quietly_when_qt_deleted_their_timer_first(qtbot):
+    """A dock stops its steps from its ``destroyed`` signal; when the window closes, Qt may
+    have deleted the steps (children of another widget) by then."""
+    from qtpy.QtWidgets import QWidget
+
+    from napari_petite._widgets.steps import Steps
+
+    window = QWidget()
+    owner, dock = QWidget(window), QWidget(window)  # Qt deletes children in this order
+    steps = Steps(owner)
+    drawn = []
+    steps.run([lambda: drawn.append(1)])
+    stopped = []
+    dock.destroyed.connect(lambda *_: (steps.stop(), stopped.append(True)))
+    window.deleteLater()
+    qtbot.waitUntil(lambda: stopped == [True], timeout=5000)
+    assert steps.idle and not drawn

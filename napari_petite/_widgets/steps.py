@@ -10,6 +10,7 @@ replaces the steps still waiting; a smaller change queues behind them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -37,9 +38,12 @@ class Steps(QObject):
         self._timer.timeout.connect(self._next)
 
     def stop(self) -> None:
-        """Drop what is waiting (the widgets it would draw on are going away)."""
+        """Drop what is waiting (the widgets it would draw on are going away). Also called
+        from a dock's ``destroyed`` signal, when Qt has already deleted the timer with its
+        parent: nothing is left to stop then."""
         self._pending = []
-        self._timer.stop()
+        with contextlib.suppress(RuntimeError):  # "wrapped C/C++ object ... deleted"
+            self._timer.stop()
 
     @property
     def idle(self) -> bool:

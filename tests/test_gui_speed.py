@@ -85,6 +85,31 @@ def test_the_start_up_heap_is_frozen_once_and_later_garbage_collected():
     assert out.stdout.strip() == "ok"
 
 
+_IMPORTING = """
+import gc
+from napari_petite._widgets import heap
+passes = []
+gc.callbacks.append(lambda phase, info: phase == "start" and passes.append(info["generation"]))
+with heap.importing("many"):
+    assert not gc.isenabled()
+    module_level = [[i] for i in range(300_000)]  # would trigger collections
+assert gc.isenabled() and passes == [], passes
+frozen = gc.get_freeze_count()
+assert frozen >= 300_000, frozen
+with heap.importing("many"):  # once per name: no second pause, no second freeze
+    assert gc.isenabled()
+assert gc.get_freeze_count() == frozen
+print("ok")
+"""
+
+
+def test_imports_run_without_collections_and_are_frozen_after():
+    out = subprocess.run([sys.executable, "-c", _IMPORTING], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
 def test_the_docks_shared_session_settles_the_heap(make_napari_viewer):
     import gc
 
@@ -192,3 +217,51 @@ def test_drawing_steps_stop_quietly_when_qt_deleted_their_timer_first(qtbot):
     window.deleteLater()
     qtbot.waitUntil(lambda: stopped == [True], timeout=5000)
     assert steps.idle and not drawn
+
+
+def test_full_collections_wait_for_a_quiet_event_loop(qtbot):
+    """Young passes go on as usual; a due full pass waits while the loop is busy and while a
+    task runs, then runs and frees a cycle that had reached the oldest generation."""
+    import gc
+    import time
+    import weakref
+
+    from qtpy.QtCore import QThreadPool, QTimer
+
+    from napari_petite._widgets import heap
+
+    quiet = heap.QuietPasses.start()
+    assert quiet is heap.QuietPasses.start()  # one per process
+    assert gc.get_threshold()[2] == heap.BACKSTOP
+    gc.collect()
+    for _ in range(heap.DUE):
+        gc.collect(1)
+    qtbot.waitUntil(lambda: quiet._long_lived is not None, timeout=5000)  # the baseline
+
+    class Node:
+        pass
+
+    node = Node()
+    node.me = node
+    gone = weakref.ref(node)
+    keep = [[i] for i in range(len(gc.get_objects(2)) // 2)]
+    for _ in range(heap.DUE):
+        gc.collect(1)  # the cycle and ``keep`` reach the oldest generation
+    del node  # garbage now, out of the young passes' reach
+    gc.collect(1)
+    assert gone() is not None
+    passes = quiet.passes
+
+    busy = QTimer()
+    busy.timeout.connect(lambda: time.sleep(0.12))  # drawing: the loop is late
+    busy.start(20)
+    qtbot.wait(int(3 * heap.QUIET_S * 1000))
+    assert quiet.passes == passes and gone() is not None
+    busy.stop()
+    pool = QThreadPool.globalInstance()
+    pool.start(lambda: time.sleep(3 * heap.QUIET_S))  # a task: its result would come mid-pass
+    qtbot.wait(int(2 * heap.QUIET_S * 1000))
+    assert pool.activeThreadCount() == 1 and quiet.passes == passes
+    qtbot.waitUntil(lambda: quiet.passes == passes + 1, timeout=5000)
+    assert pool.activeThreadCount() == 0
+    assert gone() is None and len(keep) > 0

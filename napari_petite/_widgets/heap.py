@@ -11,9 +11,11 @@ worker thread started it. Three things keep it short:
   documented tool for long-lived start-up objects). Objects made afterwards are collected
   as usual; a frozen object that later becomes cyclic garbage is kept, so this happens
   once per process.
-* :func:`freeze_imports` does the same, without the collection, right after the torch
-  stack is imported by the first task that needs it (torch, sympy, scipy, pandas, MONAI:
-  ~300 000 more objects, all module-level). Only imports are frozen, never the viewer's
+* :func:`importing` does the same, without the collection, around the import of the torch
+  stack by the first task that needs it (torch, its compiler's modules, sympy, scipy,
+  pandas, MONAI: ~420 000 more objects, all module-level). Automatic collections wait
+  until it is done: each would walk the half-imported modules again (four full passes of
+  120-210 ms while the first dataset opened). Only imports are frozen, never the viewer's
   layers: a removed layer must still be freed, with its volume and its OpenGL buffers.
 * :func:`install` makes napari's *forced* collections young-generation ones. napari runs
   ``gc.collect()`` every time a layer is removed and every time a batched change of the
@@ -22,12 +24,42 @@ worker thread started it. Three things keep it short:
   made garbage, the rest goes at Python's next automatic full pass, and a batched change
   (:func:`.views.batched`) costs one scene rebuild instead of a rebuild plus 200 ms. On
   Windows napari's own collection stays.
+
+What stays unfrozen is the viewer's own: ~20 000 objects per layer, ~2 400 per canvas
+overlay (vispy's visuals, shaders and events), 150 000-300 000 in a comparison, 90-190 ms
+a full pass. Python starts one whenever enough new objects have survived, usually in the
+middle of drawing a layer, and the two together stalled the window 230-250 ms. So
+:func:`install` also moves the full passes to quiet moments (:class:`QuietPasses`): the
+automatic one is kept only as a backstop, and a full pass runs once the event loop has been
+idle, with no click or key, for :data:`QUIET_S`, when Python's own rule would have run
+one (10 young passes since the last and a quarter more long-lived objects), and while no
+task runs in a worker (or after :data:`PATIENCE_S`: training can last hours). "Idle" is
+Qt's own measure: no turn of the loop, from waking to waiting again, took over
+:data:`LATE_S`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import sys
+import time
+
+from qtpy.QtCore import QAbstractEventDispatcher, QEvent, QObject, QThreadPool, QTimer
+from qtpy.QtWidgets import QApplication
+
+#: the event loop on time and no input for this long (s): a full pass may run
+QUIET_S = 1.0
+#: how often quietness is checked (ms), and a turn of the event loop that counts as busy (s)
+TICK_MS, LATE_S = 200, 0.05
+#: young (generation-1) passes before a full one is due: Python's own default
+DUE = 10
+#: how long a due pass waits for the workers to finish (s): a result arriving in the middle
+#: of a pass is drawn after it, and the two make one longer stall
+PATIENCE_S = 30.0
+#: the automatic full pass's threshold while quiet passes run (a backstop for a loop that is
+#: never quiet: about 7 million allocations)
+BACKSTOP = 1000
 
 _FROZEN_AFTER: set[str] = set()  # what has been frozen: "start-up", imports by name
 
@@ -46,6 +78,24 @@ def freeze_imports(name: str) -> None:
     if name not in _FROZEN_AFTER:
         _FROZEN_AFTER.add(name)
         gc.freeze()
+        if QuietPasses._instance is not None:
+            QuietPasses._instance._after_pass("stop", {"generation": 2})
+
+
+@contextlib.contextmanager
+def importing(name: str):
+    """Import ``name``'s modules inside: no automatic collection meanwhile (the first time),
+    then :func:`freeze_imports`. Callers serialise their imports (one lock), so a pause
+    never ends inside another's."""
+    paused = name not in _FROZEN_AFTER and gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
+    freeze_imports(name)
 
 
 class _Young:
@@ -64,10 +114,89 @@ YOUNG = _Young()
 
 
 def install() -> None:
-    """napari's forced collections become young ones (not on Windows; idempotent)."""
+    """napari's forced collections become young ones (not on Windows), full passes wait for
+    a quiet moment (idempotent)."""
+    QuietPasses.start()
     if sys.platform == "win32":
         return
     from napari._vispy import canvas
 
     if getattr(canvas, "gc", None) is gc:
         canvas.gc = YOUNG
+
+
+class QuietPasses(QObject):
+    """Runs Python's full collections when the GUI is quiet instead of wherever an
+    allocation crosses the threshold. One per process, a child of the application."""
+
+    _instance: QuietPasses | None = None
+
+    @classmethod
+    def start(cls) -> QuietPasses | None:
+        """The process's instance, started once a Qt application exists."""
+        app = QApplication.instance()
+        if cls._instance is None and app is not None:
+            cls._instance = cls(app)
+        return cls._instance
+
+    def __init__(self, app) -> None:
+        super().__init__(app)
+        self._input = {QEvent.Type.MouseButtonPress, QEvent.Type.MouseButtonRelease,
+                       QEvent.Type.Wheel, QEvent.Type.KeyPress, QEvent.Type.KeyRelease}
+        self._busy_at = time.monotonic()
+        self._long_lived: int | None = None  # gen-2 objects after the last full pass
+        self._due_at: float | None = None  # when a full pass was found due
+        self.passes = 0
+        gc.callbacks.append(self._after_pass)
+        young, middle, _ = gc.get_threshold()
+        gc.set_threshold(young, middle, BACKSTOP)
+        app.installEventFilter(self)
+        self._woke = time.monotonic()
+        loop = QAbstractEventDispatcher.instance(app.thread())
+        loop.awake.connect(self._awake)
+        loop.aboutToBlock.connect(self._about_to_block)
+        self._timer = QTimer(self)
+        self._timer.setInterval(TICK_MS)
+        self._timer.timeout.connect(self._tick)
+        self._timer.start()
+
+    def eventFilter(self, watched, event) -> bool:
+        if event.type() in self._input:
+            self._busy_at = time.monotonic()
+        return False
+
+    def _awake(self) -> None:
+        self._woke = time.monotonic()
+
+    def _about_to_block(self) -> None:
+        """The loop has nothing left to do; it was busy if that took a while since it woke."""
+        now = time.monotonic()
+        if now - self._woke > LATE_S:
+            self._busy_at = now
+
+    def _after_pass(self, phase: str, info: dict) -> None:
+        """Any full pass (or freeze) changes what counts as long-lived: recounted when next
+        needed. Runs in whichever thread collected, so it only drops the number."""
+        if phase == "stop" and info["generation"] == 2:
+            self._long_lived = self._due_at = None
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if now - self._woke > LATE_S:
+            self._busy_at = now  # this turn of the loop has been going on for a while
+        if now - self._busy_at < QUIET_S or gc.get_count()[2] < DUE:
+            return
+        if self._due_at is None:
+            self._busy_at = now  # at most one count (a few ms) per quiet period
+            long_lived = len(gc.get_objects(2))
+            if self._long_lived is None:
+                self._long_lived = long_lived
+            elif long_lived > 1.25 * self._long_lived:
+                self._due_at = now
+        working = QThreadPool.globalInstance().activeThreadCount() > 0  # tasks, training
+        if self._due_at is not None and (not working or now - self._due_at >= PATIENCE_S):
+            gc.collect()
+            self.passes += 1
+            self._due_at = None
+            self._long_lived = len(gc.get_objects(2))
+            self._busy_at = time.monotonic()

@@ -51,12 +51,11 @@ def import_torch_stack() -> None:
     (:mod:`.heap`)."""
     from napari_petite._widgets import heap
 
-    with _IMPORTS:
+    with _IMPORTS, heap.importing("torch"):
         import monai.inferers
         import monai.networks.nets  # noqa: F401
-        import torch  # noqa: F401
-
-        heap.freeze_imports("torch")
+        import torch
+        import torch._dynamo  # noqa: F401  (the first model build imports it: ~100 000 objects)
 
 
 @dataclass

@@ -99,6 +99,7 @@ class Walk:
         self.beats.clear()
         self.collections.clear()
         self.timer.start()
+        self.beats.append(time.perf_counter())  # the action's own time counts
         t0 = time.monotonic()
         try:
             if profiler is not None:
@@ -107,6 +108,7 @@ class Walk:
             self.pump(0.0, until, timeout)
             self.pump(settle)
         finally:
+            self.beats.append(time.perf_counter())  # a stall at the very end counts too
             self.timer.stop()
             if profiler is not None:
                 import pstats

@@ -21,12 +21,12 @@ worker thread started it. Three things keep it short:
   ``gc.collect()`` every time a layer is removed and every time a batched change of the
   layer list ends, so that a Windows OpenGL driver sees a removed layer's buffers freed
   before the scene is rebuilt; elsewhere a young collection frees what the change just
-  made garbage, the rest goes at Python's next automatic full pass, and a batched change
+  made garbage, the rest goes at the next full pass, and a batched change
   (:func:`.views.batched`) costs one scene rebuild instead of a rebuild plus 200 ms. On
   Windows napari's own collection stays.
 
 What stays unfrozen is the viewer's own: ~20 000 objects per layer, ~2 400 per canvas
-overlay (vispy's visuals, shaders and events), 150 000-300 000 in a comparison, 90-190 ms
+overlay (vispy's visuals, shaders and events), 150 000-300 000 in a comparison, 120-270 ms
 a full pass. Python starts one whenever enough new objects have survived, usually in the
 middle of drawing a layer, and the two together stalled the window 230-250 ms. So
 :func:`install` also moves the full passes to quiet moments (:class:`QuietPasses`): the
@@ -48,7 +48,7 @@ import time
 from qtpy.QtCore import QAbstractEventDispatcher, QEvent, QObject, QThreadPool, QTimer
 from qtpy.QtWidgets import QApplication
 
-#: the event loop on time and no input for this long (s): a full pass may run
+#: the event loop idle and no input for this long (s): a full pass may run
 QUIET_S = 1.0
 #: how often quietness is checked (ms), and a turn of the event loop that counts as busy (s)
 TICK_MS, LATE_S = 200, 0.05

@@ -392,7 +392,8 @@ def gui_entries(results: Path) -> list[dict]:
 
 
 def gui_tables(results: Path) -> list[str]:
-    """Per phase of the walk: p50 / p99 / max stall, without and with a competing load."""
+    """Per phase of the walk: p50 / p99 / max stall and the longest full garbage collection
+    (it holds the GIL: a stall of its own), without and with a competing load."""
     runs = [(name, read_json(results / f"{stem}.json"))
             for name, stem in (("walk", "gui_walk"), ("walk + 2 busy processes",
                                                       "gui_walk_loaded"))]
@@ -400,14 +401,16 @@ def gui_tables(results: Path) -> list[str]:
     if not runs:
         return [f"Not run yet (`{GUI_CMD}`)."]
     phases = list(dict.fromkeys(p for _, doc in runs for p in doc["phases"]))
-    head = " | ".join(f"{name} p50 / p99 / max ms" for name, _ in runs)
+    head = " | ".join(f"{name} p50 / p99 / max ms (full GC ms)" for name, _ in runs)
     lines = [f"| phase | {head} |", "|---|" + "---|" * len(runs)]
     for phase in phases:
         cells = []
         for _, doc in runs:
             st = doc["phases"].get(phase)
+            gc_ms = (st or {}).get("full_collection_max_ms")
             cells.append("–" if not st else f"{_f(st['p50_ms'], '.0f')} / "
-                         f"{_f(st['p99_ms'], '.0f')} / {_f(st['max_ms'], '.0f')}")
+                         f"{_f(st['p99_ms'], '.0f')} / {_f(st['max_ms'], '.0f')}"
+                         + (f" ({gc_ms:.0f})" if gc_ms else ""))
         lines.append(f"| {phase} | {' | '.join(cells)} |")
     for name, doc in runs:
         rec = doc.get("reconstruction") or {}

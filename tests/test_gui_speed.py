@@ -78,11 +78,16 @@ print("ok")
 """
 
 
-def test_the_start_up_heap_is_frozen_once_and_later_garbage_collected():
-    out = subprocess.run([sys.executable, "-c", _FRESH], capture_output=True, text=True,
+def _in_a_fresh_process(script: str) -> None:
+    """Freezing is once per process: these checks need one of their own."""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_the_start_up_heap_is_frozen_once_and_later_garbage_collected():
+    _in_a_fresh_process(_FRESH)
 
 
 _IMPORTING = """
@@ -104,10 +109,7 @@ print("ok")
 
 
 def test_imports_run_without_collections_and_are_frozen_after():
-    out = subprocess.run([sys.executable, "-c", _IMPORTING], capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
+    _in_a_fresh_process(_IMPORTING)
 
 
 def test_the_docks_shared_session_settles_the_heap(make_napari_viewer):

@@ -79,7 +79,7 @@ def freeze_imports(name: str) -> None:
         _FROZEN_AFTER.add(name)
         gc.freeze()
         if QuietPasses._instance is not None:
-            QuietPasses._instance._after_pass("stop", {"generation": 2})
+            QuietPasses._instance.recount()
 
 
 @contextlib.contextmanager
@@ -174,11 +174,14 @@ class QuietPasses(QObject):
         if now - self._woke > LATE_S:
             self._busy_at = now
 
+    def recount(self) -> None:
+        """What counts as long-lived changed (a full pass, a freeze): counted again when next
+        needed. Runs in whichever thread collected or froze, so it only drops the number."""
+        self._long_lived = self._due_at = None
+
     def _after_pass(self, phase: str, info: dict) -> None:
-        """Any full pass (or freeze) changes what counts as long-lived: recounted when next
-        needed. Runs in whichever thread collected, so it only drops the number."""
         if phase == "stop" and info["generation"] == 2:
-            self._long_lived = self._due_at = None
+            self.recount()
 
     def _tick(self) -> None:
         now = time.monotonic()

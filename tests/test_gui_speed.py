@@ -267,3 +267,30 @@ def test_full_collections_wait_for_a_quiet_event_loop(qtbot):
     qtbot.waitUntil(lambda: quiet.passes == passes + 1, timeout=5000)
     assert pool.activeThreadCount() == 0
     assert gone() is None and len(keep) > 0
+
+
+def test_a_layer_caught_by_a_freeze_is_freed_once_removed(make_napari_viewer, qtbot):
+    """The first dock can open after scans were loaded: a freeze then catches their layers,
+    and removing one must still free it (with its volume) at the next quiet moment."""
+    import gc
+    import weakref
+
+    from napari_petite._widgets import heap
+
+    viewer = make_napari_viewer()
+    quiet = heap.QuietPasses.start()
+    heap.watch(viewer)
+    layer = viewer.add_image(np.zeros((4, 8, 8), np.float32), name="loaded before")
+    gone = weakref.ref(layer)
+    heap.freeze_imports("a freeze with a layer loaded")
+    assert not heap.stranded()
+    thaws = quiet.thaws
+    qtbot.wait(int(3 * heap.QUIET_S * 1000))
+    assert quiet.thaws == thaws  # nothing removed: no thaw
+    viewer.layers.remove(layer)
+    del layer
+    gc.collect()
+    assert gone() is not None and heap.stranded()  # frozen: a collection cannot free it
+    qtbot.waitUntil(lambda: quiet.thaws == thaws + 1, timeout=15000)
+    gc.collect()
+    assert gone() is None and not heap.stranded()

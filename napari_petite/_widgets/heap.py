@@ -25,6 +25,12 @@ worker thread started it. Three things keep it short:
   (:func:`.views.batched`) costs one scene rebuild instead of a rebuild plus 200 ms. On
   Windows napari's own collection stays.
 
+A freeze catches whatever is alive, and the first dock may open after the user has loaded
+scans: :func:`watch` lists the viewers, each freeze remembers their layers, and when one of
+those is removed (it would be kept, with its volume, for the process's life)
+:meth:`QuietPasses.thaw` unfreezes, collects and freezes again at the next quiet moment:
+one long pass, only for layers older than a freeze.
+
 What stays unfrozen is the viewer's own: ~20 000 objects per layer, ~2 400 per canvas
 overlay (vispy's visuals, shaders and events), 150 000-300 000 in a comparison, 120-270 ms
 a full pass. Python starts one whenever enough new objects have survived, usually in the
@@ -44,6 +50,7 @@ import contextlib
 import gc
 import sys
 import time
+import weakref
 
 from qtpy.QtCore import QAbstractEventDispatcher, QEvent, QObject, QThreadPool, QTimer
 from qtpy.QtWidgets import QApplication
@@ -62,6 +69,26 @@ PATIENCE_S = 30.0
 BACKSTOP = 1000
 
 _FROZEN_AFTER: set[str] = set()  # what has been frozen: "start-up", imports by name
+_VIEWERS: weakref.WeakSet = weakref.WeakSet()  # whose layers a freeze may catch
+_CAUGHT: weakref.WeakSet = weakref.WeakSet()  # layers alive at a freeze
+
+
+def watch(viewer) -> None:
+    """Freezes remember ``viewer``'s layers (see :meth:`QuietPasses.thaw`)."""
+    _VIEWERS.add(viewer)
+
+
+def _freeze() -> None:
+    gc.freeze()
+    _CAUGHT.update(layer for viewer in list(_VIEWERS) for layer in list(viewer.layers))
+    if QuietPasses._instance is not None:
+        QuietPasses._instance.recount()
+
+
+def stranded() -> bool:
+    """A layer caught by a freeze has left its viewer: only a thaw can free it."""
+    present = {id(layer) for viewer in list(_VIEWERS) for layer in list(viewer.layers)}
+    return any(id(layer) not in present for layer in list(_CAUGHT))
 
 
 def settle() -> None:
@@ -77,9 +104,7 @@ def freeze_imports(name: str) -> None:
     where a collection would hold the GIL, and so the GUI thread, for its whole pass."""
     if name not in _FROZEN_AFTER:
         _FROZEN_AFTER.add(name)
-        gc.freeze()
-        if QuietPasses._instance is not None:
-            QuietPasses._instance.recount()
+        _freeze()
 
 
 @contextlib.contextmanager
@@ -146,7 +171,7 @@ class QuietPasses(QObject):
         self._busy_at = time.monotonic()
         self._long_lived: int | None = None  # gen-2 objects after the last full pass
         self._due_at: float | None = None  # when a full pass was found due
-        self.passes = 0
+        self.passes = self.thaws = 0
         gc.callbacks.append(self._after_pass)
         young, middle, _ = gc.get_threshold()
         gc.set_threshold(young, middle, BACKSTOP)
@@ -183,11 +208,27 @@ class QuietPasses(QObject):
         if phase == "stop" and info["generation"] == 2:
             self.recount()
 
+    def thaw(self) -> None:
+        """Unfreeze, collect everything, freeze the survivors again (what a removed layer
+        caught by a freeze needs to be freed; a pass over the whole heap)."""
+        gc.unfreeze()
+        _CAUGHT.clear()
+        gc.collect()
+        _freeze()
+        self.thaws += 1
+        self._busy_at = time.monotonic()
+
     def _tick(self) -> None:
         now = time.monotonic()
         if now - self._woke > LATE_S:
             self._busy_at = now  # this turn of the loop has been going on for a while
-        if now - self._busy_at < QUIET_S or gc.get_count()[2] < DUE:
+        if now - self._busy_at < QUIET_S:
+            return
+        working = QThreadPool.globalInstance().activeThreadCount() > 0  # tasks, training
+        if _CAUGHT and not working and stranded():
+            self.thaw()
+            return
+        if gc.get_count()[2] < DUE:
             return
         if self._due_at is None:
             self._busy_at = now  # at most one count (a few ms) per quiet period
@@ -196,7 +237,6 @@ class QuietPasses(QObject):
                 self._long_lived = long_lived
             elif long_lived > 1.25 * self._long_lived:
                 self._due_at = now
-        working = QThreadPool.globalInstance().activeThreadCount() > 0  # tasks, training
         if self._due_at is not None and (not working or now - self._due_at >= PATIENCE_S):
             gc.collect()
             self.passes += 1

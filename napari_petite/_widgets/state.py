@@ -170,6 +170,7 @@ def session_for(viewer) -> Session:
     if session is None or session.viewer is not viewer:
         session = Session(viewer)
         _SESSIONS[id(viewer)] = session
+    heap.watch(viewer)
     heap.settle()
     unit_registry.warm()
     return session

@@ -55,8 +55,9 @@ import weakref
 from qtpy.QtCore import QAbstractEventDispatcher, QEvent, QObject, QThreadPool, QTimer
 from qtpy.QtWidgets import QApplication
 
-#: the event loop idle and no input for this long (s): a full pass may run
-QUIET_S = 1.0
+#: the event loop idle and no input for this long (s): a full pass may run, while the
+#: user looks at what was just drawn (1 s met the next click more often in the GUI walk)
+QUIET_S = 0.5
 #: how often quietness is checked (ms), and a turn of the event loop that counts as busy (s)
 TICK_MS, LATE_S = 200, 0.05
 #: young (generation-1) passes before a full one is due: Python's own default

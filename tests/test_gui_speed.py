@@ -104,6 +104,11 @@ assert frozen >= 300_000, frozen
 with heap.importing("many"):  # once per name: no second pause, no second freeze
     assert gc.isenabled()
 assert gc.get_freeze_count() == frozen
+with heap.importing("torch"):  # as two threads importing at once: the pause lasts
+    with heap.importing("units"):
+        assert not gc.isenabled()
+    assert not gc.isenabled()
+assert gc.isenabled()
 print("ok")
 """
 

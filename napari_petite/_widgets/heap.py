@@ -49,6 +49,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import sys
+import threading
 import time
 import weakref
 
@@ -108,19 +109,30 @@ def freeze_imports(name: str) -> None:
         _freeze()
 
 
+_PAUSE = threading.Lock()
+_PAUSES = {"running": 0, "was_enabled": True}  # imports running now; the collector before
+
+
 @contextlib.contextmanager
 def importing(name: str):
-    """Import ``name``'s modules inside: no automatic collection meanwhile (the first time),
-    then :func:`freeze_imports`. Callers serialise their imports (one lock), so a pause
-    never ends inside another's."""
-    paused = name not in _FROZEN_AFTER and gc.isenabled()
+    """Import (or build) ``name``'s process-long objects inside: no automatic collection
+    meanwhile, the first time, until the imports running in other threads are done too;
+    then :func:`freeze_imports`."""
+    paused = name not in _FROZEN_AFTER
     if paused:
-        gc.disable()
+        with _PAUSE:
+            if not _PAUSES["running"]:
+                _PAUSES["was_enabled"] = gc.isenabled()
+                gc.disable()
+            _PAUSES["running"] += 1
     try:
         yield
     finally:
         if paused:
-            gc.enable()
+            with _PAUSE:
+                _PAUSES["running"] -= 1
+                if not _PAUSES["running"] and _PAUSES["was_enabled"]:
+                    gc.enable()
     freeze_imports(name)
 
 

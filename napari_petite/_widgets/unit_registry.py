@@ -39,10 +39,13 @@ def warm():
     from napari_petite._widgets.tasks import Task
 
     def body(_control):
-        import pint
+        from napari_petite._widgets import heap
 
         try:  # what pint's lazy registry would build, with the same option
-            return pint.UnitRegistry(on_redefinition="raise")
+            with heap.importing("units"):  # ~10 000 objects for the process's life
+                import pint
+
+                return pint.UnitRegistry(on_redefinition="raise")
         except Exception:  # pint then builds its own, as before
             return None
         yield  # a generator: napari's workers run generators

@@ -127,13 +127,14 @@ def importing(name: str):
             _PAUSES["running"] += 1
     try:
         yield
+        freeze_imports(name)  # before the collector runs again: its first young pass
+        # would otherwise walk everything the import made (~250 ms)
     finally:
         if paused:
             with _PAUSE:
                 _PAUSES["running"] -= 1
                 if not _PAUSES["running"] and _PAUSES["was_enabled"]:
                     gc.enable()
-    freeze_imports(name)
 
 
 class _Young:

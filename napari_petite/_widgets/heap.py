@@ -64,8 +64,10 @@ TICK_MS, LATE_S = 200, 0.05
 #: young (generation-1) passes before a full one is due: Python's own default
 DUE = 10
 #: how long a due pass waits for the workers to finish (s): a result arriving in the middle
-#: of a pass is drawn after it, and the two make one longer stall
-PATIENCE_S = 30.0
+#: of a pass is drawn after it, and the two make one longer stall; a short task's result
+#: comes within seconds, and held through a whole training run the garbage piles up
+#: (a pass freeing 120 000 objects after training took 250-540 ms)
+PATIENCE_S = 5.0
 #: the automatic full pass's threshold while quiet passes run (a backstop for a loop that is
 #: never quiet: about 7 million allocations)
 BACKSTOP = 1000

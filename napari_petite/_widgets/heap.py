@@ -15,8 +15,9 @@ worker thread started it. Three things keep it short:
   stack by the first task that needs it (torch, its compiler's modules, sympy, scipy,
   pandas, MONAI: ~420 000 more objects, all module-level). Automatic collections wait
   until it is done: each would walk the half-imported modules again (four full passes of
-  120-210 ms while the first dataset opened). Only imports are frozen, never the viewer's
-  layers: a removed layer must still be freed, with its volume and its OpenGL buffers.
+  120-210 ms while the first dataset opened). Freezes are meant for imports, not for the
+  viewer's layers: a removed layer must still be freed, with its volume and its OpenGL
+  buffers (below: what happens when a freeze catches one anyway).
 * :func:`install` makes napari's *forced* collections young-generation ones. napari runs
   ``gc.collect()`` every time a layer is removed and every time a batched change of the
   layer list ends, so that a Windows OpenGL driver sees a removed layer's buffers freed
@@ -82,16 +83,21 @@ def watch(viewer) -> None:
     _VIEWERS.add(viewer)
 
 
+def _layers() -> list:
+    """The watched viewers' layers now (copies: a worker may be freezing)."""
+    return [layer for viewer in list(_VIEWERS) for layer in list(viewer.layers)]
+
+
 def _freeze() -> None:
     gc.freeze()
-    _CAUGHT.update(layer for viewer in list(_VIEWERS) for layer in list(viewer.layers))
+    _CAUGHT.update(_layers())
     if QuietPasses._instance is not None:
         QuietPasses._instance.recount()
 
 
 def stranded() -> bool:
     """A layer caught by a freeze has left its viewer: only a thaw can free it."""
-    present = {id(layer) for viewer in list(_VIEWERS) for layer in list(viewer.layers)}
+    present = {id(layer) for layer in _layers()}
     return any(id(layer) not in present for layer in list(_CAUGHT))
 
 

@@ -13,7 +13,8 @@ open a DICOM series; then stop the run, reconstruct with the adapted model and c
 again with nothing training.
 
 ``--load N`` runs N busy processes beside it (a machine shared with other work); the
-largest stall of the whole walk is ``gui_walk_max_stall_ms`` in ``summary.py``.
+largest stall of the whole walk is ``gui_walk_max_stall_ms`` in ``summary.py``. The window's
+first appearance is measured before the walk, as start-up (``startup`` in the JSON).
 
 Usage (a display is needed)::
 
@@ -297,6 +298,16 @@ def comparisons(w: Walk, viewer, comp, data_dock, subject, when: str,
                                                                  overwrite=True), until=drawn)
 
 
+def first_paint(app, window) -> dict:
+    """The window's first appearance (Qt lays out and paints every dock, the canvas makes
+    its OpenGL context and compiles its first shaders): start-up, before the walk's first
+    step, measured apart so that it does not land in that step."""
+    w = Walk(app)
+    w.phase("show the window (start-up)", lambda: None, until=window.isVisible, settle=2.0)
+    gc.callbacks.remove(w._gc_event)
+    return w.phases["show the window (start-up)"]
+
+
 def comp_settled(comp):
     """The compare dock has nothing computing and nothing left to draw."""
     return lambda: comp.settled
@@ -337,12 +348,14 @@ def main() -> None:
     window.resize(*args.size)
     window.show()
     with competing_load(args.load):
+        startup = first_paint(app, window)
         w = walk(args, app, viewer, docks, data)
     worst = max(w.phases.items(), key=lambda kv: kv[1]["max_ms"] or 0.0)
     print(f"largest stall: {worst[1]['max_ms']:.0f} ms in '{worst[0]}'")
     if args.json:
         write_json(args.json, {
             "phases": w.phases, "max_ms": worst[1]["max_ms"], "worst_phase": worst[0],
+            "startup": startup,
             "training_steps": w.steps, "reconstruction": w.reconstruction,
             "heartbeat_ms": HEARTBEAT_MS, "load": args.load,
             "settings": {k: v for k, v in vars(args).items() if k != "json"},

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 
 def _count_rebuilds(viewer, monkeypatch) -> list:
@@ -115,6 +116,28 @@ print("ok")
 
 def test_imports_run_without_collections_and_are_frozen_after():
     _in_a_fresh_process(_IMPORTING)
+
+
+_UNLOCKED = """
+import sys
+from napari_petite._widgets.tasks import load_extension_unlocked
+assert load_extension_unlocked("torch", "_C")
+assert "torch" not in sys.modules  # loaded, not imported
+if sys.platform.startswith("linux"):
+    maps = open("/proc/self/maps").read()
+    assert "libtorch_cpu" in maps and "torch/_C." in maps
+import torch
+assert float(torch.ones(3).sum()) == 3.0
+assert not load_extension_unlocked("no_such_package_here", "_C")
+assert not load_extension_unlocked("json", "_C")  # no such extension in the package
+print("ok")
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="dlopen: Linux and macOS")
+def test_torch_s_library_loads_without_the_gil_and_then_imports():
+    """The import of torch in a worker held the GUI thread 230-330 ms in ``dlopen``."""
+    _in_a_fresh_process(_UNLOCKED)
 
 
 def test_the_docks_shared_session_settles_the_heap(make_napari_viewer):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -45,6 +46,37 @@ def lower_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
 
 
+def load_extension_unlocked(package: str, name: str) -> bool:
+    """Load the shared library of the C extension ``package.name`` (and the libraries it
+    links) with the GIL released, without importing anything; the import that follows finds
+    it loaded.
+
+    Python's import calls ``dlopen`` holding the GIL, and torch's ``_C`` pulls in
+    ``libtorch_cpu``: 220-330 ms (more with CUDA) during which the GUI thread cannot run,
+    although the import happens in a worker. ``dlopen`` called as a ctypes foreign function
+    runs with the GIL released. Only where the C library has ``dlopen`` (Linux, macOS);
+    anything unexpected leaves the import to load the library itself, as it always could."""
+    import ctypes
+    import importlib.machinery
+    import importlib.util
+    import os
+
+    try:
+        spec = importlib.util.find_spec(package)  # a top-level name: nothing is imported
+        folders = list(spec.submodule_search_locations or []) if spec is not None else []
+        paths = [os.path.join(folder, name + suffix) for folder in folders
+                 for suffix in importlib.machinery.EXTENSION_SUFFIXES]
+        path = next((p for p in paths if os.path.isfile(p)), None)
+        if path is None:
+            return False
+        libc = ctypes.CDLL(None)
+        libc.dlopen.argtypes = [ctypes.c_char_p, ctypes.c_int]
+        libc.dlopen.restype = ctypes.c_void_p
+        return bool(libc.dlopen(os.fsencode(path), os.RTLD_NOW | os.RTLD_LOCAL))
+    except (AttributeError, ImportError, OSError, ValueError):
+        return False
+
+
 def import_torch_stack() -> None:
     """Import torch and the MONAI parts the models use, once, under :data:`_IMPORTS`; what
     they load stays for the process's life, out of the garbage collector's passes
@@ -52,6 +84,8 @@ def import_torch_stack() -> None:
     from napari_petite._widgets import heap
 
     with _IMPORTS, heap.importing("torch"):
+        if "torch" not in sys.modules:
+            load_extension_unlocked("torch", "_C")
         import monai.inferers
         import monai.networks.nets  # noqa: F401
         import torch

@@ -322,3 +322,60 @@ def test_a_layer_caught_by_a_freeze_is_freed_once_removed(make_napari_viewer, qt
     qtbot.waitUntil(lambda: quiet.thaws == thaws + 1, timeout=15000)
     gc.collect()
     assert gone() is None and not heap.stranded()
+
+
+def test_the_lighter_dependents_table_behaves_like_vispy_s_own():
+    from napari_petite._widgets.shader_objects import Dependents
+
+    class Obj:
+        pass
+
+    table, a, b = Dependents(), Obj(), Obj()
+    table[a] = None
+    table[b] = None
+    assert a in table and list(table) == [a, b] and len(table) == 2
+    assert 3 not in table  # not weakly referenceable: never a key
+    table.pop(a)
+    assert a not in table and list(table) == [b]
+    del b  # a dead dependent is skipped and dropped
+    assert list(table) == [] and dict.__len__(table) == 0
+    c = Obj()
+    table[c] = None
+    seen = []
+    for obj in table:  # changed while iterated, as vispy's change propagation may
+        seen.append(obj)
+        table[Obj()] = None
+        table.pop(c)
+    assert seen == [c]
+
+
+def test_slim_shader_objects_still_redraw_what_changed(make_napari_viewer):
+    """A colormap change reaches the shaders through the dependents tables: the canvas must
+    show it. Every layer added after the docks' session started uses the light table."""
+    from vispy.visuals.shaders.shader_object import ShaderObject
+
+    from napari_petite._widgets.shader_objects import Dependents
+    from napari_petite._widgets.state import session_for
+
+    viewer = make_napari_viewer(show=True)
+    session_for(viewer)
+    made = []
+    original = ShaderObject.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        made.append(type(self._dependents))
+
+    ShaderObject.__init__ = spy
+    try:
+        ramp = np.tile(np.linspace(0, 1, 64, dtype="f4"), (64, 1))
+        layer = viewer.add_image(ramp, colormap="gray", contrast_limits=(0, 1))
+        gray = viewer.screenshot(canvas_only=True, flash=False)
+    finally:
+        ShaderObject.__init__ = original
+    assert made and set(made) == {Dependents}
+    layer.colormap = "red"
+    red = viewer.screenshot(canvas_only=True, flash=False)
+    middle = tuple(s // 2 for s in gray.shape[:2])
+    assert gray[middle][0] > 60 and abs(int(gray[middle][0]) - int(gray[middle][1])) < 10
+    assert red[middle][0] > 60 and red[middle][1] < 10  # now red only

@@ -162,7 +162,10 @@ YOUNG = _Young()
 
 def install() -> None:
     """napari's forced collections become young ones (not on Windows), full passes wait for
-    a quiet moment (idempotent)."""
+    a quiet moment, new shader objects are lighter (:mod:`.shader_objects`); idempotent."""
+    from napari_petite._widgets import shader_objects
+
+    shader_objects.slim()
     QuietPasses.start()
     if sys.platform == "win32":
         return

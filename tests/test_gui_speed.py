@@ -379,3 +379,31 @@ def test_slim_shader_objects_still_redraw_what_changed(make_napari_viewer):
     middle = tuple(s // 2 for s in gray.shape[:2])
     assert gray[middle][0] > 60 and abs(int(gray[middle][0]) - int(gray[middle][1])) < 10
     assert red[middle][0] > 60 and red[middle][1] < 10  # now red only
+
+
+def test_a_scene_rebuild_places_the_overlays_once_and_where_napari_would(
+        make_napari_viewer, monkeypatch):
+    from napari._vispy.canvas import VispyCanvas
+
+    from napari_petite._widgets.state import session_for
+
+    viewer = make_napari_viewer(show=True)
+    session_for(viewer)
+    layers = [viewer.add_image(np.random.rand(4, 16, 16).astype("f4"), name=f"scan {i}")
+              for i in range(6)]
+    for layer in layers:
+        layer.colorbar.visible = True
+        layer.name_overlay.visible = True
+    viewer.grid.enabled = True
+    placed = []
+    original = VispyCanvas._update_overlay_canvas_positions
+    monkeypatch.setattr(VispyCanvas, "_update_overlay_canvas_positions",
+                        lambda self, event=None: placed.append(1) or original(self))
+    layers[0].visible = False  # one rebuild
+    assert len(placed) == 1  # napari alone: once per layer and once for the canvas's own
+    canvas = viewer.window._qt_viewer.canvas
+    bars = [v for lay in layers[1:] for v in canvas._layer_overlay_to_visual[lay].values()]
+    where = [tuple(v.node.transform.translate) for v in bars]
+    original(canvas)  # napari's own placement changes nothing
+    assert [tuple(v.node.transform.translate) for v in bars] == where
+    assert len(set(where)) > 1  # the cells' overlays are not all in one place

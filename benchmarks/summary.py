@@ -419,9 +419,16 @@ def gui_tables(results: Path) -> list[str]:
                      f"reconstruction of the test scan {_f(rec.get('dock_result_s'), '.1f')} s "
                      f"to the result ({_f(rec.get('dock_with_metrics_s'), '.1f')} s with "
                      f"metrics) against {_f(rec.get('petite_predict_s'), '.1f')} s for "
-                     f"`petite predict`; load average at start {_load(doc)}; "
+                     f"`petite predict`; {_startup(doc)}load average at start {_load(doc)}; "
                      f"`{doc.get('command')}`")
     return lines
+
+
+def _startup(doc: Any) -> str:
+    """The window's first appearance, measured before the walk (older results lack it)."""
+    worst = _dig(doc, "startup", "max_ms")
+    return "" if worst is None else f"the window's first paint (start-up, not a step of " \
+        f"the walk) {worst:.0f} ms; "
 
 
 def _load(doc: Any) -> str:

@@ -407,3 +407,55 @@ def test_a_scene_rebuild_places_the_overlays_once_and_where_napari_would(
     original(canvas)  # napari's own placement changes nothing
     assert [tuple(v.node.transform.translate) for v in bars] == where
     assert len(set(where)) > 1  # the cells' overlays are not all in one place
+
+
+def _links_moving_cells(viewer, src: int, dst: int) -> tuple[int, np.ndarray]:
+    """OpenGL program links while a layer moves to another grid cell (all between move),
+    and the canvas after."""
+    from vispy.gloo import glir
+
+    links = []
+    original = glir.GlirProgram.link_program
+
+    def counting(self, *args, **kwargs):
+        links.append(1)
+        return original(self, *args, **kwargs)
+
+    glir.GlirProgram.link_program = counting
+    try:
+        viewer.layers.move(src, dst)
+        shot = viewer.screenshot(canvas_only=True, flash=False)
+    finally:
+        glir.GlirProgram.link_program = original
+    return len(links), shot
+
+
+def test_a_program_is_relinked_only_for_new_code_and_draws_the_same(make_napari_viewer):
+    """Moving visuals between grid cells regenerates identical shader code: it keeps its
+    linked program, and the canvas looks exactly as after relinking."""
+    from vispy.gloo import Program
+    from vispy.visuals.shaders.program import ModularProgram
+
+    from napari_petite._widgets.state import session_for
+
+    viewer = make_napari_viewer(show=True)
+    session_for(viewer)
+    ramp = np.tile(np.linspace(0, 1, 32, dtype="f4"), (32, 1))
+    for i, data in enumerate((ramp, ramp.T, 1 - ramp)):
+        layer = viewer.add_image(data, name=f"scan {i}", colormap="magma",
+                                 contrast_limits=(0, 1))
+        layer.colorbar.visible = True
+        layer.name_overlay.visible = True
+    viewer.grid.enabled = True
+    viewer.screenshot(canvas_only=True, flash=False)
+    kept, shot_kept = _links_moving_cells(viewer, 0, 3)  # every panel to another cell
+    _links_moving_cells(viewer, 2, 0)  # and back
+    reused = ModularProgram.set_shaders
+    ModularProgram.set_shaders = Program.set_shaders  # vispy's own: relink every rebuild
+    try:
+        relinked, shot_relinked = _links_moving_cells(viewer, 0, 3)
+    finally:
+        ModularProgram.set_shaders = reused
+    assert relinked > 0 and kept < relinked / 2, (kept, relinked)
+    assert np.array_equal(shot_kept, shot_relinked)
+    assert shot_kept[..., :3].std() > 10  # panels were drawn, not a blank canvas

@@ -158,12 +158,20 @@ _SESSIONS: weakref.WeakValueDictionary[int, Session] = weakref.WeakValueDictiona
 def session_for(viewer) -> Session:
     """The viewer's shared session (created on first use; lives as long as a dock holds it).
     Every dock starts here, so this is also where the viewer's repaints get the faster
-    shader parse (:mod:`.glsl_parse`), its scene rebuilds place the overlays once
+    shader parse (:mod:`.glsl_parse`), programs relinked only for new code
+    (:mod:`.program_reuse`), its scene rebuilds place the overlays once
     (:mod:`.overlay_placement`), the garbage collector's passes get short (:mod:`.heap`)
     and napari's unit registry starts building off the GUI thread (:mod:`.unit_registry`)."""
-    from napari_petite._widgets import glsl_parse, heap, overlay_placement, unit_registry
+    from napari_petite._widgets import (
+        glsl_parse,
+        heap,
+        overlay_placement,
+        program_reuse,
+        unit_registry,
+    )
 
     glsl_parse.install()
+    program_reuse.install()
     overlay_placement.install()
     heap.install()
     viewer = unwrap(viewer)

@@ -459,3 +459,19 @@ def test_a_program_is_relinked_only_for_new_code_and_draws_the_same(make_napari_
     assert relinked > 0 and kept < relinked / 2, (kept, relinked)
     assert np.array_equal(shot_kept, shot_relinked)
     assert shot_kept[..., :3].std() > 10  # panels were drawn, not a blank canvas
+
+
+def test_layers_added_unselected_leave_the_layer_controls_alone(make_napari_viewer):
+    from napari_petite._widgets import views
+
+    viewer = make_napari_viewer()
+    scan = viewer.add_image(np.zeros((4, 8, 8), "f4"), name="scan")
+    assert viewer.layers.selection.active is scan
+    switches = []
+    viewer.layers.selection.events.active.connect(lambda event: switches.append(event))
+    with views.unselected(viewer):
+        viewer.add_points(np.zeros((1, 3)), name="cross")
+        viewer.add_image(np.zeros((4, 8, 8), "f4"), name="hidden", visible=False)
+    assert viewer.layers.selection.active is scan and not switches
+    later = viewer.add_image(np.zeros((4, 8, 8), "f4"), name="later")  # napari's way again
+    assert viewer.layers.selection.active is later

@@ -136,8 +136,8 @@ class Crosshair:
         return [lambda p=panel: draw(p) for panel in panels]
 
     def _new_mark(self, panel):
-        active = self.viewer.layers.selection.active  # napari selects what it adds
-        with self.comparison.owning():
+        # not selected: the layer controls stay a scan's
+        with self.comparison.owning(), views.unselected(self.viewer):
             mark = self.viewer.add_points(
                 np.zeros((1, 3)), name=f"crosshair · {panel.name}", scale=panel.scale,
                 translate=panel.translate, units=panel.units, symbol="cross", size=3,
@@ -147,8 +147,6 @@ class Crosshair:
                 visible=False)
         mark.name_overlay.visible = False
         mark.editable = False
-        if active is not None and active in self.viewer.layers:
-            self.viewer.layers.selection.active = active  # the layer controls stay a scan's
         return mark
 
     def _follow_slice(self, _event=None) -> None:

@@ -23,6 +23,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_petite._widgets import views
 from napari_petite._widgets.first_run import ReaderChoice, SampleOffer
 from napari_petite._widgets.layout import scroll_layout
 from napari_petite._widgets.pacs_open import OpenFromPacsButton
@@ -501,13 +502,14 @@ class ScannerDataDock(TaskDock, QWidget):
                 return
             if old is not None:
                 self.viewer.layers.remove(old)
-            if ltype == "image":
-                # the low-count scan is the one to read: full and truth are toggles
-                kwargs = {**kwargs, "contrast_limits": limits,
-                          "visible": kwargs["metadata"][ROLE_KEY]["kind"] == "low"}
-                added.append(self.viewer.add_image(data, **kwargs))
-            else:
-                self.viewer.add_labels(data, **kwargs, visible=False)
+            with views.unselected(self.viewer):  # the first scan is selected at the end
+                if ltype == "image":
+                    # the low-count scan is the one to read: full and truth are toggles
+                    kwargs = {**kwargs, "contrast_limits": limits,
+                              "visible": kwargs["metadata"][ROLE_KEY]["kind"] == "low"}
+                    added.append(self.viewer.add_image(data, **kwargs))
+                else:
+                    self.viewer.add_labels(data, **kwargs, visible=False)
 
         def finish() -> None:
             images = [lay for lay in added if lay in self.viewer.layers]

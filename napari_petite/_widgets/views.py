@@ -7,6 +7,8 @@ decides *what* is shown and calls these to draw it, so each drawing rule lives o
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from napari_petite._widgets.state import ROLE_KEY
@@ -18,6 +20,24 @@ MARKER_KEYS = {"top": "petite_top", "bottom": "petite_bottom", "left": "petite_l
 UNITS_KEY = "petite_units"
 _MARKER_POSITIONS = {"top": "top_center", "bottom": "bottom_center", "left": "middle_left",
                      "right": "middle_right"}
+
+
+@contextlib.contextmanager
+def unselected(viewer):
+    """Layers added inside are not selected: napari makes every new layer the active one,
+    and each change of the active layer swaps the layer controls (20-40 ms of Qt widgets
+    on the GUI thread), for a cross or a scan the user did not pick. Where napari has no
+    such switch, layers are added as usual."""
+    layers = viewer.layers
+    before = getattr(layers, "_activate_on_insert", None)
+    if before is None:
+        yield
+        return
+    layers._activate_on_insert = False
+    try:
+        yield
+    finally:
+        layers._activate_on_insert = before
 
 
 def batched(viewer):

@@ -164,7 +164,7 @@ def walk(args, app, viewer, docks, data: Path) -> Walk:
     subject = discover(data).scanner(target).subject(test_id)
     low_name = f"{target}/{test_id} low"
     w.phase("load the test subject", lambda: data_dock.load_subject(subject),
-            until=lambda: low_name in viewer.layers and data_dock.is_idle)
+            until=lambda: low_name in viewer.layers and data_dock.is_idle and comp.settled)
     tune.set_base(args.base)
     w.pump(until=lambda: not tune.counting)
     form = tune.form

@@ -61,6 +61,8 @@ def load_extension_unlocked(package: str, name: str) -> bool:
     import importlib.util
     import os
 
+    if not hasattr(os, "RTLD_NOW"):  # Windows: no dlopen
+        return False
     try:
         spec = importlib.util.find_spec(package)  # a top-level name: nothing is imported
         folders = list(spec.submodule_search_locations or []) if spec is not None else []
@@ -73,7 +75,7 @@ def load_extension_unlocked(package: str, name: str) -> bool:
         libc.dlopen.argtypes = [ctypes.c_char_p, ctypes.c_int]
         libc.dlopen.restype = ctypes.c_void_p
         return bool(libc.dlopen(os.fsencode(path), os.RTLD_NOW | os.RTLD_LOCAL))
-    except (AttributeError, ImportError, OSError, ValueError):
+    except (AttributeError, ImportError, OSError, TypeError, ValueError):
         return False
 
 

@@ -26,8 +26,8 @@ _MARKER_POSITIONS = {"top": "top_center", "bottom": "bottom_center", "left": "mi
 def unselected(viewer):
     """Layers added inside are not selected: napari makes every new layer the active one,
     and each change of the active layer swaps the layer controls (20-40 ms of Qt widgets
-    on the GUI thread), for a cross or a scan the user did not pick. Where napari has no
-    such switch, layers are added as usual."""
+    on the GUI thread), for a cross or a scan the user did not pick. (napari's selectable
+    lists have the switch since before 0.5, the oldest napari this plugin supports.)"""
     layers = viewer.layers
     before = getattr(layers, "_activate_on_insert", None)
     if before is None:

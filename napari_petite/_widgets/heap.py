@@ -32,9 +32,10 @@ those is removed (it would be kept, with its volume, for the process's life)
 :meth:`QuietPasses.thaw` unfreezes, collects and freezes again at the next quiet moment:
 one long pass, only for layers older than a freeze.
 
-What stays unfrozen is the viewer's own: ~20 000 objects per layer, ~2 400 per canvas
-overlay (vispy's visuals, shaders and events), 150 000-300 000 in a comparison, 120-270 ms
-a full pass. Python starts one whenever enough new objects have survived, usually in the
+What stays unfrozen is the viewer's own: ~16 000 objects per panel, ~2 000 per canvas
+overlay in each grid cell (vispy's visuals, shaders and events; lighter than vispy makes
+them by :mod:`.shader_objects`), 200 000-280 000 in a comparison, 140-235 ms a full
+pass. Python starts one whenever enough new objects have survived, usually in the
 middle of drawing a layer, and the two together stalled the window 230-250 ms. So
 :func:`install` also moves the full passes to quiet moments (:class:`QuietPasses`): the
 automatic one is kept only as a backstop, and a full pass runs once the event loop has been
@@ -162,10 +163,7 @@ YOUNG = _Young()
 
 def install() -> None:
     """napari's forced collections become young ones (not on Windows), full passes wait for
-    a quiet moment, new shader objects are lighter (:mod:`.shader_objects`); idempotent."""
-    from napari_petite._widgets import shader_objects
-
-    shader_objects.slim()
+    a quiet moment (idempotent)."""
     QuietPasses.start()
     if sys.platform == "win32":
         return

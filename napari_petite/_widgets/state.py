@@ -160,19 +160,22 @@ def session_for(viewer) -> Session:
     Every dock starts here, so this is also where the viewer's repaints get the faster
     shader parse (:mod:`.glsl_parse`), programs relinked only for new code
     (:mod:`.program_reuse`), its scene rebuilds place the overlays once
-    (:mod:`.overlay_placement`), the garbage collector's passes get short (:mod:`.heap`)
-    and napari's unit registry starts building off the GUI thread (:mod:`.unit_registry`)."""
+    (:mod:`.overlay_placement`), the garbage collector has fewer objects to walk
+    (:mod:`.shader_objects`) and its passes get short (:mod:`.heap`), and napari's unit
+    registry starts building off the GUI thread (:mod:`.unit_registry`)."""
     from napari_petite._widgets import (
         glsl_parse,
         heap,
         overlay_placement,
         program_reuse,
+        shader_objects,
         unit_registry,
     )
 
     glsl_parse.install()
     program_reuse.install()
     overlay_placement.install()
+    shader_objects.slim()
     heap.install()
     viewer = unwrap(viewer)
     session = _SESSIONS.get(id(viewer))
